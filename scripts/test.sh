@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of the project, from a clean clone, on a machine with only the Rust toolchain:
+# installs what is missing (thumb target, qemu-system-arm, PyTorch 2.11.0 in a cache outside
+# the repo), then host tests for the whole workspace (trainer included), the no_std thumb build,
+# the firmware's no-alloc/no-panic link check and its run under QEMU, and formatting/lint checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: thumbv7em-none-eabihf target and qemu-system-arm"
+rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+if ! command -v qemu-system-arm >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq qemu-system-arm >/dev/null || { apt-get update -qq && apt-get install -y -qq qemu-system-arm >/dev/null; }
+    else
+        echo "qemu-system-arm is missing: install it (Debian: sudo apt-get install qemu-system-arm)" >&2
+        exit 1
+    fi
+fi
+
+step "libtorch (PyTorch 2.11.0, cached outside the repo)"
+# shellcheck disable=SC1090
+source <(scripts/setup-libtorch.sh --env)
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "host tests: every crate, the trainer included"
+cargo test --workspace --locked
+
+step "no_std core for Cortex-M4F"
+cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked
+
+if [ -x runtime-bins/firmware/check.sh ]; then
+    step "firmware: no allocator, no reachable panic, same decisions under QEMU"
+    runtime-bins/firmware/check.sh
+fi
+
+step "all tests passed"
