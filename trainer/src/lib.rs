@@ -1,1 +1,5 @@
-//! placeholder
+//! lhopt-trainer: inner tasks on tch, PPO meta-training, export to the core's frozen format.
+pub mod device;
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,23 @@
+//! The crate's error type. Every fallible public function returns [`Result`].
+
+/// Everything that can go wrong in the trainer, with what to do about it where that is known.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// libtorch rejected an operation (shape mismatch, device error, out of memory...).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A task specification that cannot be built, e.g. edited by hand into an inconsistent state.
+    #[error("invalid task spec: {0}")]
+    InvalidSpec(String),
+    /// A dataset is too small or malformed for the task built on it.
+    #[error("dataset {dataset}: {reason}")]
+    BadData {
+        /// Which dataset.
+        dataset: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Result alias for the trainer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
