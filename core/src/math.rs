@@ -1,0 +1,141 @@
+//! Scalar math shared by the features, the policy and the actions.
+//!
+//! Everything goes through `libm`, so the host and a Cortex-M target run the same software
+//! routines and produce the same bits.
+
+use core::f32::consts::FRAC_1_SQRT_2;
+
+/// The small constant δ of the spec: added inside logarithms, the floor of cosine denominators,
+/// and the clip of probabilities before a logit.
+pub const DELTA: f32 = 1e-8;
+
+/// `logit(1 − δ) = ln((1 − δ) / δ)`: the largest magnitude a logit may take.
+///
+/// In `f32`, `1 − 1e-8` rounds to 1, so this is written out rather than computed.
+pub const LOGIT_MAX: f32 = 18.420_681;
+
+/// Beyond this |z| the exact `logit(Φ(z))` already exceeds [`LOGIT_MAX`], so clamping `z` first
+/// changes nothing after the final clamp (`logit(Φ(8)) ≈ 35`).
+const LOGIT_PHI_Z_MAX: f32 = 8.0;
+
+/// Standard normal CDF `Φ(x) = ½·erfc(−x/√2)`.
+///
+/// Written with `erfc` rather than `½(1 + erf(x/√2))`: the latter cancels catastrophically in the
+/// lower tail (it returns 0 at x = −8, where Φ ≈ 6.2e-16).
+pub fn phi(x: f32) -> f32 {
+    0.5 * libm::erfcf(-x * FRAC_1_SQRT_2)
+}
+
+/// `logit(Φ(z))`, exact in both tails, clamped to ±[`LOGIT_MAX`]; 0 for NaN.
+///
+/// Computed as `ln Φ(z) − ln Φ(−z)` with `erfc` on both sides, so it never forms `1 − Φ(z)`
+/// (which is 0 in `f32` once z ≳ 5.4). The features pass `cos·√numel`, which can be ±1000.
+pub fn logit_phi(z: f32) -> f32 {
+    if z.is_nan() {
+        return 0.0;
+    }
+    let z = z.clamp(-LOGIT_PHI_Z_MAX, LOGIT_PHI_Z_MAX);
+    (libm::logf(phi(z)) - libm::logf(phi(-z))).clamp(-LOGIT_MAX, LOGIT_MAX)
+}
+
+/// `logit(p) = ln(p / (1 − p))` with p clipped to [δ, 1 − δ] (the result to ±[`LOGIT_MAX`]);
+/// 0 for NaN.
+pub fn logit(p: f32) -> f32 {
+    if p.is_nan() {
+        return 0.0;
+    }
+    logit_unclipped(p.clamp(DELTA, 1.0)).clamp(-LOGIT_MAX, LOGIT_MAX)
+}
+
+/// Unclipped `logit(p) = ln p − ln(1 − p)`: exact for every `p` in (0, 1), ±∞ at 0 and 1, NaN
+/// outside. The `clip_frac` action uses it so that values below δ keep their logit.
+pub fn logit_unclipped(p: f32) -> f32 {
+    libm::logf(p) - libm::log1pf(-p)
+}
+
+/// Logistic sigmoid `1 / (1 + e^−x)`, evaluated so that neither side overflows.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + libm::expf(-x))
+    } else {
+        let e = libm::expf(x);
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(x + δ)`: the spec's safe logarithm of a norm. Finite for every finite `x ≥ 0`.
+pub fn ln_delta(x: f32) -> f32 {
+    libm::logf(x + DELTA)
+}
+
+/// `x` if it is finite, otherwise 0. Features use it so bad input feeds zeros.
+pub fn finite_or_zero(x: f32) -> f32 {
+    if x.is_finite() { x } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel_err(a: f32, b: f64) -> f64 {
+        ((a as f64 - b) / b).abs()
+    }
+
+    #[test]
+    fn phi_matches_reference_values() {
+        // Reference values of the standard normal CDF (to 16 digits).
+        assert_eq!(phi(0.0), 0.5);
+        assert!(rel_err(phi(1.0), 0.841_344_746_068_542_9) < 1e-6);
+        assert!(rel_err(phi(-1.96), 0.024_997_895_148_220_43) < 1e-5);
+        assert!(rel_err(phi(-8.0), 6.220_960_574_271_785e-16) < 1e-5);
+    }
+
+    #[test]
+    fn one_plus_erf_form_fails_in_the_tail_where_phi_does_not() {
+        let naive = 0.5 * (1.0 + libm::erff(-8.0 * FRAC_1_SQRT_2));
+        assert_eq!(naive, 0.0, "the cancelling form is why phi uses erfc");
+        assert!(phi(-8.0) > 0.0);
+    }
+
+    #[test]
+    fn logit_phi_is_exact_in_the_middle_and_clamped_in_the_tails() {
+        // logit(Φ(1)) = ln(0.8413447 / 0.1586553).
+        let expected = (0.841_344_746_068_542_9_f64 / 0.158_655_253_931_457_05).ln();
+        assert!((logit_phi(1.0) as f64 - expected).abs() < 1e-5);
+        // logit(Φ(−5)): Φ(−5) = 2.866515718791939e-7.
+        let p = 2.866_515_718_791_939e-7_f64;
+        assert!(rel_err(logit_phi(-5.0), (p / (1.0 - p)).ln()) < 1e-5);
+        assert_eq!(logit_phi(1000.0), LOGIT_MAX);
+        assert_eq!(logit_phi(-1000.0), -LOGIT_MAX);
+        assert_eq!(logit_phi(f32::INFINITY), LOGIT_MAX);
+        assert_eq!(logit_phi(f32::NAN), 0.0);
+        assert_eq!(logit_phi(0.0), 0.0);
+    }
+
+    #[test]
+    fn logit_and_sigmoid_are_inverse_and_clamped() {
+        assert_eq!(logit(0.5), 0.0);
+        assert!((logit(0.8) - 4.0_f32.ln()).abs() < 1e-6);
+        assert!((sigmoid(logit(0.3)) - 0.3).abs() < 1e-6);
+        assert_eq!(logit(0.0), -LOGIT_MAX);
+        assert_eq!(logit(-3.0), -LOGIT_MAX);
+        assert_eq!(logit(1.0), LOGIT_MAX);
+        assert_eq!(logit(f32::NAN), 0.0);
+        assert!((LOGIT_MAX as f64 - ((1.0 - 1e-8) / 1e-8_f64).ln()).abs() < 2e-6);
+        assert!((logit_unclipped(1e-10) - 1e-10_f32.ln()).abs() < 1e-5);
+        assert!((sigmoid(2.0) - 0.880_797_1).abs() < 1e-6);
+        assert!((sigmoid(-2.0) - 0.119_202_92).abs() < 1e-6);
+        assert_eq!(sigmoid(-200.0), 0.0);
+        assert_eq!(sigmoid(200.0), 1.0);
+    }
+
+    #[test]
+    fn ln_delta_and_finite_or_zero() {
+        assert!((ln_delta(0.0) - 1e-8_f32.ln()).abs() < 1e-5);
+        assert!((ln_delta(2.0) - 2.0_f32.ln()).abs() < 1e-7);
+        assert!(ln_delta(-1.0).is_nan());
+        assert_eq!(finite_or_zero(f32::NAN), 0.0);
+        assert_eq!(finite_or_zero(f32::NEG_INFINITY), 0.0);
+        assert_eq!(finite_or_zero(-2.5), -2.5);
+    }
+}
