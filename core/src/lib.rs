@@ -31,9 +31,14 @@ pub mod action;
 pub mod error;
 pub mod hyper;
 pub mod math;
+pub mod moments;
+pub mod observation;
 pub mod reductions;
 
 pub use action::{Action, Decision, HEAD_SIZES, NUM_ACTION_LOGITS, NUM_HEADS, Restart, apply};
 pub use error::Error;
 pub use hyper::{BOUNDS, Hyperparams, NUM_HYPERS};
+pub use observation::{
+    DecisionInputs, FEATURE_SET_VERSION, OBS_DIM, Observer, RunConfig, StepReductions, StepStatus,
+};
 pub use reductions::{NUM_INNER_FEATURES, TensorReductions, inner_features};

@@ -1,0 +1,837 @@
+//! The outer features and the 166-number observation vector, feature set version 1 (spec §3).
+//!
+//! [`Observer`] is the runtime-statistics → observation half of the controller: it counts inner
+//! steps, aggregates the inner features of sampled steps, keeps the CDF moments and the
+//! checkpoint-register records, and applies actions to the hyperparameters.
+//!
+//! # Layout (version 1)
+//!
+//! | offset | inputs | n |
+//! |---|---|---|
+//! | [`OBS_PROGRESS`] | progress p | 1 |
+//! | [`OBS_INNER`] | per inner feature j (spec §2 order): raw_j, then its 5 CDF features | 78 |
+//! | [`OBS_LOSS_RATIO`] | is_nan, tanh(x), 5 CDF; x = ln(L_k / L_{k−1}) | 7 |
+//! | [`OBS_UPDATE_RATIO`] | tanh(x), 5 CDF; x = ln(‖θ_k − θ_{k−1}‖ / ‖θ_{k−1} − θ_{k−2}‖) | 6 |
+//! | [`OBS_NORM_RATIO`] | tanh(x), 5 CDF; x = ln(‖θ_k‖ / ‖θ_{k−1}‖) | 6 |
+//! | [`OBS_TRAIN_LOSS`] | is_nan, is_inf, 5 CDF of ln L_k | 7 |
+//! | [`OBS_EVAL_LOSS`] | is_nan, is_inf, 5 CDF of ln L_eval | 7 |
+//! | [`OBS_CHECKPOINTS`] | per register r: tanh(ln(L_r / L_k)), progress at saving (−1 if empty) | 6 |
+//! | [`OBS_HYPER`] | ln(h / h_initial) per [`Hyperparams`] field, logit difference for clip_frac | 8 |
+//! | [`OBS_PREV_ACTION`] | previous action, one-hot per head (all zero before the first) | 40 |
+//!
+//! CDF features use the time scales of [`CDF_SCALES`], in that order.
+//!
+//! # Choices that are part of feature set version 1
+//!
+//! - `L_k` is the mean training loss over the interval. A NaN, −∞ or non-positive loss anywhere in
+//!   the interval sets `is_nan`, +∞ sets `is_inf`; either makes `L_k` invalid.
+//! - A series value that is undefined (an invalid loss, a ratio whose current or previous value
+//!   is invalid, missing or non-positive, an interval without a sampled step) feeds `x = 0` to its
+//!   tanh and CDF features and is **not** added to the CDF moments. In particular, at the first
+//!   decision the three ratios have no previous value: they feed 0 without being added, and the
+//!   loss ratio's `is_nan` stays 0 (nothing is wrong, the value is just not there yet). The loss
+//!   ratio's `is_nan` is 1 when the current or previous `L` is invalid.
+//! - Inner features are averaged over the tensors of a sampled step, then over the sampled steps
+//!   of the interval; a step reported with an empty tensor list is not a sample.
+//! - `h_initial` is the run's starting hyperparameters given to [`Observer::new`] (during training
+//!   the perturbed ones), so the policy does not see the perturbation.
+//! - A checkpoint register records `L_k` and `p_k` of the decision that saved into it; its loss
+//!   feature is 0 when either loss is invalid.
+//! - The previous-action one-hot holds the action the policy chose, even when a load or swap of
+//!   an empty register turned its restart into a no-op.
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::{self, Action, Decision, NUM_REGISTERS, Restart};
+use crate::error::Error;
+use crate::hyper::Hyperparams;
+use crate::math::{finite_or_zero, logit};
+use crate::moments::{CdfFeatures, NUM_CDF, progress_weights};
+use crate::reductions::{NUM_INNER_FEATURES, TensorReductions, mean_inner_features};
+
+/// Version of the observation definition. A policy file records the version it was trained on.
+pub const FEATURE_SET_VERSION: u16 = 1;
+
+/// Length of the observation vector.
+pub const OBS_DIM: usize = 166;
+
+/// Offset of progress.
+pub const OBS_PROGRESS: usize = 0;
+/// Offset of the inner features (13 × (raw + 5 CDF)).
+pub const OBS_INNER: usize = 1;
+/// Offset of the loss-ratio group.
+pub const OBS_LOSS_RATIO: usize = OBS_INNER + NUM_INNER_FEATURES * (1 + NUM_CDF);
+/// Offset of the update-ratio group.
+pub const OBS_UPDATE_RATIO: usize = OBS_LOSS_RATIO + 2 + NUM_CDF;
+/// Offset of the norm-ratio group.
+pub const OBS_NORM_RATIO: usize = OBS_UPDATE_RATIO + 1 + NUM_CDF;
+/// Offset of the train log-loss group.
+pub const OBS_TRAIN_LOSS: usize = OBS_NORM_RATIO + 1 + NUM_CDF;
+/// Offset of the eval log-loss group.
+pub const OBS_EVAL_LOSS: usize = OBS_TRAIN_LOSS + 2 + NUM_CDF;
+/// Offset of the checkpoint-register group.
+pub const OBS_CHECKPOINTS: usize = OBS_EVAL_LOSS + 2 + NUM_CDF;
+/// Offset of the hyperparameter group.
+pub const OBS_HYPER: usize = OBS_CHECKPOINTS + 2 * NUM_REGISTERS;
+/// Offset of the previous-action one-hot.
+pub const OBS_PREV_ACTION: usize = OBS_HYPER + crate::hyper::NUM_HYPERS;
+
+const _: () = assert!(OBS_PREV_ACTION + action::NUM_ACTION_LOGITS == OBS_DIM);
+
+/// Index of `clip_frac` among the [`Hyperparams`] fields: its observation is a logit difference.
+const CLIP_FRAC_INDEX: usize = 5;
+
+/// Inner steps between sampled reductions.
+pub const REDUCTION_PERIOD: u64 = 4;
+
+/// The schedule of a run: `total_steps` inner steps, a decision every `total_steps / decisions`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Inner steps T of the whole run.
+    pub total_steps: u64,
+    /// Number of decisions K.
+    pub decisions: u32,
+}
+
+impl RunConfig {
+    /// Inner steps per decision, `I = ⌊T / K⌋`; an error when `K = 0` or `T < K`.
+    pub fn interval(&self) -> Result<u64, Error> {
+        if self.decisions == 0 {
+            return Err(Error::InvalidConfig("decisions must be at least 1"));
+        }
+        match self.total_steps / u64::from(self.decisions) {
+            0 => Err(Error::InvalidConfig(
+                "total_steps must be at least decisions (one inner step per decision)",
+            )),
+            i => Ok(i),
+        }
+    }
+}
+
+/// What the runtime reports once per decision, besides the per-step losses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecisionInputs {
+    /// Global parameter norm ‖θ_k‖.
+    pub param_norm: f32,
+    /// ‖θ_k − θ_{k−1}‖, the displacement since the previous decision (since the start at the first).
+    pub displacement: f32,
+    /// Eval loss, or NaN when the runtime has no eval pass.
+    pub eval_loss: f32,
+}
+
+/// The reductions of one sampled inner step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReductions<'a> {
+    /// One entry per parameter tensor.
+    pub tensors: &'a [TensorReductions],
+    /// Whether the global gradient clip fired at this step.
+    pub clipped: bool,
+}
+
+/// What the runtime should do after an inner step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    /// Keep training.
+    Continue,
+    /// Call for an observation (or `Controller::decide`) now.
+    DecisionDue,
+    /// The run has reached `total_steps`; further steps are ignored.
+    Finished,
+}
+
+/// Loss and progress recorded when a checkpoint register was saved.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Checkpoint {
+    loss: f32,
+    progress: f32,
+}
+
+/// All outer-feature state of one run. Plain data: clone it, or serialise it with postcard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observer {
+    config: RunConfig,
+    interval: u64,
+    initial: Hyperparams,
+    hyper: Hyperparams,
+    step: u64,
+    decision_index: u32,
+    last_progress: f32,
+    // Accumulators of the current interval.
+    loss_sum: f32,
+    loss_count: u32,
+    loss_saw_nan: bool,
+    loss_saw_inf: bool,
+    inner_sum: [f32; NUM_INNER_FEATURES],
+    inner_samples: u32,
+    // Values of the previous decision (None before the first; NaN when invalid).
+    prev_train_loss: Option<f32>,
+    prev_displacement: Option<f32>,
+    prev_param_norm: Option<f32>,
+    prev_action: Option<Action>,
+    // CDF moments per series.
+    inner_cdf: [CdfFeatures; NUM_INNER_FEATURES],
+    loss_ratio_cdf: CdfFeatures,
+    update_ratio_cdf: CdfFeatures,
+    norm_ratio_cdf: CdfFeatures,
+    train_loss_cdf: CdfFeatures,
+    eval_loss_cdf: CdfFeatures,
+    registers: [Option<Checkpoint>; NUM_REGISTERS],
+}
+
+/// A loss judged by the spec's rules: its log when it is positive and finite, otherwise flags.
+#[derive(Clone, Copy)]
+struct LossFlags {
+    log: Option<f32>,
+    is_nan: bool,
+    is_inf: bool,
+}
+
+impl LossFlags {
+    fn of(loss: f32) -> Self {
+        let is_inf = loss == f32::INFINITY;
+        let valid = loss.is_finite() && loss > 0.0;
+        Self {
+            log: valid.then(|| libm::logf(loss)),
+            is_nan: !valid && !is_inf,
+            is_inf,
+        }
+    }
+
+    fn flag(b: bool) -> f32 {
+        if b { 1.0 } else { 0.0 }
+    }
+}
+
+/// `ln(now / prev)` for a positive series: `Ok(None)` when there is no previous value yet,
+/// `Err(())` when either value is not positive and finite.
+fn log_ratio(prev: Option<f32>, now: f32) -> Result<Option<f32>, ()> {
+    let positive = |x: f32| x.is_finite() && x > 0.0;
+    match prev {
+        None => Ok(None),
+        Some(prev) if positive(prev) && positive(now) => {
+            Ok(Some(libm::logf(now) - libm::logf(prev)))
+        }
+        Some(_) => Err(()),
+    }
+}
+
+/// The CDF features of `x` (added to the moments), or of 0 (not added) when `x` is undefined.
+fn cdf_of(cdf: &mut CdfFeatures, x: Option<f32>, weights: &[f32; NUM_CDF]) -> [f32; NUM_CDF] {
+    match x {
+        Some(x) => cdf.observe(x, weights),
+        None => cdf.transform(0.0),
+    }
+}
+
+/// Fills the observation front to back; writes past the end are dropped (the layout constants
+/// and a test keep the total at [`OBS_DIM`]).
+struct ObsWriter {
+    out: [f32; OBS_DIM],
+    pos: usize,
+}
+
+impl ObsWriter {
+    fn push(&mut self, x: f32) {
+        if let Some(slot) = self.out.get_mut(self.pos) {
+            *slot = x;
+        }
+        self.pos += 1;
+    }
+
+    fn extend(&mut self, xs: &[f32]) {
+        for &x in xs {
+            self.push(x);
+        }
+    }
+}
+
+impl Observer {
+    /// A fresh run. `initial` (clamped to bounds) is both the starting hyperparameters and the
+    /// reference `h_initial` of the hyperparameter features.
+    pub fn new(config: RunConfig, initial: Hyperparams) -> Result<Self, Error> {
+        let interval = config.interval()?;
+        let initial = initial.clamped();
+        Ok(Self {
+            config,
+            interval,
+            initial,
+            hyper: initial,
+            step: 0,
+            decision_index: 0,
+            last_progress: 0.0,
+            loss_sum: 0.0,
+            loss_count: 0,
+            loss_saw_nan: false,
+            loss_saw_inf: false,
+            inner_sum: [0.0; NUM_INNER_FEATURES],
+            inner_samples: 0,
+            prev_train_loss: None,
+            prev_displacement: None,
+            prev_param_norm: None,
+            prev_action: None,
+            inner_cdf: [CdfFeatures::default(); NUM_INNER_FEATURES],
+            loss_ratio_cdf: CdfFeatures::default(),
+            update_ratio_cdf: CdfFeatures::default(),
+            norm_ratio_cdf: CdfFeatures::default(),
+            train_loss_cdf: CdfFeatures::default(),
+            eval_loss_cdf: CdfFeatures::default(),
+            registers: [None; NUM_REGISTERS],
+        })
+    }
+
+    /// Whether the inner step about to run should report reductions: every
+    /// [`REDUCTION_PERIOD`]th step, and the last step of an interval that has no sample yet.
+    pub fn wants_reductions(&self) -> bool {
+        if self.step >= self.config.total_steps {
+            return false;
+        }
+        let next = self.step + 1;
+        next % REDUCTION_PERIOD == 0 || (next % self.interval == 0 && self.inner_samples == 0)
+    }
+
+    /// Records one inner step: its training loss and, when sampled, its reductions.
+    ///
+    /// Returns [`StepStatus::DecisionDue`] after steps `I, 2I, …, K·I`, [`StepStatus::Finished`]
+    /// at and after step `T` otherwise (steps beyond `T` are ignored).
+    pub fn observe_step(
+        &mut self,
+        train_loss: f32,
+        reductions: Option<StepReductions<'_>>,
+    ) -> StepStatus {
+        if self.step >= self.config.total_steps {
+            return StepStatus::Finished;
+        }
+        self.step += 1;
+        if train_loss.is_finite() && train_loss > 0.0 {
+            self.loss_sum += train_loss;
+        } else if train_loss == f32::INFINITY {
+            self.loss_saw_inf = true;
+        } else {
+            self.loss_saw_nan = true;
+        }
+        self.loss_count += 1;
+        if let Some(features) = reductions.and_then(|r| mean_inner_features(r.tensors, r.clipped)) {
+            for (s, f) in self.inner_sum.iter_mut().zip(features) {
+                *s += f;
+            }
+            self.inner_samples += 1;
+        }
+        if self.step % self.interval == 0
+            && self.step / self.interval <= u64::from(self.config.decisions)
+        {
+            StepStatus::DecisionDue
+        } else if self.step >= self.config.total_steps {
+            StepStatus::Finished
+        } else {
+            StepStatus::Continue
+        }
+    }
+
+    /// Closes the interval and returns the raw (un-normalised) observation; advances the CDF
+    /// moments. Call once per [`StepStatus::DecisionDue`], then [`Observer::apply`].
+    pub fn observation(&mut self, inputs: &DecisionInputs) -> [f32; OBS_DIM] {
+        let p = self.progress();
+        let weights = progress_weights(p, p - self.last_progress);
+        let mut w = ObsWriter {
+            out: [0.0; OBS_DIM],
+            pos: 0,
+        };
+        w.push(p);
+
+        // Inner features: mean over the sampled steps of the interval.
+        let inner = (self.inner_samples > 0).then(|| {
+            let n = self.inner_samples as f32;
+            self.inner_sum.map(|s| finite_or_zero(s / n))
+        });
+        for (j, cdf) in self.inner_cdf.iter_mut().enumerate() {
+            let raw = inner.and_then(|f| f.get(j).copied());
+            w.push(raw.unwrap_or(0.0));
+            w.extend(&cdf_of(cdf, raw, &weights));
+        }
+
+        // Training loss of the interval, and its ratio to the previous one.
+        let mean_loss = self.loss_sum / self.loss_count as f32;
+        let loss = if self.loss_count == 0 || self.loss_saw_nan || self.loss_saw_inf {
+            LossFlags {
+                log: None,
+                is_nan: self.loss_saw_nan || self.loss_count == 0,
+                is_inf: self.loss_saw_inf,
+            }
+        } else {
+            LossFlags::of(mean_loss)
+        };
+        let loss_now = if loss.log.is_some() {
+            mean_loss
+        } else {
+            f32::NAN
+        };
+        let loss_ratio = log_ratio(self.prev_train_loss, loss_now);
+        w.push(LossFlags::flag(loss_ratio.is_err()));
+        let x = loss_ratio.ok().flatten();
+        w.push(libm::tanhf(x.unwrap_or(0.0)));
+        w.extend(&cdf_of(&mut self.loss_ratio_cdf, x, &weights));
+
+        for (prev, now, cdf) in [
+            (
+                self.prev_displacement,
+                inputs.displacement,
+                &mut self.update_ratio_cdf,
+            ),
+            (
+                self.prev_param_norm,
+                inputs.param_norm,
+                &mut self.norm_ratio_cdf,
+            ),
+        ] {
+            let x = log_ratio(prev, now).ok().flatten();
+            w.push(libm::tanhf(x.unwrap_or(0.0)));
+            w.extend(&cdf_of(cdf, x, &weights));
+        }
+
+        let eval = LossFlags::of(inputs.eval_loss);
+        for (l, cdf) in [
+            (loss, &mut self.train_loss_cdf),
+            (eval, &mut self.eval_loss_cdf),
+        ] {
+            w.push(LossFlags::flag(l.is_nan));
+            w.push(LossFlags::flag(l.is_inf));
+            w.extend(&cdf_of(cdf, l.log, &weights));
+        }
+
+        for register in &self.registers {
+            match register {
+                Some(cp) => {
+                    let x = log_ratio(Some(loss_now), cp.loss).ok().flatten();
+                    w.push(libm::tanhf(x.unwrap_or(0.0)));
+                    w.push(cp.progress);
+                }
+                None => w.extend(&[0.0, -1.0]),
+            }
+        }
+
+        let now = self.hyper.to_array();
+        for (i, (h, h0)) in now.iter().zip(self.initial.to_array()).enumerate() {
+            let x = if i == CLIP_FRAC_INDEX {
+                logit(*h) - logit(h0)
+            } else {
+                libm::logf(*h) - libm::logf(h0)
+            };
+            w.push(finite_or_zero(x));
+        }
+
+        w.extend(
+            &self
+                .prev_action
+                .map_or([0.0; action::NUM_ACTION_LOGITS], |a| a.one_hot()),
+        );
+
+        // Close the interval.
+        self.last_progress = p;
+        self.decision_index += 1;
+        self.prev_train_loss = Some(loss_now);
+        self.prev_displacement = Some(inputs.displacement);
+        self.prev_param_norm = Some(inputs.param_norm);
+        self.loss_sum = 0.0;
+        self.loss_count = 0;
+        self.loss_saw_nan = false;
+        self.loss_saw_inf = false;
+        self.inner_sum = [0.0; NUM_INNER_FEATURES];
+        self.inner_samples = 0;
+        w.out
+    }
+
+    /// Applies an action: new hyperparameters (clamped), the previous-action one-hot, and the
+    /// checkpoint-register records. A load or swap of an empty register is a no-op, reported as
+    /// [`Restart::None`].
+    pub fn apply(&mut self, a: &Action) -> Decision {
+        self.hyper = action::apply(&self.hyper, a);
+        self.prev_action = Some(*a);
+        let current = Checkpoint {
+            loss: self.prev_train_loss.unwrap_or(f32::NAN),
+            progress: self.last_progress,
+        };
+        let requested = a.restart();
+        let restart = match requested {
+            Restart::None => Restart::None,
+            Restart::Save(r) | Restart::Load(r) | Restart::Swap(r) => {
+                match self.registers.get_mut(usize::from(r)) {
+                    Some(slot) => match (requested, slot.is_some()) {
+                        (Restart::Save(_), _) | (Restart::Swap(_), true) => {
+                            *slot = Some(current);
+                            requested
+                        }
+                        (Restart::Load(_), true) => requested,
+                        _ => Restart::None,
+                    },
+                    None => Restart::None,
+                }
+            }
+        };
+        Decision {
+            hyper: self.hyper,
+            restart,
+        }
+    }
+
+    /// Current hyperparameters.
+    pub fn hyper(&self) -> Hyperparams {
+        self.hyper
+    }
+
+    /// The reference hyperparameters of the hyperparameter features.
+    pub fn initial(&self) -> Hyperparams {
+        self.initial
+    }
+
+    /// Inner steps observed so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Progress `step / T` in [0, 1].
+    pub fn progress(&self) -> f32 {
+        self.step as f32 / self.config.total_steps as f32
+    }
+
+    /// Observations taken so far.
+    pub fn decision_index(&self) -> u32 {
+        self.decision_index
+    }
+
+    /// The run's schedule.
+    pub fn config(&self) -> RunConfig {
+        self.config
+    }
+
+    /// Inner steps per decision.
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// The last applied action, if any.
+    pub fn previous_action(&self) -> Option<Action> {
+        self.prev_action
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::phi;
+    use crate::reductions::inner_features;
+
+    fn tensor() -> TensorReductions {
+        TensorReductions {
+            numel: 4,
+            grad_norm: 2.0,
+            mhat_norm: 1.0,
+            mhat_minus_grad_norm: 1.5,
+            param_norm: 3.0,
+            update_norm: 0.5,
+            lr_p: 0.01,
+            grad_dot_mhat: 1.0,
+            grad_dot_param: -3.0,
+            grad_dot_update: 0.25,
+            count_v_gt_eps: 3.0,
+            sum_log_abs_update: -8.0,
+        }
+    }
+
+    fn observer(total_steps: u64, decisions: u32) -> Observer {
+        let cfg = RunConfig {
+            total_steps,
+            decisions,
+        };
+        Observer::new(cfg, Hyperparams::INITIAL).unwrap()
+    }
+
+    /// Runs `interval` steps at a constant loss, sampling reductions when asked.
+    fn run_interval(o: &mut Observer, loss: f32, clipped: bool) -> StepStatus {
+        let tensors = [tensor()];
+        let mut status = StepStatus::Continue;
+        for _ in 0..o.interval() {
+            let r = o.wants_reductions().then_some(StepReductions {
+                tensors: &tensors,
+                clipped,
+            });
+            status = o.observe_step(loss, r);
+        }
+        status
+    }
+
+    fn group(obs: &[f32; OBS_DIM], offset: usize, n: usize) -> &[f32] {
+        &obs[offset..offset + n]
+    }
+
+    #[test]
+    fn layout_offsets_add_up_to_the_spec_table() {
+        assert_eq!(OBS_INNER, 1);
+        assert_eq!(OBS_LOSS_RATIO, 79);
+        assert_eq!(OBS_UPDATE_RATIO, 86);
+        assert_eq!(OBS_NORM_RATIO, 92);
+        assert_eq!(OBS_TRAIN_LOSS, 98);
+        assert_eq!(OBS_EVAL_LOSS, 105);
+        assert_eq!(OBS_CHECKPOINTS, 112);
+        assert_eq!(OBS_HYPER, 118);
+        assert_eq!(OBS_PREV_ACTION, 126);
+    }
+
+    #[test]
+    fn schedule_reports_decisions_after_each_interval_and_then_finishes() {
+        let mut o = observer(10, 3);
+        assert_eq!(o.interval(), 3);
+        let mut due = [0u64; 3];
+        let mut n = 0;
+        let mut wanted = [false; 10];
+        for (step, w) in (1..=10).zip(wanted.iter_mut()) {
+            *w = o.wants_reductions();
+            match o.observe_step(1.0, None) {
+                StepStatus::DecisionDue => {
+                    due[n] = step;
+                    n += 1;
+                    o.observation(&DecisionInputs {
+                        param_norm: 1.0,
+                        displacement: 1.0,
+                        eval_loss: f32::NAN,
+                    });
+                }
+                StepStatus::Finished => assert_eq!(step, 10),
+                StepStatus::Continue => {}
+            }
+        }
+        assert_eq!(due, [3, 6, 9]);
+        assert_eq!(o.observe_step(1.0, None), StepStatus::Finished);
+        assert_eq!(o.step(), 10);
+        assert!(!o.wants_reductions());
+        // Every 4th step, plus the last step of an interval without a sample (none were given
+        // here, so steps 3, 6 and 9 are asked for too).
+        let expected = [
+            false, false, true, true, false, true, false, true, true, false,
+        ];
+        assert_eq!(wanted, expected);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let hp = Hyperparams::INITIAL;
+        let zero = RunConfig {
+            total_steps: 10,
+            decisions: 0,
+        };
+        assert!(matches!(
+            Observer::new(zero, hp),
+            Err(Error::InvalidConfig(_))
+        ));
+        let short = RunConfig {
+            total_steps: 3,
+            decisions: 4,
+        };
+        assert!(matches!(
+            Observer::new(short, hp),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn two_decisions_give_hand_computed_observations() {
+        let mut o = observer(8, 2);
+        assert_eq!(run_interval(&mut o, 2.0, false), StepStatus::DecisionDue);
+        let obs1 = o.observation(&DecisionInputs {
+            param_norm: 10.0,
+            displacement: 1.0,
+            eval_loss: 3.0,
+        });
+        assert_eq!(obs1[OBS_PROGRESS], 0.5);
+        let raw = inner_features(&tensor(), false);
+        for (j, r) in raw.iter().enumerate() {
+            assert_eq!(obs1[OBS_INNER + 6 * j], *r, "raw inner feature {j}");
+            assert_eq!(group(&obs1, OBS_INNER + 6 * j + 1, 5), &[0.5; 5]);
+        }
+        // First decision: no previous values, nothing in the moments yet.
+        assert_eq!(
+            group(&obs1, OBS_LOSS_RATIO, 7),
+            &[0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+        );
+        assert_eq!(
+            group(&obs1, OBS_UPDATE_RATIO, 6),
+            &[0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+        );
+        assert_eq!(
+            group(&obs1, OBS_NORM_RATIO, 6),
+            &[0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+        );
+        assert_eq!(
+            group(&obs1, OBS_TRAIN_LOSS, 7),
+            &[0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+        );
+        assert_eq!(
+            group(&obs1, OBS_EVAL_LOSS, 7),
+            &[0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
+        );
+        assert_eq!(
+            group(&obs1, OBS_CHECKPOINTS, 6),
+            &[0.0, -1.0, 0.0, -1.0, 0.0, -1.0]
+        );
+        assert_eq!(group(&obs1, OBS_HYPER, 8), &[0.0; 8]);
+        assert_eq!(group(&obs1, OBS_PREV_ACTION, 40), &[0.0; 40]);
+
+        // lr ×2 and save into register 1.
+        let action = Action {
+            choices: [6, 1, 1, 1, 1, 2, 1, 1, 2],
+        };
+        let d = o.apply(&action);
+        assert_eq!(d.restart, Restart::Save(1));
+        assert_eq!(d.hyper.lr, 2e-3);
+
+        // Second interval: loss halves, clipped, displacement halves, norm doubles, no eval.
+        assert_eq!(run_interval(&mut o, 1.0, true), StepStatus::DecisionDue);
+        let obs2 = o.observation(&DecisionInputs {
+            param_norm: 20.0,
+            displacement: 0.5,
+            eval_loss: f32::NAN,
+        });
+        assert_eq!(obs2[OBS_PROGRESS], 1.0);
+        // Inner feature 1 (clipped) went from 0 to 1 against a zero-variance history: Φ(10).
+        assert_eq!(obs2[OBS_INNER], 1.0);
+        assert_eq!(group(&obs2, OBS_INNER + 1, 5), &[phi(10.0); 5]);
+        // Unchanged features sit at the mean of their history: Φ(0).
+        assert_eq!(group(&obs2, OBS_INNER + 7, 5), &[0.5; 5]);
+        // tanh(ln ½) = −0.6, tanh(ln 2) = 0.6; the first defined ratio meets empty moments.
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert_eq!(obs2[OBS_LOSS_RATIO], 0.0);
+        assert!(close(obs2[OBS_LOSS_RATIO + 1], -0.6));
+        assert_eq!(group(&obs2, OBS_LOSS_RATIO + 2, 5), &[0.5; 5]);
+        assert!(close(obs2[OBS_UPDATE_RATIO], -0.6));
+        assert!(close(obs2[OBS_NORM_RATIO], 0.6));
+        // ln 1 = 0 is below the one previous sample ln 2 with zero variance: Φ(−10).
+        assert_eq!(group(&obs2, OBS_TRAIN_LOSS, 2), &[0.0, 0.0]);
+        assert_eq!(group(&obs2, OBS_TRAIN_LOSS + 2, 5), &[phi(-10.0); 5]);
+        // Eval NaN: is_nan, and x = 0 against the one sample ln 3.
+        assert_eq!(group(&obs2, OBS_EVAL_LOSS, 2), &[1.0, 0.0]);
+        assert_eq!(group(&obs2, OBS_EVAL_LOSS + 2, 5), &[phi(-10.0); 5]);
+        // Register 1 holds L = 2 saved at p = 0.5; now L = 1: tanh(ln 2) = 0.6.
+        let cp = group(&obs2, OBS_CHECKPOINTS, 6);
+        assert_eq!(
+            [cp[0], cp[1], cp[3], cp[4], cp[5]],
+            [0.0, -1.0, 0.5, 0.0, -1.0]
+        );
+        assert!(close(cp[2], 0.6));
+        assert!(close(obs2[OBS_HYPER], core::f32::consts::LN_2));
+        assert_eq!(group(&obs2, OBS_HYPER + 1, 7), &[0.0; 7]);
+        assert_eq!(group(&obs2, OBS_PREV_ACTION, 40), &action.one_hot());
+    }
+
+    #[test]
+    fn bad_losses_set_flags_and_keep_the_observation_finite() {
+        let mut o = observer(12, 3);
+        let inputs = DecisionInputs {
+            param_norm: f32::NAN,
+            displacement: -1.0,
+            eval_loss: f32::INFINITY,
+        };
+        for (loss, nan, inf) in [
+            (f32::NAN, 1.0, 0.0),
+            (f32::INFINITY, 0.0, 1.0),
+            (-2.0, 1.0, 0.0),
+        ] {
+            run_interval(&mut o, loss, false);
+            let obs = o.observation(&inputs);
+            assert!(obs.iter().all(|x| x.is_finite()));
+            assert_eq!(group(&obs, OBS_TRAIN_LOSS, 2), &[nan, inf]);
+            assert_eq!(group(&obs, OBS_TRAIN_LOSS + 2, 5), &[0.5; 5], "never added");
+            assert_eq!(group(&obs, OBS_EVAL_LOSS, 2), &[0.0, 1.0]);
+            let undefined_previous = o.decision_index() > 1;
+            assert_eq!(
+                obs[OBS_LOSS_RATIO],
+                if undefined_previous { 1.0 } else { 0.0 }
+            );
+        }
+    }
+
+    #[test]
+    fn one_bad_step_invalidates_the_interval_loss() {
+        let mut o = observer(4, 1);
+        o.observe_step(1.0, None);
+        o.observe_step(f32::NAN, None);
+        o.observe_step(1.0, None);
+        assert_eq!(o.observe_step(1.0, None), StepStatus::DecisionDue);
+        let obs = o.observation(&DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        });
+        assert_eq!(group(&obs, OBS_TRAIN_LOSS, 2), &[1.0, 0.0]);
+    }
+
+    #[test]
+    fn restart_registers_follow_save_load_and_swap() {
+        let mut o = observer(100, 10);
+        let inputs = DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        };
+        let restart = |c: u8| {
+            let mut a = Action::HOLD;
+            a.choices[8] = c;
+            a
+        };
+        run_interval(&mut o, 1.0, false);
+        o.observation(&inputs);
+        assert_eq!(o.apply(&restart(4)).restart, Restart::None, "load of empty");
+        run_interval(&mut o, 1.0, false);
+        o.observation(&inputs);
+        assert_eq!(
+            o.apply(&restart(7)).restart,
+            Restart::None,
+            "swap with empty"
+        );
+        run_interval(&mut o, 1.0, false);
+        o.observation(&inputs);
+        assert_eq!(o.apply(&restart(1)).restart, Restart::Save(0));
+        run_interval(&mut o, 4.0, false);
+        let obs = o.observation(&inputs);
+        // Register 0: L = 1 at p = 0.3 against L = 4 now: tanh(ln ¼) = −15/17.
+        assert!((obs[OBS_CHECKPOINTS] + 15.0 / 17.0).abs() < 1e-6);
+        assert!((obs[OBS_CHECKPOINTS + 1] - 0.3).abs() < 1e-6);
+        assert_eq!(o.apply(&restart(7)).restart, Restart::Swap(0));
+        run_interval(&mut o, 1.0, false);
+        let obs = o.observation(&inputs);
+        // The swap stored L = 4 at p = 0.4.
+        assert!((obs[OBS_CHECKPOINTS] - 15.0 / 17.0).abs() < 1e-6);
+        assert!((obs[OBS_CHECKPOINTS + 1] - 0.4).abs() < 1e-6);
+        assert_eq!(o.apply(&restart(4)).restart, Restart::Load(0));
+        assert_eq!(o.apply(&restart(0)).restart, Restart::None);
+    }
+
+    #[test]
+    fn hyper_features_are_relative_to_the_given_initial_values() {
+        let start = Hyperparams {
+            lr: 0.1,
+            clip_frac: 0.5,
+            ..Hyperparams::INITIAL
+        };
+        let cfg = RunConfig {
+            total_steps: 4,
+            decisions: 2,
+        };
+        let mut o = Observer::new(cfg, start).unwrap();
+        run_interval(&mut o, 1.0, false);
+        let inputs = DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        };
+        assert_eq!(group(&o.observation(&inputs), OBS_HYPER, 8), &[0.0; 8]);
+        o.apply(&Action {
+            choices: [0, 1, 1, 1, 1, 4, 1, 1, 0],
+        });
+        run_interval(&mut o, 1.0, false);
+        let obs = o.observation(&inputs);
+        assert!(
+            (obs[OBS_HYPER] + core::f32::consts::LN_2).abs() < 1e-6,
+            "lr × 0.5"
+        );
+        assert!((obs[OBS_HYPER + 5] - 1.0).abs() < 1e-5, "logit + 1");
+    }
+}
