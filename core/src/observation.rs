@@ -286,7 +286,8 @@ impl Observer {
             return false;
         }
         let next = self.step + 1;
-        next % REDUCTION_PERIOD == 0 || (next % self.interval == 0 && self.inner_samples == 0)
+        next.is_multiple_of(REDUCTION_PERIOD)
+            || (next.is_multiple_of(self.interval) && self.inner_samples == 0)
     }
 
     /// Records one inner step: its training loss and, when sampled, its reductions.
@@ -316,8 +317,13 @@ impl Observer {
             }
             self.inner_samples += 1;
         }
-        if self.step % self.interval == 0
-            && self.step / self.interval <= u64::from(self.config.decisions)
+        // `is_multiple_of` and `checked_div` keep a zero interval (possible only in corrupted
+        // restored state) from reaching a division panic.
+        if self.step.is_multiple_of(self.interval)
+            && self
+                .step
+                .checked_div(self.interval)
+                .is_some_and(|k| k <= u64::from(self.config.decisions))
         {
             StepStatus::DecisionDue
         } else if self.step >= self.config.total_steps {
