@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The datasets this crate loads; each one lives in its own folder of the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +135,16 @@ pub enum Error {
         /// Why not.
         problem: String,
     },
+}
+
+impl Error {
+    pub(crate) fn corrupt(dataset: Dataset, path: &Path, problem: Problem) -> Self {
+        Error::Corrupt {
+            dataset,
+            path: path.to_path_buf(),
+            problem,
+        }
+    }
 }
 
 /// Result with this crate's [`Error`].

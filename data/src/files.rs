@@ -37,11 +37,7 @@ pub(crate) fn read_gz(dataset: Dataset, path: &Path) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     MultiGzDecoder::new(compressed.as_slice())
         .read_to_end(&mut out)
-        .map_err(|e| Error::Corrupt {
-            dataset,
-            path: path.to_path_buf(),
-            problem: Problem::Gzip(e),
-        })?;
+        .map_err(|e| Error::corrupt(dataset, path, Problem::Gzip(e)))?;
     Ok(out)
 }
 

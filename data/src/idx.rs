@@ -34,11 +34,11 @@ pub(crate) fn decode<const DIMS: usize>(bytes: &[u8]) -> Result<([usize; DIMS], 
         *size = word(d + 1) as usize;
     }
     let values = &bytes[header_len..];
-    // u64 arithmetic: three u32 sizes cannot overflow it, and a lying header must not wrap around.
-    let expected = sizes.iter().map(|&s| s as u64).product::<u64>();
-    if expected != values.len() as u64 {
+    // u128: the product of up to three u32 sizes fits, so a lying header cannot wrap around.
+    let expected = sizes.iter().map(|&s| s as u128).product::<u128>();
+    if expected != values.len() as u128 {
         return Err(Problem::WrongSize {
-            expected: header_len as u64 + expected,
+            expected: u64::try_from(header_len as u128 + expected).unwrap_or(u64::MAX),
             actual: bytes.len() as u64,
         });
     }

@@ -96,32 +96,28 @@ fn fashion_paths(dir: &Path, split: Split) -> (PathBuf, PathBuf) {
     )
 }
 
-fn corrupt(dataset: Dataset, path: &Path, problem: Problem) -> Error {
-    Error::Corrupt {
-        dataset,
-        path: path.to_path_buf(),
-        problem,
-    }
-}
-
 pub(crate) fn load_fashion_mnist(dir: &Path, split: Split) -> Result<Images> {
     let (image_path, label_path) = fashion_paths(dir, split);
     let image_file = files::read_gz(FASHION, &image_path)?;
     let label_file = files::read_gz(FASHION, &label_path)?;
     let ([n, rows, cols], pixels) =
-        idx::decode::<3>(&image_file).map_err(|p| corrupt(FASHION, &image_path, p))?;
+        idx::decode::<3>(&image_file).map_err(|p| Error::corrupt(FASHION, &image_path, p))?;
     let ([n_labels], labels) =
-        idx::decode::<1>(&label_file).map_err(|p| corrupt(FASHION, &label_path, p))?;
+        idx::decode::<1>(&label_file).map_err(|p| Error::corrupt(FASHION, &label_path, p))?;
     if n_labels != n {
         let problem = format!(
             "{n_labels} labels, but {} holds {n} images",
             image_path.display()
         );
-        return Err(corrupt(FASHION, &label_path, Problem::Invalid(problem)));
+        return Err(Error::corrupt(
+            FASHION,
+            &label_path,
+            Problem::Invalid(problem),
+        ));
     }
     if let Some(l) = first_bad_label(labels) {
         let problem = Problem::Invalid(format!("label {l} outside 0..{CLASSES}"));
-        return Err(corrupt(FASHION, &label_path, problem));
+        return Err(Error::corrupt(FASHION, &label_path, problem));
     }
     Ok(Images {
         n,
@@ -163,8 +159,9 @@ fn whole_byte(v: f32, max: u8) -> Option<u8> {
 
 pub(crate) fn load_digits(dir: &Path) -> Result<Images> {
     let path = dir.join(DIGITS_FILE);
-    let data = xy::decode(&files::read(DIGITS, &path)?).map_err(|p| corrupt(DIGITS, &path, p))?;
-    let invalid = |problem: String| corrupt(DIGITS, &path, Problem::Invalid(problem));
+    let data =
+        xy::decode(&files::read(DIGITS, &path)?).map_err(|p| Error::corrupt(DIGITS, &path, p))?;
+    let invalid = |problem: String| Error::corrupt(DIGITS, &path, Problem::Invalid(problem));
     if data.features != DIGIT_SIDE * DIGIT_SIDE {
         return Err(invalid(format!(
             "{} features per sample, expected {DIGIT_SIDE}x{DIGIT_SIDE}",

@@ -72,10 +72,8 @@ fn parse_row(row: &str) -> std::result::Result<Rating, String> {
 pub(crate) fn load(dir: &Path) -> Result<Vec<Rating>> {
     let path = dir.join(FILE);
     let bytes = files::read(MOVIELENS, &path)?;
-    let bad_row = |line: usize, problem: String| Error::Corrupt {
-        dataset: MOVIELENS,
-        path: path.clone(),
-        problem: Problem::BadRow { line, problem },
+    let bad_row = |line: usize, problem: String| {
+        Error::corrupt(MOVIELENS, &path, Problem::BadRow { line, problem })
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let line = 1 + bytes[..e.valid_up_to()]

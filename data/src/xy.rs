@@ -35,11 +35,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Xy, Problem> {
         u64::from_le_bytes(le)
     };
     let (features, samples) = (word(0), word(1));
-    // u128: a lying header must not wrap around into a plausible size.
-    let expected =
-        HEADER_LEN as u128 + 4 * (u128::from(samples) * u128::from(features) + u128::from(samples));
-    if expected != bytes.len() as u128 {
-        return Err(wrong_size(u64::try_from(expected).unwrap_or(u64::MAX)));
+    // Checked: a lying header must not wrap around into a plausible size.
+    let expected = samples
+        .checked_mul(features)
+        .and_then(|x| x.checked_add(samples))
+        .and_then(|values| values.checked_mul(4))
+        .and_then(|len| len.checked_add(HEADER_LEN as u64));
+    if expected != Some(bytes.len() as u64) {
+        return Err(wrong_size(expected.unwrap_or(u64::MAX)));
     }
     // The size check bounds both counts by the file length, so they fit in usize.
     let (features, samples) = (features as usize, samples as usize);

@@ -124,6 +124,28 @@ fn fashion_mnist_rejects_every_truncation_of_the_idx_data() {
 }
 
 #[test]
+fn fashion_mnist_rejects_a_header_that_claims_huge_images() {
+    let (_tmp, data) = cache();
+    data.store_fashion_mnist(Split::Train, &images(3, 2, 2, 255, 4))
+        .unwrap();
+    let path = fashion_file(&data, TRAIN_IMAGES);
+    let mut idx = gunzip(&path);
+    idx[4..16].fill(0xff);
+    fs::write(&path, gzip(&idx)).unwrap();
+    let problem = corruption(data.fashion_mnist(Split::Train), &path);
+    assert!(
+        matches!(
+            problem,
+            Problem::WrongSize {
+                expected: u64::MAX,
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+}
+
+#[test]
 fn fashion_mnist_rejects_a_cut_gzip_stream() {
     let (_tmp, data) = cache();
     data.store_fashion_mnist(Split::Train, &images(3, 2, 2, 255, 5))
@@ -219,15 +241,19 @@ fn digits_rejects_every_truncation() {
 }
 
 #[test]
-fn digits_rejects_a_header_that_claims_more_samples() {
+fn digits_rejects_a_header_that_claims_more_data() {
     let (_tmp, data) = cache();
     data.store_digits(&images(2, 8, 8, 16, 9)).unwrap();
     let path = digits_file(&data);
-    let mut file = fs::read(&path).unwrap();
-    file[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-    fs::write(&path, file).unwrap();
-    let problem = corruption(data.digits(), &path);
-    assert!(matches!(problem, Problem::WrongSize { .. }), "{problem:?}");
+    let file = fs::read(&path).unwrap();
+    for (features, samples) in [(64, 3), (64, u64::MAX), (u64::MAX, u64::MAX), (u64::MAX, 1)] {
+        let mut lying = file.clone();
+        lying[..8].copy_from_slice(&features.to_le_bytes());
+        lying[8..16].copy_from_slice(&samples.to_le_bytes());
+        fs::write(&path, lying).unwrap();
+        let problem = corruption(data.digits(), &path);
+        assert!(matches!(problem, Problem::WrongSize { .. }), "{problem:?}");
+    }
 }
 
 #[test]
