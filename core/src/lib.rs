@@ -33,7 +33,9 @@ pub mod hyper;
 pub mod math;
 pub mod moments;
 pub mod observation;
+pub mod policy;
 pub mod reductions;
+pub mod weights;
 
 pub use action::{Action, Decision, HEAD_SIZES, NUM_ACTION_LOGITS, NUM_HEADS, Restart, apply};
 pub use error::Error;
@@ -41,4 +43,6 @@ pub use hyper::{BOUNDS, Hyperparams, NUM_HYPERS};
 pub use observation::{
     DecisionInputs, FEATURE_SET_VERSION, OBS_DIM, Observer, RunConfig, StepReductions, StepStatus,
 };
+pub use policy::{LstmState, Medium, Paper, PolicyNet, Rng, Small, Tiny, greedy, log_prob, sample};
 pub use reductions::{NUM_INNER_FEATURES, TensorReductions, inner_features};
+pub use weights::{GateMatrix, Matrix, Vector};
