@@ -58,6 +58,13 @@ pub enum Error {
         /// Bytes available.
         available: usize,
     },
+    /// A text field is longer than the file format allows.
+    TooLong {
+        /// Which field: "name" or "card".
+        which: &'static str,
+        /// Maximum length in bytes.
+        max: usize,
+    },
     /// A run configuration that cannot be scheduled (the message says which field).
     InvalidConfig(&'static str),
     /// Saved controller state belongs to a different policy than the one it is restored into.
@@ -107,6 +114,12 @@ impl fmt::Display for Error {
                 f,
                 "output buffer too small: {needed} bytes needed, {available} available"
             ),
+            Self::TooLong { which, max } => {
+                write!(
+                    f,
+                    "the policy {which} is longer than {max} bytes; shorten it"
+                )
+            }
             Self::InvalidConfig(what) => write!(f, "invalid run configuration: {what}"),
             Self::PolicyMismatch => f.write_str(
                 "saved state belongs to a different policy than the controller it is restored into",

@@ -28,7 +28,9 @@
 )]
 
 pub mod action;
+pub mod crc32;
 pub mod error;
+pub mod format;
 pub mod hyper;
 pub mod math;
 pub mod moments;
@@ -39,6 +41,7 @@ pub mod weights;
 
 pub use action::{Action, Decision, HEAD_SIZES, NUM_ACTION_LOGITS, NUM_HEADS, Restart, apply};
 pub use error::Error;
+pub use format::{FrozenPolicy, PolicyHeader, encoded_len, read_header};
 pub use hyper::{BOUNDS, Hyperparams, NUM_HYPERS};
 pub use observation::{
     DecisionInputs, FEATURE_SET_VERSION, OBS_DIM, Observer, RunConfig, StepReductions, StepStatus,

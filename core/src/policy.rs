@@ -203,18 +203,7 @@ fn layer_norm(x: &mut [f32], gain: &[f32], bias: &[f32]) {
 
 impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST> {
     /// Number of stored numbers (weights, biases, gains, normalisation statistics, clip).
-    pub const PARAMS: usize = OBS_DIM * PRE
-        + PRE
-        + 4 * H * PRE
-        + 4 * H * H
-        + 5 * 4 * H
-        + 2 * H
-        + POST * H
-        + POST
-        + NUM_ACTION_LOGITS * POST
-        + NUM_ACTION_LOGITS
-        + 2 * OBS_DIM
-        + 1;
+    pub const PARAMS: usize = crate::format::param_count(PRE, H, POST);
 
     /// Multiply-accumulates of one [`PolicyNet::forward`] (the four dense products and the two
     /// gate products).
@@ -482,6 +471,27 @@ impl Rng {
     }
 }
 
+/// A network with small seeded random weights, valid statistics and gains near 1 (for tests).
+#[cfg(test)]
+pub(crate) fn random_net<const PRE: usize, const H: usize, const POST: usize>(
+    seed: u64,
+) -> PolicyNet<PRE, H, POST> {
+    let mut rng = Rng::new(seed);
+    let mut net = PolicyNet::neutral();
+    net.for_each_param_mut(|name, values| {
+        for v in values.iter_mut() {
+            let u = rng.next_f32() * 2.0 - 1.0;
+            *v = match name {
+                "norm.var" => 0.5 + u.abs() * 2.0,
+                "norm.clip" => 3.0,
+                n if n.ends_with("gain") => 1.0 + 0.3 * u,
+                _ => u * 0.5,
+            };
+        }
+    });
+    net
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -490,23 +500,6 @@ mod tests {
     use super::*;
 
     type Net = PolicyNet<5, 3, 4>;
-
-    fn random_net(seed: u64) -> Net {
-        let mut rng = Rng::new(seed);
-        let mut net = Net::neutral();
-        net.for_each_param_mut(|name, values| {
-            for v in values.iter_mut() {
-                let u = rng.next_f32() * 2.0 - 1.0;
-                *v = match name {
-                    "norm.var" => 0.5 + u.abs() * 2.0,
-                    "norm.clip" => 3.0,
-                    n if n.ends_with("gain") => 1.0 + 0.3 * u,
-                    _ => u * 0.5,
-                };
-            }
-        });
-        net
-    }
 
     /// A direct f64 transcription of the spec's network, written independently of `forward`.
     fn reference(net: &Net, obs: &[f32; OBS_DIM], h: &mut [f64], c: &mut [f64]) -> Vec<f64> {

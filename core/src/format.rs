@@ -1,0 +1,509 @@
+//! The frozen-policy file (see `FORMAT.md` in the crate root for the byte layout).
+//!
+//! A file is a fixed 10-byte preamble (magic, format version, total length), a postcard payload
+//! (a [`PolicyHeader`], then the [`PolicyNet`] weights as raw little-endian `f32`), and a CRC-32
+//! of everything before it. Decoding checks, in this order: preamble, length, CRC, header,
+//! feature set, sizes, weights; each failure has its own [`Error`] variant and nothing panics.
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::{HEAD_SIZES, NUM_HEADS};
+use crate::crc32::{Crc32, crc32};
+use crate::error::Error;
+use crate::observation::{FEATURE_SET_VERSION, OBS_DIM};
+use crate::policy::PolicyNet;
+
+/// First four bytes of a policy file.
+pub const POLICY_MAGIC: [u8; 4] = *b"LHPO";
+
+/// Format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Maximum length in bytes of the policy name.
+pub const NAME_CAPACITY: usize = 32;
+
+/// Maximum length in bytes of the policy card text.
+pub const CARD_CAPACITY: usize = 512;
+
+/// Bytes of the fixed preamble: magic (4), format version (u16 LE), total length (u32 LE).
+pub const PREAMBLE_LEN: usize = 10;
+
+/// Bytes of the trailing CRC-32 (u32 LE).
+pub const CRC_LEN: usize = 4;
+
+/// Largest postcard encoding of a [`PolicyHeader`]: five varint `u16` (3 bytes each), the nine
+/// head sizes, and the two strings with their varint length prefixes.
+const HEADER_MAX_LEN: usize = 5 * 3 + NUM_HEADS + (1 + NAME_CAPACITY) + (2 + CARD_CAPACITY);
+
+/// Number of stored numbers of a `PolicyNet<pre, h, post>`.
+pub const fn param_count(pre: usize, h: usize, post: usize) -> usize {
+    OBS_DIM * pre
+        + pre
+        + 4 * h * pre
+        + 4 * h * h
+        + 5 * 4 * h
+        + 2 * h
+        + post * h
+        + post
+        + crate::action::NUM_ACTION_LOGITS * post
+        + crate::action::NUM_ACTION_LOGITS
+        + 2 * OBS_DIM
+        + 1
+}
+
+/// A buffer size that always holds the encoding of a `FrozenPolicy<pre, h, post>` (the exact
+/// length, returned by [`FrozenPolicy::encode`], is shorter by the unused name/card capacity).
+pub const fn encoded_len(pre: usize, h: usize, post: usize) -> usize {
+    PREAMBLE_LEN + HEADER_MAX_LEN + 4 * param_count(pre, h, post) + CRC_LEN
+}
+
+/// What a policy file says about itself: enough to pick the matching preset before decoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyHeader {
+    /// Observation definition the policy was trained on.
+    pub feature_set_version: u16,
+    /// Length of the observation vector.
+    pub obs_dim: u16,
+    /// Width of the first dense layer.
+    pub pre: u16,
+    /// LSTM hidden size.
+    pub hidden: u16,
+    /// Width of the dense layer after the LSTM.
+    pub post: u16,
+    /// Choices per action head.
+    pub head_sizes: [u8; NUM_HEADS],
+    /// Short name.
+    pub name: heapless::String<NAME_CAPACITY>,
+    /// Short card: training distribution, budget, licence, or a pointer to the full card.
+    pub card: heapless::String<CARD_CAPACITY>,
+}
+
+/// Checks the preamble, the length and the CRC of a framed file and returns its payload.
+pub(crate) fn open_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<&[u8], Error> {
+    let truncated = |needed| Error::Truncated {
+        needed,
+        found: bytes.len(),
+    };
+    let (preamble, _) = bytes
+        .split_first_chunk::<PREAMBLE_LEN>()
+        .ok_or(truncated(PREAMBLE_LEN))?;
+    let (found_magic, rest) = preamble.split_first_chunk::<4>().ok_or(Error::Malformed)?;
+    if *found_magic != magic {
+        return Err(Error::BadMagic);
+    }
+    let (found_version, rest) = rest.split_first_chunk::<2>().ok_or(Error::Malformed)?;
+    let found_version = u16::from_le_bytes(*found_version);
+    if found_version != version {
+        return Err(Error::UnsupportedVersion {
+            found: found_version,
+            supported: version,
+        });
+    }
+    let (total, _) = rest.split_first_chunk::<4>().ok_or(Error::Malformed)?;
+    let total = usize::try_from(u32::from_le_bytes(*total)).map_err(|_| Error::Malformed)?;
+    if total < PREAMBLE_LEN + CRC_LEN {
+        return Err(Error::Malformed);
+    }
+    if bytes.len() < total {
+        return Err(truncated(total));
+    }
+    if bytes.len() > total {
+        return Err(Error::Malformed);
+    }
+    let (covered, stored) = bytes
+        .split_last_chunk::<CRC_LEN>()
+        .ok_or(truncated(total))?;
+    let stored = u32::from_le_bytes(*stored);
+    let computed = crc32(covered);
+    if stored != computed {
+        return Err(Error::Corrupt { stored, computed });
+    }
+    covered.get(PREAMBLE_LEN..).ok_or(Error::Malformed)
+}
+
+/// Writes a framed file into `buf`: preamble, the payload written by `payload` into the slice it
+/// is given (returning its length), and the CRC. Returns the total length.
+pub(crate) fn write_frame(
+    buf: &mut [u8],
+    magic: [u8; 4],
+    version: u16,
+    payload: impl FnOnce(&mut [u8]) -> Result<usize, Error>,
+) -> Result<usize, Error> {
+    let available = buf.len();
+    let too_small = |needed| Error::BufferTooSmall { needed, available };
+    let body = buf
+        .get_mut(PREAMBLE_LEN..available.saturating_sub(CRC_LEN))
+        .ok_or(too_small(PREAMBLE_LEN + CRC_LEN))?;
+    let payload_len = payload(body)?;
+    let total = PREAMBLE_LEN + payload_len + CRC_LEN;
+    let total_u32 = u32::try_from(total).map_err(|_| Error::Malformed)?;
+    let (preamble, _) = buf
+        .split_first_chunk_mut::<PREAMBLE_LEN>()
+        .ok_or(too_small(total))?;
+    let mut fields = magic
+        .into_iter()
+        .chain(version.to_le_bytes())
+        .chain(total_u32.to_le_bytes());
+    for b in preamble.iter_mut() {
+        *b = fields.next().unwrap_or(0);
+    }
+    let covered = buf.get(..total - CRC_LEN).ok_or(too_small(total))?;
+    let crc = crc32(covered).to_le_bytes();
+    buf.get_mut(total - CRC_LEN..total)
+        .ok_or(too_small(total))?
+        .copy_from_slice(&crc);
+    Ok(total)
+}
+
+/// Maps postcard's encode errors: a full buffer is [`Error::BufferTooSmall`] with `needed`.
+pub(crate) fn encode_error(e: postcard::Error, needed: usize, available: usize) -> Error {
+    match e {
+        postcard::Error::SerializeBufferFull => Error::BufferTooSmall { needed, available },
+        _ => Error::Malformed,
+    }
+}
+
+/// Reads and checks the header of a policy file (preamble, length, CRC) without decoding the
+/// weights, so a host tool can pick the preset that matches the sizes.
+pub fn read_header(bytes: &[u8]) -> Result<PolicyHeader, Error> {
+    split_header(bytes).map(|(header, _)| header)
+}
+
+fn split_header(bytes: &[u8]) -> Result<(PolicyHeader, &[u8]), Error> {
+    let payload = open_frame(bytes, POLICY_MAGIC, FORMAT_VERSION)?;
+    postcard::take_from_bytes::<PolicyHeader>(payload).map_err(|_| Error::Malformed)
+}
+
+/// CRC-32 of the weights as they are laid out in the file: identifies a policy (the controller's
+/// saved state records it, so state is never restored under another policy).
+fn fingerprint<const PRE: usize, const H: usize, const POST: usize>(
+    net: &PolicyNet<PRE, H, POST>,
+) -> u32 {
+    let mut crc = Crc32::default();
+    net.for_each_param(|_, values| {
+        for v in values {
+            crc.update(&v.to_le_bytes());
+        }
+    });
+    crc.finish()
+}
+
+/// A policy ready to run: its header and its weights, sizes fixed at compile time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrozenPolicy<const PRE: usize, const H: usize, const POST: usize> {
+    header: PolicyHeader,
+    net: PolicyNet<PRE, H, POST>,
+    fingerprint: u32,
+}
+
+fn size_u16(which: &'static str, n: usize) -> Result<u16, Error> {
+    u16::try_from(n).map_err(|_| Error::SizeMismatch {
+        which,
+        found: u32::try_from(n).unwrap_or(u32::MAX),
+        expected: u32::from(u16::MAX),
+    })
+}
+
+fn check_size(which: &'static str, found: u16, expected: usize) -> Result<(), Error> {
+    if usize::from(found) == expected {
+        Ok(())
+    } else {
+        Err(Error::SizeMismatch {
+            which,
+            found: u32::from(found),
+            expected: u32::try_from(expected).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, POST> {
+    /// Exact length of the encoding of weights alone (postcard writes each `f32` as 4 bytes).
+    const BODY_LEN: usize = 4 * param_count(PRE, H, POST);
+
+    /// A buffer size that always holds [`FrozenPolicy::encode`]'s output.
+    pub const MAX_ENCODED_LEN: usize = encoded_len(PRE, H, POST);
+
+    /// Wraps trained weights with a header for this build's feature set and action space.
+    /// Errors: a name or card longer than [`NAME_CAPACITY`] / [`CARD_CAPACITY`] bytes
+    /// ([`Error::TooLong`]), weights that are not finite ([`Error::NonFinite`]).
+    pub fn new(net: PolicyNet<PRE, H, POST>, name: &str, card: &str) -> Result<Self, Error> {
+        let too_long = |which, max| move |_| Error::TooLong { which, max };
+        let header = PolicyHeader {
+            feature_set_version: FEATURE_SET_VERSION,
+            obs_dim: size_u16("obs_dim", OBS_DIM)?,
+            pre: size_u16("pre", PRE)?,
+            hidden: size_u16("hidden", H)?,
+            post: size_u16("post", POST)?,
+            head_sizes: HEAD_SIZES.map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+            name: heapless::String::try_from(name).map_err(too_long("name", NAME_CAPACITY))?,
+            card: heapless::String::try_from(card).map_err(too_long("card", CARD_CAPACITY))?,
+        };
+        Self::from_parts(header, net)
+    }
+
+    fn from_parts(header: PolicyHeader, net: PolicyNet<PRE, H, POST>) -> Result<Self, Error> {
+        if !net.is_valid() {
+            return Err(Error::NonFinite);
+        }
+        let fingerprint = fingerprint(&net);
+        Ok(Self {
+            header,
+            net,
+            fingerprint,
+        })
+    }
+
+    /// Decodes and validates a policy file (see the module docs for the order of checks). The
+    /// weights are decoded straight from `bytes` into the fixed arrays of the result.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let (header, body) = split_header(bytes)?;
+        if header.feature_set_version != FEATURE_SET_VERSION {
+            return Err(Error::FeatureSetMismatch {
+                found: header.feature_set_version,
+                expected: FEATURE_SET_VERSION,
+            });
+        }
+        check_size("obs_dim", header.obs_dim, OBS_DIM)?;
+        for (&found, expected) in header.head_sizes.iter().zip(HEAD_SIZES) {
+            check_size("head sizes", u16::from(found), expected)?;
+        }
+        check_size("pre", header.pre, PRE)?;
+        check_size("hidden", header.hidden, H)?;
+        check_size("post", header.post, POST)?;
+        if body.len() != Self::BODY_LEN {
+            return Err(Error::Malformed);
+        }
+        let net = postcard::from_bytes(body).map_err(|_| Error::Malformed)?;
+        Self::from_parts(header, net)
+    }
+
+    /// Encodes into `buf` ([`FrozenPolicy::MAX_ENCODED_LEN`] bytes always suffice) and returns
+    /// the number of bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let available = buf.len();
+        let needed = Self::MAX_ENCODED_LEN;
+        write_frame(buf, POLICY_MAGIC, FORMAT_VERSION, |payload| {
+            let header_len = postcard::to_slice(&self.header, payload)
+                .map_err(|e| encode_error(e, needed, available))?
+                .len();
+            let rest = payload
+                .get_mut(header_len..)
+                .ok_or(Error::BufferTooSmall { needed, available })?;
+            let body_len = postcard::to_slice(&self.net, rest)
+                .map_err(|e| encode_error(e, needed, available))?
+                .len();
+            Ok(header_len + body_len)
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &PolicyHeader {
+        &self.header
+    }
+
+    /// The network.
+    pub fn net(&self) -> &PolicyNet<PRE, H, POST> {
+        &self.net
+    }
+
+    /// CRC-32 of the weights in file order: identifies the policy.
+    pub fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::policy::random_net;
+
+    type Tiny = FrozenPolicy<8, 4, 6>;
+
+    fn policy() -> Tiny {
+        FrozenPolicy::new(random_net(3), "test-policy", "made by the format tests").unwrap()
+    }
+
+    fn encoded(p: &Tiny) -> Vec<u8> {
+        let mut buf = vec![0u8; Tiny::MAX_ENCODED_LEN];
+        let n = p.encode(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Rewrites the CRC after a deliberate edit, so the later checks are reached.
+    fn reseal(bytes: &mut [u8]) {
+        let n = bytes.len();
+        let crc = crc32(&bytes[..n - 4]).to_le_bytes();
+        bytes[n - 4..].copy_from_slice(&crc);
+    }
+
+    #[test]
+    fn round_trip_preserves_everything_and_has_the_documented_layout() {
+        let p = policy();
+        let bytes = encoded(&p);
+        assert_eq!(&bytes[..4], b"LHPO");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), FORMAT_VERSION);
+        let total = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+        assert_eq!(total as usize, bytes.len());
+        // Varints: feature set 1 byte, obs_dim 166 two bytes, the three sizes one byte each.
+        let header_len = 6 + 9 + (1 + 11) + (1 + 24);
+        assert_eq!(
+            bytes.len(),
+            PREAMBLE_LEN + header_len + 4 * param_count(8, 4, 6) + 4
+        );
+        assert!(bytes.len() <= encoded_len(8, 4, 6));
+        // The body starts with pre.w as raw little-endian f32.
+        let first = f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap());
+        assert_eq!(first, p.net().pre_w.0[0][0]);
+
+        let back = Tiny::decode(&bytes).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.fingerprint(), p.fingerprint());
+        let h = read_header(&bytes).unwrap();
+        assert_eq!((h.pre, h.hidden, h.post, h.obs_dim), (8, 4, 6, 166));
+        assert_eq!(h.name.as_str(), "test-policy");
+        assert_eq!(h.card.as_str(), "made by the format tests");
+        assert_eq!(h.head_sizes, [7, 3, 3, 3, 3, 5, 3, 3, 10]);
+    }
+
+    #[test]
+    fn truncated_files_say_so() {
+        let bytes = encoded(&policy());
+        for cut in [0, 3, 9] {
+            assert_eq!(
+                Tiny::decode(&bytes[..cut]),
+                Err(Error::Truncated {
+                    needed: PREAMBLE_LEN,
+                    found: cut
+                })
+            );
+        }
+        for cut in [10, 40, bytes.len() / 2, bytes.len() - 1] {
+            assert_eq!(
+                Tiny::decode(&bytes[..cut]),
+                Err(Error::Truncated {
+                    needed: bytes.len(),
+                    found: cut
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn corrupted_bytes_fail_the_crc() {
+        let bytes = encoded(&policy());
+        for at in [10, 30, bytes.len() / 2, bytes.len() - 5, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(
+                matches!(Tiny::decode(&bad), Err(Error::Corrupt { .. })),
+                "flip at {at}"
+            );
+            assert!(matches!(read_header(&bad), Err(Error::Corrupt { .. })));
+        }
+    }
+
+    #[test]
+    fn preamble_errors_are_typed() {
+        let bytes = encoded(&policy());
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert_eq!(Tiny::decode(&bad), Err(Error::BadMagic));
+        let mut bad = bytes.clone();
+        bad[4] = 2;
+        assert_eq!(
+            Tiny::decode(&bad),
+            Err(Error::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            })
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(Tiny::decode(&long), Err(Error::Malformed), "trailing bytes");
+    }
+
+    #[test]
+    fn wrong_sizes_and_feature_sets_are_reported_before_the_weights() {
+        let bytes = encoded(&policy());
+        assert_eq!(
+            FrozenPolicy::<8, 5, 6>::decode(&bytes),
+            Err(Error::SizeMismatch {
+                which: "hidden",
+                found: 4,
+                expected: 5
+            })
+        );
+        assert!(matches!(
+            FrozenPolicy::<16, 4, 6>::decode(&bytes),
+            Err(Error::SizeMismatch { which: "pre", .. })
+        ));
+        let mut p = policy();
+        p.header.feature_set_version = 2;
+        assert_eq!(
+            Tiny::decode(&encoded(&p)),
+            Err(Error::FeatureSetMismatch {
+                found: 2,
+                expected: 1
+            })
+        );
+        let mut p = policy();
+        p.header.head_sizes[0] = 5;
+        assert_eq!(
+            Tiny::decode(&encoded(&p)),
+            Err(Error::SizeMismatch {
+                which: "head sizes",
+                found: 5,
+                expected: 7
+            })
+        );
+    }
+
+    #[test]
+    fn non_finite_weights_are_rejected() {
+        let mut net = random_net::<8, 4, 6>(1);
+        net.post_b.0[2] = f32::NAN;
+        assert_eq!(Tiny::new(net, "x", "").map(|_| ()), Err(Error::NonFinite));
+        // A file whose CRC is right but holds an infinity (written by a buggy exporter).
+        let mut bytes = encoded(&policy());
+        let at = bytes.len() - 4 - 4 * 10;
+        bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        reseal(&mut bytes);
+        assert_eq!(Tiny::decode(&bytes), Err(Error::NonFinite));
+    }
+
+    #[test]
+    fn malformed_payload_with_a_valid_crc() {
+        let mut bytes = encoded(&policy());
+        // Name length prefix claims more bytes than the name capacity.
+        bytes[10 + 6 + 9] = 200;
+        reseal(&mut bytes);
+        assert_eq!(Tiny::decode(&bytes), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn encode_reports_small_buffers_and_long_texts() {
+        let p = policy();
+        let mut buf = vec![0u8; 100];
+        assert!(matches!(
+            p.encode(&mut buf),
+            Err(Error::BufferTooSmall { available: 100, .. })
+        ));
+        assert!(matches!(
+            p.encode(&mut []),
+            Err(Error::BufferTooSmall { .. })
+        ));
+        let long = "x".repeat(NAME_CAPACITY + 1);
+        assert_eq!(
+            Tiny::new(random_net(1), &long, "").map(|_| ()),
+            Err(Error::TooLong {
+                which: "name",
+                max: NAME_CAPACITY
+            })
+        );
+    }
+}
