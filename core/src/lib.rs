@@ -28,6 +28,7 @@
 )]
 
 pub mod action;
+pub mod controller;
 pub mod crc32;
 pub mod error;
 pub mod format;
@@ -40,6 +41,7 @@ pub mod reductions;
 pub mod weights;
 
 pub use action::{Action, Decision, HEAD_SIZES, NUM_ACTION_LOGITS, NUM_HEADS, Restart, apply};
+pub use controller::{Controller, Mode};
 pub use error::Error;
 pub use format::{FrozenPolicy, PolicyHeader, encoded_len, read_header};
 pub use hyper::{BOUNDS, Hyperparams, NUM_HYPERS};

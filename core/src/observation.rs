@@ -246,6 +246,12 @@ impl ObsWriter {
 }
 
 impl Observer {
+    /// Largest postcard encoding of an `Observer`, in bytes (varints at their widest): the run
+    /// config and interval (25), two hyperparameter sets (64), step, decision index and progress
+    /// (19), the loss accumulators (11), the inner-feature accumulators (57), the previous values
+    /// and action (25), 18 series × 5 scales × 3 moments (1080), the registers (27).
+    pub const MAX_ENCODED_LEN: usize = 25 + 64 + 19 + 11 + 57 + 25 + 1080 + 27;
+
     /// A fresh run. `initial` (clamped to bounds) is both the starting hyperparameters and the
     /// reference `h_initial` of the hyperparameter features.
     pub fn new(config: RunConfig, initial: Hyperparams) -> Result<Self, Error> {
@@ -808,6 +814,27 @@ mod tests {
         assert!((obs[OBS_CHECKPOINTS + 1] - 0.4).abs() < 1e-6);
         assert_eq!(o.apply(&restart(4)).restart, Restart::Load(0));
         assert_eq!(o.apply(&restart(0)).restart, Restart::None);
+    }
+
+    #[test]
+    fn max_encoded_len_bounds_the_widest_observer() {
+        let mut o = observer(u64::MAX, u32::MAX);
+        o.interval = u64::MAX;
+        o.step = u64::MAX;
+        o.decision_index = u32::MAX;
+        o.loss_count = u32::MAX;
+        o.inner_samples = u32::MAX;
+        o.prev_train_loss = Some(1.0);
+        o.prev_displacement = Some(1.0);
+        o.prev_param_norm = Some(1.0);
+        o.prev_action = Some(Action::HOLD);
+        o.registers = [Some(Checkpoint {
+            loss: 1.0,
+            progress: 1.0,
+        }); NUM_REGISTERS];
+        let mut buf = [0u8; Observer::MAX_ENCODED_LEN + 1];
+        let n = postcard::to_slice(&o, &mut buf).unwrap().len();
+        assert_eq!(n, Observer::MAX_ENCODED_LEN);
     }
 
     #[test]

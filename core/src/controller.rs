@@ -1,0 +1,389 @@
+//! The embedding API: a frozen policy steering one training run.
+//!
+//! ```
+//! use lhopt_core::{
+//!     Controller, DecisionInputs, FrozenPolicy, Hyperparams, Mode, RunConfig, StepReductions,
+//!     StepStatus, Tiny, TensorReductions,
+//! };
+//! # let mut file = vec![0u8; FrozenPolicy::<32, 32, 32>::MAX_ENCODED_LEN];
+//! # let n = FrozenPolicy::new(Tiny::neutral(), "doc", "").unwrap().encode(&mut file).unwrap();
+//! # let policy_bytes = &file[..n]; // in firmware: include_bytes!("policy.lhpo")
+//! let policy = FrozenPolicy::<32, 32, 32>::decode(policy_bytes)?;
+//! let cfg = RunConfig { total_steps: 1000, decisions: 20 };
+//! let mut ctl = Controller::new(policy, cfg, Hyperparams::INITIAL, Mode::Greedy)?;
+//! let mut hyper = ctl.hyper();
+//! for _step in 0..1000 {
+//!     let reductions = [TensorReductions::default()]; // one per tensor, from your optimizer step
+//!     let sampled = ctl.wants_reductions().then_some(StepReductions { tensors: &reductions, clipped: false });
+//!     if ctl.observe(0.5 /* train loss */, sampled) == StepStatus::DecisionDue {
+//!         let inputs = DecisionInputs { param_norm: 10.0, displacement: 0.1, eval_loss: f32::NAN };
+//!         let decision = ctl.decide(&inputs);
+//!         hyper = decision.hyper; // and perform decision.restart
+//!     }
+//! }
+//! # assert!(hyper.in_bounds());
+//! # Ok::<(), lhopt_core::Error>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Decision;
+use crate::error::Error;
+use crate::format::FrozenPolicy;
+use crate::format::{CRC_LEN, PREAMBLE_LEN, encode_error, open_frame, write_frame};
+use crate::hyper::Hyperparams;
+use crate::observation::{DecisionInputs, Observer, RunConfig, StepReductions, StepStatus};
+use crate::policy::{LstmState, Rng, greedy, sample};
+
+/// First four bytes of a saved controller state.
+pub const STATE_MAGIC: [u8; 4] = *b"LHST";
+
+/// Version of the saved-state layout.
+pub const STATE_VERSION: u16 = 1;
+
+/// How actions are chosen from the policy's logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// The most likely choice of every head (the deployment default).
+    Greedy,
+    /// Sample every head from its softmax, with a PRNG seeded by `seed`.
+    Sample {
+        /// PRNG seed.
+        seed: u64,
+    },
+}
+
+/// What a saved state must match to be restored: the hidden size and the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StateHeader {
+    hidden: u32,
+    policy_fingerprint: u32,
+}
+
+/// A frozen policy, the run's observer, the recurrent state and the PRNG.
+#[derive(Clone, Debug)]
+pub struct Controller<const PRE: usize, const H: usize, const POST: usize> {
+    policy: FrozenPolicy<PRE, H, POST>,
+    observer: Observer,
+    state: LstmState<H>,
+    rng: Rng,
+    mode: Mode,
+}
+
+impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POST> {
+    /// A buffer size that always holds [`Controller::save_state`]'s output: frame, header
+    /// (hidden and fingerprint varints, 10), observer, LSTM state, PRNG (10) and mode (11).
+    pub const STATE_MAX_LEN: usize =
+        PREAMBLE_LEN + 10 + Observer::MAX_ENCODED_LEN + 8 * H + 10 + 11 + CRC_LEN;
+
+    /// A controller at the start of a run. `initial` is the run's starting hyperparameters
+    /// (clamped to bounds); see [`Observer::new`]. Errors on an invalid `cfg`.
+    pub fn new(
+        policy: FrozenPolicy<PRE, H, POST>,
+        cfg: RunConfig,
+        initial: Hyperparams,
+        mode: Mode,
+    ) -> Result<Self, Error> {
+        let seed = match mode {
+            Mode::Greedy => 0,
+            Mode::Sample { seed } => seed,
+        };
+        Ok(Self {
+            policy,
+            observer: Observer::new(cfg, initial)?,
+            state: LstmState::default(),
+            rng: Rng::new(seed),
+            mode,
+        })
+    }
+
+    /// Whether the step about to run should report reductions.
+    pub fn wants_reductions(&self) -> bool {
+        self.observer.wants_reductions()
+    }
+
+    /// Records one inner step; see [`Observer::observe_step`].
+    pub fn observe(
+        &mut self,
+        train_loss: f32,
+        reductions: Option<StepReductions<'_>>,
+    ) -> StepStatus {
+        self.observer.observe_step(train_loss, reductions)
+    }
+
+    /// Takes a decision: observation, normalisation, policy step, action, new hyperparameters.
+    /// Call once per [`StepStatus::DecisionDue`]. No allocation, no panic; the hyperparameters
+    /// are always finite and inside their bounds.
+    pub fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
+        let obs = self.observer.observation(inputs);
+        let logits = self.policy.net().forward(&obs, &mut self.state);
+        let action = match self.mode {
+            Mode::Greedy => greedy(&logits),
+            Mode::Sample { .. } => sample(&logits, &mut self.rng),
+        };
+        self.observer.apply(&action)
+    }
+
+    /// Current hyperparameters.
+    pub fn hyper(&self) -> Hyperparams {
+        self.observer.hyper()
+    }
+
+    /// The run's observer (progress, step, previous action, ...).
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &FrozenPolicy<PRE, H, POST> {
+        &self.policy
+    }
+
+    /// The recurrent state.
+    pub fn lstm_state(&self) -> &LstmState<H> {
+        &self.state
+    }
+
+    /// The action-selection mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn header(&self) -> StateHeader {
+        StateHeader {
+            hidden: u32::try_from(H).unwrap_or(u32::MAX),
+            policy_fingerprint: self.policy.fingerprint(),
+        }
+    }
+
+    /// Writes the whole run state (observer, LSTM state, PRNG, mode) into `buf`
+    /// ([`Controller::STATE_MAX_LEN`] bytes always suffice); returns the bytes written. The
+    /// layout is framed like a policy file (magic `LHST`, version, length, CRC-32).
+    pub fn save_state(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let available = buf.len();
+        let needed = Self::STATE_MAX_LEN;
+        write_frame(buf, STATE_MAGIC, STATE_VERSION, |payload| {
+            let state = (
+                self.header(),
+                &self.observer,
+                &self.state,
+                &self.rng,
+                &self.mode,
+            );
+            postcard::to_slice(&state, payload)
+                .map(|written| written.len())
+                .map_err(|e| encode_error(e, needed, available))
+        })
+    }
+
+    /// Restores a state written by [`Controller::save_state`] of a controller with the same
+    /// policy; the run then continues bit for bit as if it had never stopped. On error `self` is
+    /// unchanged.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let payload = open_frame(bytes, STATE_MAGIC, STATE_VERSION)?;
+        let (header, rest) =
+            postcard::take_from_bytes::<StateHeader>(payload).map_err(|_| Error::Malformed)?;
+        let expected = self.header();
+        if header.hidden != expected.hidden {
+            return Err(Error::SizeMismatch {
+                which: "hidden",
+                found: header.hidden,
+                expected: expected.hidden,
+            });
+        }
+        if header.policy_fingerprint != expected.policy_fingerprint {
+            return Err(Error::PolicyMismatch);
+        }
+        let ((observer, state, rng, mode), trailing) =
+            postcard::take_from_bytes::<(Observer, LstmState<H>, Rng, Mode)>(rest)
+                .map_err(|_| Error::Malformed)?;
+        if !trailing.is_empty() {
+            return Err(Error::Malformed);
+        }
+        self.observer = observer;
+        self.state = state;
+        self.rng = rng;
+        self.mode = mode;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::action::{Action, Restart};
+    use crate::policy::{PolicyNet, random_net};
+    use crate::reductions::TensorReductions;
+
+    type Ctl = Controller<8, 4, 6>;
+
+    const CFG: RunConfig = RunConfig {
+        total_steps: 120,
+        decisions: 12,
+    };
+
+    fn controller(seed: u64, mode: Mode) -> Ctl {
+        let policy = FrozenPolicy::new(random_net(seed), "t", "").unwrap();
+        Controller::new(policy, CFG, Hyperparams::INITIAL, mode).unwrap()
+    }
+
+    /// Deterministic synthetic training signals for step `t`.
+    fn drive(ctl: &mut Ctl, t: u64) -> Option<Decision> {
+        let x = t as f32;
+        let tensors = [
+            TensorReductions {
+                numel: 100,
+                grad_norm: 1.0 + 0.1 * libm::sinf(x),
+                mhat_norm: 0.8,
+                mhat_minus_grad_norm: 0.5,
+                param_norm: 5.0 + 0.01 * x,
+                update_norm: 0.3,
+                lr_p: ctl.hyper().lr,
+                grad_dot_mhat: 0.4 * libm::cosf(x),
+                grad_dot_param: -0.2,
+                grad_dot_update: 0.1,
+                count_v_gt_eps: 90.0,
+                sum_log_abs_update: -120.0,
+            },
+            TensorReductions::default(),
+        ];
+        let r = ctl.wants_reductions().then_some(StepReductions {
+            tensors: &tensors,
+            clipped: t % 7 == 0,
+        });
+        let loss = 2.0 / (1.0 + 0.05 * x) + 0.01 * libm::sinf(3.0 * x);
+        (ctl.observe(loss, r) == StepStatus::DecisionDue).then(|| {
+            ctl.decide(&DecisionInputs {
+                param_norm: 5.0 + 0.01 * x,
+                displacement: 0.1 / (1.0 + 0.01 * x),
+                eval_loss: if t % 20 == 0 { f32::NAN } else { loss * 1.1 },
+            })
+        })
+    }
+
+    #[test]
+    fn restored_run_continues_bit_for_bit() {
+        for mode in [Mode::Greedy, Mode::Sample { seed: 5 }] {
+            let mut whole = controller(11, mode);
+            let mut expected = Vec::new();
+            for t in 0..CFG.total_steps {
+                expected.extend(drive(&mut whole, t));
+            }
+            assert_eq!(expected.len(), 12);
+
+            let mut first = controller(11, mode);
+            let mut got = Vec::new();
+            for t in 0..55 {
+                got.extend(drive(&mut first, t));
+            }
+            let mut buf = vec![0u8; Ctl::STATE_MAX_LEN];
+            let n = first.save_state(&mut buf).unwrap();
+            drop(first);
+            let mut resumed = controller(11, Mode::Greedy);
+            resumed.restore_state(&buf[..n]).unwrap();
+            assert_eq!(resumed.mode(), mode);
+            for t in 55..CFG.total_steps {
+                got.extend(drive(&mut resumed, t));
+            }
+            assert_eq!(got, expected);
+            assert_eq!(resumed.lstm_state(), whole.lstm_state());
+            assert_eq!(resumed.observer(), whole.observer());
+        }
+    }
+
+    #[test]
+    fn sampling_and_greedy_differ_and_sampling_depends_on_the_seed() {
+        let run = |mode| {
+            let mut c = controller(2, mode);
+            let mut out = Vec::new();
+            for t in 0..CFG.total_steps {
+                out.extend(drive(&mut c, t).map(|d| d.hyper));
+            }
+            out
+        };
+        let a = run(Mode::Sample { seed: 1 });
+        assert_eq!(a, run(Mode::Sample { seed: 1 }));
+        assert_ne!(a, run(Mode::Sample { seed: 2 }));
+        assert_ne!(a, run(Mode::Greedy));
+    }
+
+    #[test]
+    fn greedy_decisions_follow_the_head_biases_and_stay_in_bounds() {
+        // Only biases: every head prefers to hold, except lr (×2) and restart (save into
+        // register 2). Ties would go to the first choice, like torch.argmax.
+        let mut net = PolicyNet::<8, 4, 6>::neutral();
+        for (&offset, &hold) in crate::action::HEAD_OFFSETS
+            .iter()
+            .zip(&Action::HOLD.choices)
+        {
+            net.heads_b.0[offset + hold as usize] = 0.5;
+        }
+        net.heads_b.0[6] = 1.0;
+        net.heads_b.0[30 + 3] = 1.0;
+        let policy = FrozenPolicy::new(net, "biased", "").unwrap();
+        let mut ctl = Controller::new(policy, CFG, Hyperparams::INITIAL, Mode::Greedy).unwrap();
+        let mut lr = Hyperparams::INITIAL.lr;
+        for t in 0..CFG.total_steps {
+            if let Some(d) = drive(&mut ctl, t) {
+                lr = (lr * 2.0).min(1.0);
+                assert_eq!(d.hyper.lr, lr);
+                assert_eq!(d.hyper.wd, Hyperparams::INITIAL.wd);
+                assert_eq!(d.restart, Restart::Save(2));
+                assert!(d.hyper.in_bounds());
+            }
+        }
+        assert_eq!(lr, 1.0, "clamped at the upper bound");
+    }
+
+    #[test]
+    fn bad_state_bytes_are_rejected_and_leave_the_controller_unchanged() {
+        let mut a = controller(11, Mode::Greedy);
+        for t in 0..30 {
+            drive(&mut a, t);
+        }
+        let mut buf = vec![0u8; Ctl::STATE_MAX_LEN];
+        let n = a.save_state(&mut buf).unwrap();
+        let bytes = &buf[..n];
+
+        let mut other_policy = controller(12, Mode::Greedy);
+        let before = other_policy.observer().clone();
+        assert_eq!(
+            other_policy.restore_state(bytes),
+            Err(Error::PolicyMismatch)
+        );
+        assert_eq!(other_policy.observer(), &before);
+
+        let mut b = controller(11, Mode::Greedy);
+        let mut bad = bytes.to_vec();
+        bad[n / 2] ^= 1;
+        assert!(matches!(b.restore_state(&bad), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            b.restore_state(&bytes[..n - 3]),
+            Err(Error::Truncated { .. })
+        ));
+        assert_eq!(b.observer().step(), 0);
+
+        let policy = FrozenPolicy::new(random_net::<8, 5, 6>(11), "t", "").unwrap();
+        let mut wider = Controller::new(policy, CFG, Hyperparams::INITIAL, Mode::Greedy).unwrap();
+        assert!(matches!(
+            wider.restore_state(bytes),
+            Err(Error::SizeMismatch {
+                which: "hidden",
+                found: 4,
+                expected: 5
+            })
+        ));
+        assert!(matches!(
+            a.save_state(&mut [0u8; 20]),
+            Err(Error::BufferTooSmall { .. })
+        ));
+        assert_eq!(
+            crate::format::read_header(bytes).map(|_| ()),
+            Err(Error::BadMagic)
+        );
+    }
+}
