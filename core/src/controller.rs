@@ -253,14 +253,14 @@ mod tests {
         ];
         let r = ctl.wants_reductions().then_some(StepReductions {
             tensors: &tensors,
-            clipped: t % 7 == 0,
+            clipped: t.is_multiple_of(7),
         });
         let loss = 2.0 / (1.0 + 0.05 * x) + 0.01 * libm::sinf(3.0 * x);
         (ctl.observe(loss, r) == StepStatus::DecisionDue).then(|| {
             ctl.decide(&DecisionInputs {
                 param_norm: 5.0 + 0.01 * x,
                 displacement: 0.1 / (1.0 + 0.01 * x),
-                eval_loss: if t % 20 == 0 { f32::NAN } else { loss * 1.1 },
+                eval_loss: if t.is_multiple_of(20) { f32::NAN } else { loss * 1.1 },
             })
         })
     }
