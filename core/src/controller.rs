@@ -260,7 +260,11 @@ mod tests {
             ctl.decide(&DecisionInputs {
                 param_norm: 5.0 + 0.01 * x,
                 displacement: 0.1 / (1.0 + 0.01 * x),
-                eval_loss: if t.is_multiple_of(20) { f32::NAN } else { loss * 1.1 },
+                eval_loss: if t.is_multiple_of(20) {
+                    f32::NAN
+                } else {
+                    loss * 1.1
+                },
             })
         })
     }

@@ -28,6 +28,7 @@
 )]
 
 pub mod action;
+pub mod ciao;
 pub mod controller;
 pub mod crc32;
 pub mod error;

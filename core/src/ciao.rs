@@ -1,0 +1,437 @@
+//! The reference inner optimizer (spec §1) on plain `f32` slices, producing the reductions of
+//! spec §2, so a runtime without a tensor library can use the controller as is.
+//!
+//! Adam family with an AdaMax-style second moment, weight decay inside the update, global
+//! gradient clipping against a decaying rolling max of the gradient norm, and a LAMB trust ratio
+//! for tensors with two or more dimensions. Bias correction is kept as state, so changing β1 or
+//! the LAMB β mid-run stays exact.
+
+use crate::hyper::Hyperparams;
+use crate::moments::ema_update;
+use crate::reductions::TensorReductions;
+
+/// Added to the gradient norm before dividing by it in the clip factor.
+pub const CLIP_NORM_EPS: f32 = 1e-6;
+/// Below this, ‖p‖ or the update-norm EMA is treated as zero and the trust ratio is not applied.
+pub const TRUST_MIN_NORM: f32 = 1e-8;
+/// Lower limit of the LAMB trust ratio.
+pub const TRUST_FLOOR: f32 = 1e-3;
+/// δ of the `Σ ln(|u| + δ)` reduction.
+pub const LOG_UPDATE_DELTA: f32 = 1e-8;
+
+/// Per-tensor optimizer state besides the `m` and `v` buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TensorState {
+    /// First-moment bias correction, `bc1 ← bc1·(1 − ombeta1) + ombeta1` (starts at 0).
+    pub bc1: f32,
+    /// EMA of ‖u‖ for the trust ratio, before bias correction.
+    pub un_ema: f32,
+    /// Bias correction of `un_ema`.
+    pub un_bc: f32,
+}
+
+/// Optimizer state shared by all tensors.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CiaoState {
+    /// Decaying rolling max of the global gradient norm (starts at 0).
+    pub rolling_max: f32,
+}
+
+/// One parameter tensor with its gradient and optimizer buffers (all the same length; extra
+/// elements of longer slices are ignored).
+#[derive(Debug)]
+pub struct ParamSlot<'a> {
+    /// Parameters, updated in place.
+    pub param: &'a mut [f32],
+    /// Gradient; scaled in place when the clip fires.
+    pub grad: &'a mut [f32],
+    /// First moment.
+    pub m: &'a mut [f32],
+    /// Running max of |g| (AdaMax-style second moment).
+    pub v: &'a mut [f32],
+    /// Bias corrections.
+    pub state: &'a mut TensorState,
+    /// Whether the tensor has two or more dimensions (gets the trust ratio).
+    pub is_matrix: bool,
+}
+
+fn sum_squares(x: &[f32]) -> f32 {
+    x.iter().map(|v| v * v).sum()
+}
+
+/// One inner step over all tensors. Writes one [`TensorReductions`] per slot into
+/// `reductions` when given (the first `min(len)` slots; computing them costs a logarithm per
+/// element, so pass `None` on steps that are not sampled). Returns whether the clip fired.
+///
+/// The reductions describe the gradient the optimizer used, that is after clipping.
+pub fn step(
+    slots: &mut [ParamSlot<'_>],
+    h: &Hyperparams,
+    st: &mut CiaoState,
+    reductions: Option<&mut [TensorReductions]>,
+) -> bool {
+    let grad_norm = libm::sqrtf(slots.iter().map(|s| sum_squares(s.grad)).sum());
+    st.rolling_max = grad_norm.max(st.rolling_max * (1.0 - h.clip_ombeta));
+    let c = h.clip_frac * st.rolling_max / (grad_norm + CLIP_NORM_EPS);
+    let clipped = c < 1.0;
+    let mut outputs = reductions.map(|r| r.iter_mut());
+    for slot in slots.iter_mut() {
+        if clipped {
+            slot.grad.iter_mut().for_each(|g| *g *= c);
+        }
+        let out = outputs.as_mut().and_then(|o| o.next());
+        tensor_step(slot, h, out);
+    }
+    clipped
+}
+
+fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut TensorReductions>) {
+    let st = &mut *slot.state;
+    st.bc1 = st.bc1 * (1.0 - h.ombeta1) + h.ombeta1;
+    let bc1 = st.bc1;
+    let update = |m: f32, v: f32, p: f32| (m / bc1) / (v + h.eps) + h.wd * p;
+    let want = out.is_some();
+
+    let mut r = TensorReductions {
+        numel: slot.param.len() as u64,
+        ..TensorReductions::default()
+    };
+    let (mut u_sq, mut p_sq, mut g_sq, mut mhat_sq, mut diff_sq) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (((p, g), m), v) in slot
+        .param
+        .iter()
+        .zip(slot.grad.iter())
+        .zip(slot.m.iter_mut())
+        .zip(slot.v.iter_mut())
+    {
+        *m = (1.0 - h.ombeta1) * *m + h.ombeta1 * g;
+        *v = ((1.0 - h.ombeta2) * *v).max(g.abs());
+        let u = update(*m, *v, *p);
+        u_sq += u * u;
+        p_sq += p * p;
+        if want {
+            let mhat = *m / bc1;
+            g_sq += g * g;
+            mhat_sq += mhat * mhat;
+            diff_sq += (mhat - g) * (mhat - g);
+            r.grad_dot_mhat += g * mhat;
+            r.grad_dot_update += g * u;
+            if *v > h.eps {
+                r.count_v_gt_eps += 1.0;
+            }
+            r.sum_log_abs_update += libm::logf(u.abs() + LOG_UPDATE_DELTA);
+        }
+    }
+    let update_norm = libm::sqrtf(u_sq);
+    let param_norm = libm::sqrtf(p_sq);
+
+    let mut lr_p = h.lr;
+    if slot.is_matrix {
+        ema_update(&mut st.un_ema, &mut st.un_bc, h.lamb_ombeta, update_norm);
+        let un = st.un_ema / st.un_bc;
+        if param_norm >= TRUST_MIN_NORM && un >= TRUST_MIN_NORM {
+            lr_p *= (param_norm / un).max(TRUST_FLOOR);
+        }
+    }
+
+    for (((p, g), m), v) in slot
+        .param
+        .iter_mut()
+        .zip(slot.grad.iter())
+        .zip(slot.m.iter())
+        .zip(slot.v.iter())
+    {
+        *p -= lr_p * update(*m, *v, *p);
+        if want {
+            r.grad_dot_param += g * *p;
+        }
+    }
+
+    if let Some(out) = out {
+        r.grad_norm = libm::sqrtf(g_sq);
+        r.mhat_norm = libm::sqrtf(mhat_sq);
+        r.mhat_minus_grad_norm = libm::sqrtf(diff_sq);
+        r.param_norm = param_norm;
+        r.update_norm = update_norm;
+        r.lr_p = lr_p;
+        *out = r;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f32, b: f64) -> bool {
+        (a as f64 - b).abs() <= 1e-5 * b.abs().max(1e-3)
+    }
+
+    fn assert_reductions(r: &TensorReductions, e: [f64; 12]) {
+        let got = [
+            r.numel as f32,
+            r.grad_norm,
+            r.mhat_norm,
+            r.mhat_minus_grad_norm,
+            r.param_norm,
+            r.update_norm,
+            r.lr_p,
+            r.grad_dot_mhat,
+            r.grad_dot_param,
+            r.grad_dot_update,
+            r.count_v_gt_eps,
+            r.sum_log_abs_update,
+        ];
+        for (i, (g, e)) in got.iter().zip(e).enumerate() {
+            // ‖m̂ − g‖ is exactly 0 in f64 at the first step; f32 leaves rounding noise.
+            let ok = if e == 0.0 {
+                g.abs() < 1e-6
+            } else {
+                close(*g, e)
+            };
+            assert!(ok, "reduction {i}: {g} vs {e}");
+        }
+    }
+
+    /// Expected values from a direct f64 transcription of the spec §1 pseudo-code.
+    #[test]
+    fn two_steps_match_the_spec_computed_by_hand() {
+        let h = Hyperparams {
+            lr: 0.1,
+            ombeta1: 0.1,
+            ombeta2: 0.01,
+            eps: 1e-6,
+            wd: 0.01,
+            clip_frac: 0.8,
+            clip_ombeta: 0.01,
+            lamb_ombeta: 0.05,
+        };
+        let (mut p0, mut m0, mut v0, mut s0) =
+            ([1.0, -2.0], [0.0; 2], [0.0; 2], TensorState::default());
+        let (mut p1, mut m1, mut v1, mut s1) = (
+            [0.5, 0.25, -0.5, 1.0],
+            [0.0; 4],
+            [0.0; 4],
+            TensorState::default(),
+        );
+        let mut g0 = [0.5, 1.0];
+        let mut g1 = [0.1, -0.2, 0.0, 0.3];
+        let mut st = CiaoState::default();
+        let mut red = [TensorReductions::default(); 2];
+        let clipped = {
+            let mut slots = [
+                ParamSlot {
+                    param: &mut p0,
+                    grad: &mut g0,
+                    m: &mut m0,
+                    v: &mut v0,
+                    state: &mut s0,
+                    is_matrix: false,
+                },
+                ParamSlot {
+                    param: &mut p1,
+                    grad: &mut g1,
+                    m: &mut m1,
+                    v: &mut v1,
+                    state: &mut s1,
+                    is_matrix: true,
+                },
+            ];
+            step(&mut slots, &h, &mut st, Some(&mut red))
+        };
+        // G = √(0.25 + 1 + 0.01 + 0.04 + 0.09) = 1.17898, clip 0.8·G / (G + 1e-6) < 1.
+        assert!(clipped);
+        assert!(close(st.rolling_max, 1.178_982_612_255_159_7));
+        for (a, e) in p0
+            .iter()
+            .zip([0.899_000_249_999_587, -2.097_999_875_000_050_4])
+        {
+            assert!(close(*a, e), "{a} vs {e}");
+        }
+        let e1 = [
+            0.427_772_917_882_837_2,
+            0.321_688_516_508_517_76,
+            -0.499_640_656_813_608_64,
+            0.927_412_975_800_608_9,
+        ];
+        for (a, e) in p1.iter().zip(e1) {
+            assert!(close(*a, e), "{a} vs {e}");
+        }
+        assert!(close(m1[3], 0.023_999_979_643_482_956));
+        assert!(close(v1[1], 0.159_999_864_289_886_38));
+        assert!(close(s1.un_ema, 0.086_964_220_231_426_7));
+        assert_eq!(
+            (s0.un_ema, s0.un_bc),
+            (0.0, 0.0),
+            "vectors get no trust ratio"
+        );
+        assert_reductions(
+            &red[0],
+            [
+                2.0,
+                0.894_426_432_357_317_7,
+                0.894_426_432_357_317_7,
+                0.0,
+                2.236_067_977_499_79,
+                1.407_299_719_326_746,
+                0.1,
+                0.799_998_642_899_439_3,
+                -1.318_798_681_409_763_4,
+                1.187_996_992_356_156_2,
+                2.0,
+                -0.010_256_107_116_246_926,
+            ],
+        );
+        assert_reductions(
+            &red[1],
+            [
+                4.0,
+                0.299_332_337_051_540_7,
+                0.299_332_337_051_540_7,
+                0.0,
+                1.25,
+                1.739_284_404_628_534,
+                0.071_868_637_278_270_06,
+                0.089_599_848_004_737_19,
+                0.205_330_610_822_259_23,
+                0.482_396_590_856_923_9,
+                3.0,
+                -5.285_903_423_328_096,
+            ],
+        );
+
+        // Second step: a small gradient no longer reaches the decayed rolling max.
+        let mut g0 = [0.05, -0.1];
+        let mut g1 = [0.01, 0.02, -0.03, 0.0];
+        let clipped = {
+            let mut slots = [
+                ParamSlot {
+                    param: &mut p0,
+                    grad: &mut g0,
+                    m: &mut m0,
+                    v: &mut v0,
+                    state: &mut s0,
+                    is_matrix: false,
+                },
+                ParamSlot {
+                    param: &mut p1,
+                    grad: &mut g1,
+                    m: &mut m1,
+                    v: &mut v1,
+                    state: &mut s1,
+                    is_matrix: true,
+                },
+            ];
+            step(&mut slots, &h, &mut st, Some(&mut red))
+        };
+        assert!(!clipped);
+        assert!(close(st.rolling_max, 1.167_192_786_132_608_1));
+        for (a, e) in p0
+            .iter()
+            .zip([0.843_609_090_385_214_7, -2.137_103_306_036_351])
+        {
+            assert!(close(*a, e), "{a} vs {e}");
+        }
+        let e1 = [
+            0.379_962_522_271_923_84,
+            0.357_276_439_047_958_25,
+            -0.453_388_483_768_091_3,
+            0.884_952_390_635_436_3,
+        ];
+        for (a, e) in p1.iter().zip(e1) {
+            assert!(close(*a, e), "{a} vs {e}");
+        }
+        assert_reductions(
+            &red[0],
+            [
+                2.0,
+                0.111_803_398_874_989_5,
+                0.391_211_978_709_898_77,
+                0.457_417_724_404_757_36,
+                2.282_499_709_747_966,
+                0.678_030_890_316_629,
+                0.1,
+                -0.021_842_081_156_756_135,
+                0.255_890_785_122_895_87,
+                -0.011_407_851_229_114_675,
+                2.0,
+                -1.529_710_107_646_843_6,
+            ],
+        );
+        assert_reductions(
+            &red[1],
+            [
+                4.0,
+                0.037_416_573_867_739_42,
+                0.138_907_371_185_016_34,
+                0.146_612_604_645_779_94,
+                1.181_612_789_602_381_8,
+                0.994_430_887_106_049,
+                0.087_055_596_747_753_95,
+                -0.000_399_999_035_743_929_74,
+                0.024_546_808_516_721_14,
+                0.013_254_870_907_718_107,
+                4.0,
+                -2.844_253_640_123_661,
+            ],
+        );
+    }
+
+    #[test]
+    fn trust_ratio_is_floored_and_skipped_for_zero_parameters() {
+        let h = Hyperparams {
+            lr: 0.5,
+            ..Hyperparams::INITIAL
+        };
+        let run = |param: [f32; 4]| {
+            let (mut p, mut g, mut m, mut v, mut s) =
+                (param, [1.0; 4], [0.0; 4], [0.0; 4], TensorState::default());
+            let mut red = [TensorReductions::default()];
+            let mut slots = [ParamSlot {
+                param: &mut p,
+                grad: &mut g,
+                m: &mut m,
+                v: &mut v,
+                state: &mut s,
+                is_matrix: true,
+            }];
+            step(&mut slots, &h, &mut CiaoState::default(), Some(&mut red));
+            red[0].lr_p
+        };
+        assert_eq!(run([0.0; 4]), 0.5, "‖p‖ = 0: no trust ratio");
+        assert_eq!(
+            run([1e-6; 4]),
+            0.5 * TRUST_FLOOR,
+            "tiny ‖p‖ / ‖u‖ is floored"
+        );
+    }
+
+    #[test]
+    fn reductions_feed_finite_inner_features() {
+        let (mut p, mut g, mut m, mut v, mut s) = (
+            [0.3; 6],
+            [0.2, -0.1, 0.4, 0.0, 0.1, -0.3],
+            [0.0; 6],
+            [0.0; 6],
+            TensorState::default(),
+        );
+        let mut red = [TensorReductions::default()];
+        let mut slots = [ParamSlot {
+            param: &mut p,
+            grad: &mut g,
+            m: &mut m,
+            v: &mut v,
+            state: &mut s,
+            is_matrix: true,
+        }];
+        let clipped = step(
+            &mut slots,
+            &Hyperparams::INITIAL,
+            &mut CiaoState::default(),
+            Some(&mut red),
+        );
+        let f = crate::reductions::inner_features(&red[0], clipped);
+        assert!(f.iter().all(|x| x.is_finite()));
+        // First step: m̂ = g exactly in exact arithmetic, so cos(g, m̂) = 1.
+        assert!((f[6] - 1.0).abs() < 1e-6);
+    }
+}
