@@ -17,6 +17,29 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A policy file that cannot be used here.
+    #[error("policy {}: {reason}", path.display())]
+    Policy {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The core controller rejected a configuration (e.g. more decisions than steps).
+    #[error("controller: {0}")]
+    Core(lhopt_core::Error),
+    /// Bad user input that the argument parser could not catch (what was wrong, what to do).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Result alias for the trainer.

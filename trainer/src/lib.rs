@@ -3,4 +3,11 @@ pub mod device;
 pub mod error;
 pub mod optim;
 
+pub mod baseline;
+pub mod cli;
+pub mod env;
+pub mod eval;
+pub mod plot;
+pub mod pool;
+
 pub use error::{Error, Result};

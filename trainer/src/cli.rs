@@ -1,0 +1,521 @@
+//! The `lhopt` command line: argument definitions (clap derive) and one function per subcommand.
+//! A new subcommand is a variant of [`Command`] with its `Args` struct and one arm in [`execute`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use lhopt_core::{Hyperparams, Mode};
+use lhopt_data::DataDir;
+
+use crate::baseline::{self, Cache};
+use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
+use crate::error::{Error, Result};
+use crate::eval::{self, Controller};
+use crate::plot::{self, PlottedRun};
+use crate::pool::Pool;
+use crate::tasks::{self, Family, Scale, TaskSpec};
+
+const LONG_ABOUT: &str = "\
+lhopt: learned hyperparameter optimizers (LHOPT, Almeida et al. 2021) on libtorch.
+
+A small recurrent policy steers the hyperparameters of an Adam-family optimizer (CIAO) a few
+dozen times per training run. This tool runs inner training tasks under a policy file or fixed
+hyperparameters, computes the tuned AdamW baseline grid (5 learning rates x 7 schedules at budgets
+T/2, T, 2T) and reports speedups against it.
+
+Examples:
+  lhopt tasks --family quadratic,image-mlp --seeds 3     list sampled task configurations
+  lhopt run --family quadratic --seed 0 --plot run.png   one run at the default hyperparameters
+  lhopt run --family char-lm --policy policies/default.lhopt --plot run.png
+  lhopt run --family algorithmic --hyper lr=3e-3,wd=0   fixed hyperparameters
+  lhopt baseline --family quadratic --seeds 2            compute and cache the AdamW grids
+  lhopt eval --policy policies/default.lhopt --family ncf --seeds 3 --out eval/
+
+Environment: LHOPT_DATA (datasets, default ~/.cache/lhopt/data; fetch with scripts/fetch-data.sh),
+LHOPT_CACHE (baseline results, default ~/.cache/lhopt).
+
+Exit codes: 0 success; 1 runtime error; 2 usage error (bad arguments); 3 missing or corrupt
+dataset; 4 unusable policy file.";
+
+/// The `lhopt` command line.
+#[derive(Debug, Parser)]
+#[command(name = "lhopt", version, about = "Learned hyperparameter optimizers: run, baseline and evaluate", long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Parallel worker threads, each with one libtorch thread [default: one per core].
+    #[arg(long, global = true)]
+    pub workers: Option<usize>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List task families and sampled task configurations.
+    Tasks(TasksArgs),
+    /// Train one task under a policy file or fixed hyperparameters; print (and plot) the trace.
+    Run(RunArgs),
+    /// Compute (or load from the cache) the 105-run AdamW grid of tasks and print the best runs.
+    Baseline(BaselineArgs),
+    /// Speedup table of a policy and of the untuned default against the AdamW grid.
+    Eval(EvalArgs),
+}
+
+/// Which tasks: families × seeds at a scale.
+#[derive(Debug, Args)]
+pub struct TaskSelection {
+    /// Task families, comma-separated: quadratic, algorithmic, image-mlp, image-cnn, text-rnn,
+    /// char-lm, ncf.
+    #[arg(short, long = "family", value_delimiter = ',', value_parser = parse_family, required = true)]
+    pub families: Vec<Family>,
+    /// Seeds per family, counting up from --first-seed.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Task size ranges: cpu (seconds per run) or gpu (the paper's ranges).
+    #[arg(long, value_enum, default_value_t = ScaleArg::Cpu)]
+    pub scale: ScaleArg,
+    /// Override every task's step count T.
+    #[arg(long)]
+    pub steps: Option<u64>,
+}
+
+impl TaskSelection {
+    /// The sampled specs, family by family.
+    pub fn specs(&self) -> Result<Vec<TaskSpec>> {
+        if self.steps == Some(0) {
+            return Err(Error::Usage("--steps must be at least 1".into()));
+        }
+        Ok(self
+            .families
+            .iter()
+            .flat_map(|&family| {
+                (self.first_seed..self.first_seed + self.seeds).map(move |seed| (family, seed))
+            })
+            .map(|(family, seed)| {
+                let mut spec = tasks::sample(family, seed, self.scale.into());
+                spec.steps = self.steps.unwrap_or(spec.steps);
+                spec
+            })
+            .collect())
+    }
+}
+
+/// `--scale`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScaleArg {
+    /// Narrow ranges: seconds per run on one CPU thread.
+    Cpu,
+    /// The paper's full ranges: minutes per run on a GPU.
+    Gpu,
+}
+
+impl From<ScaleArg> for Scale {
+    fn from(s: ScaleArg) -> Scale {
+        match s {
+            ScaleArg::Cpu => Scale::Cpu,
+            ScaleArg::Gpu => Scale::Gpu,
+        }
+    }
+}
+
+fn parse_family(name: &str) -> std::result::Result<Family, String> {
+    Family::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Family::ALL.iter().map(|f| f.name()).collect();
+        format!("unknown family '{name}'; choose from {}", names.join(", "))
+    })
+}
+
+/// `lhopt tasks`.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Families to sample from [default: all].
+    #[arg(short, long = "family", value_delimiter = ',', value_parser = parse_family)]
+    pub families: Vec<Family>,
+    /// Sampled configurations per family.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Task size ranges.
+    #[arg(long, value_enum, default_value_t = ScaleArg::Cpu)]
+    pub scale: ScaleArg,
+    /// Print full specs as JSON lines instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a run is steered: a policy file, or fixed hyperparameters.
+#[derive(Debug, Args)]
+pub struct SteeringArgs {
+    /// Frozen policy file (lhopt export); without it the hyperparameters stay fixed.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Sample the policy's actions with this seed instead of taking the most likely ones.
+    #[arg(long, requires = "policy")]
+    pub sample: Option<u64>,
+    /// Starting (or, without --policy, fixed) hyperparameters as name=value pairs, e.g.
+    /// lr=3e-3,wd=0; names: lr ombeta1 ombeta2 eps wd clip_frac clip_ombeta lamb_ombeta.
+    #[arg(long, value_parser = parse_hyper, default_value = "")]
+    pub hyper: Hyperparams,
+    /// Decisions per run (capped at T).
+    #[arg(long, default_value_t = 32)]
+    pub decisions: u32,
+}
+
+impl SteeringArgs {
+    fn policy(&self) -> Result<Option<PolicyFile>> {
+        let mode = self
+            .sample
+            .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
+        self.policy
+            .as_deref()
+            .map(|path| PolicyFile::read(path, mode))
+            .transpose()
+    }
+}
+
+fn parse_hyper(text: &str) -> std::result::Result<Hyperparams, String> {
+    const NAMES: [&str; 8] = [
+        "lr",
+        "ombeta1",
+        "ombeta2",
+        "eps",
+        "wd",
+        "clip_frac",
+        "clip_ombeta",
+        "lamb_ombeta",
+    ];
+    let mut values = Hyperparams::INITIAL.to_array();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("'{pair}' is not name=value"))?;
+        let i = NAMES
+            .iter()
+            .position(|n| *n == name.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown hyperparameter '{name}'; names: {}",
+                    NAMES.join(" ")
+                )
+            })?;
+        values[i] = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{value}' is not a number"))?;
+    }
+    let h = Hyperparams::from_array(values);
+    if h.clamped() != h {
+        return Err(format!(
+            "out of bounds (or not finite): {:?}; bounds: {:?}",
+            h,
+            lhopt_core::BOUNDS
+        ));
+    }
+    Ok(h)
+}
+
+/// `lhopt run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Task family.
+    #[arg(short, long, value_parser = parse_family)]
+    pub family: Family,
+    /// Task seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Task size ranges.
+    #[arg(long, value_enum, default_value_t = ScaleArg::Cpu)]
+    pub scale: ScaleArg,
+    /// Override the task's step count T.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[command(flatten)]
+    pub steering: SteeringArgs,
+    /// Hide the eval loss from the policy (it still appears in the trace).
+    #[arg(long)]
+    pub hide_eval: bool,
+    /// Write a PNG of the loss curves and hyperparameters here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Write the full trace (observations included) as JSON here.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// `lhopt baseline`.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    #[command(flatten)]
+    pub tasks: TaskSelection,
+}
+
+/// `lhopt eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub tasks: TaskSelection,
+    /// Frozen policy file to evaluate; the untuned default (CIAO at its initial hyperparameters,
+    /// held constant) is always evaluated beside it.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Sample the policy's actions with this seed instead of taking the most likely ones.
+    #[arg(long, requires = "policy")]
+    pub sample: Option<u64>,
+    /// Decisions per run (capped at T).
+    #[arg(long, default_value_t = 32)]
+    pub decisions: u32,
+    /// Folder for eval.csv, eval.json and one PNG per task.
+    #[arg(long, default_value = "eval-out")]
+    pub out: PathBuf,
+}
+
+/// Runs the parsed command line.
+pub fn execute(cli: Cli) -> Result<()> {
+    let workers = cli.workers;
+    match cli.command {
+        Command::Tasks(args) => list_tasks(&args),
+        Command::Run(args) => run(&args, pool(workers)?),
+        Command::Baseline(args) => run_baselines(&args, pool(workers)?),
+        Command::Eval(args) => run_eval(&args, pool(workers)?),
+    }
+}
+
+/// The process exit code for an error (documented in `lhopt --help`).
+pub fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::Usage(_) | Error::InvalidSpec(_) => 2,
+        Error::Data(_) | Error::BadData { .. } => 3,
+        Error::Policy { .. } => 4,
+        _ => 1,
+    }
+}
+
+fn pool(workers: Option<usize>) -> Result<Pool> {
+    if workers == Some(0) {
+        return Err(Error::Usage("--workers must be at least 1".into()));
+    }
+    Ok(Pool::new(workers, DataDir::from_env()?))
+}
+
+fn list_tasks(args: &TasksArgs) -> Result<()> {
+    let families = if args.families.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        args.families.clone()
+    };
+    for family in families {
+        if !args.json {
+            let held_out = if family.is_held_out() {
+                " (held out from meta-training)"
+            } else {
+                ""
+            };
+            println!("{family}{held_out}");
+        }
+        for seed in 0..args.seeds {
+            let spec = tasks::sample(family, seed, args.scale.into());
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&spec).expect("a TaskSpec always serialises")
+                );
+            } else {
+                let config =
+                    serde_json::to_string(&spec.config).expect("a TaskConfig always serialises");
+                println!("  seed {seed:>3}  T {:>6}  {config}", spec.steps);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(args: &RunArgs, pool: Pool) -> Result<()> {
+    let mut spec = tasks::sample(args.family, args.seed, args.scale.into());
+    spec.steps = args.steps.unwrap_or(spec.steps);
+    let policy = args.steering.policy()?;
+    let (initial, hide_eval) = (args.steering.hyper, args.hide_eval);
+    let decisions = args
+        .steering
+        .decisions
+        .clamp(1, u32::try_from(spec.steps).unwrap_or(u32::MAX));
+    let label = policy
+        .as_ref()
+        .map_or_else(|| "fixed".to_string(), |p| p.name.clone());
+    eprintln!(
+        "task {} (T = {}), steered by {label}",
+        spec.key(),
+        spec.steps
+    );
+    let bar = spinner("training");
+    let mut traces = pool.run(vec![()], &bar, |()| {
+        let mut task = pool.build(&spec)?;
+        match &policy {
+            Some(policy) => {
+                let cfg = EpisodeConfig {
+                    total_steps: spec.steps,
+                    decisions,
+                    initial,
+                    hide_eval,
+                };
+                env::run_episode(task.as_mut(), &cfg, policy.agent()?.as_mut())
+            }
+            None => {
+                let interval = spec.steps / u64::from(decisions);
+                let eval_at: Vec<u64> = (0..=u64::from(decisions)).map(|k| k * interval).collect();
+                env::run_fixed(task.as_mut(), spec.steps, initial, &eval_at)
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    let trace = traces.pop().expect("one job, one trace");
+    print_trace(&trace, initial);
+    if let Some(path) = &args.trace {
+        let json = serde_json::to_string_pretty(&trace).expect("a trace always serialises");
+        std::fs::write(path, json).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if let Some(path) = &args.plot {
+        let runs = [PlottedRun {
+            label,
+            trace: &trace,
+            initial,
+        }];
+        plot::write_png(path, &spec.key(), &plot::trace_panels(&runs), 2)?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_trace(trace: &Trace, initial: Hyperparams) {
+    if trace.decisions.is_empty() {
+        println!("{:>8} {:>12}", "step", "eval loss");
+        for (step, loss) in &trace.evals {
+            println!("{step:>8} {loss:>12.5e}");
+        }
+        println!("hyperparameters (fixed): {initial:?}");
+    } else {
+        println!(
+            "{:>8} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            "step",
+            "train loss",
+            "eval loss",
+            "lr",
+            "wd",
+            "eps",
+            "1-beta1",
+            "1-beta2",
+            "clip",
+            "restart"
+        );
+        for d in &trace.decisions {
+            let h = &d.hyper;
+            println!(
+                "{:>8} {:>12.5e} {:>12.5e} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>7.3} {:>9}",
+                d.step,
+                d.train_loss,
+                d.eval_loss,
+                h.lr,
+                h.wd,
+                h.eps,
+                h.ombeta1,
+                h.ombeta2,
+                h.clip_frac,
+                format!("{:?}", d.restart)
+            );
+        }
+    }
+    if trace.nonfinite_steps > 0 {
+        println!(
+            "{} steps had a non-finite training loss and were skipped",
+            trace.nonfinite_steps
+        );
+    }
+    if let Some(step) = trace.stopped_at {
+        println!("stopped at step {step}: the model diverged and nothing could restore it");
+    }
+    println!("final eval loss: {:.6e}", trace.final_eval_loss);
+    for (name, value) in &trace.metrics {
+        println!("{name}: {value:.4}");
+    }
+}
+
+fn run_baselines(args: &BaselineArgs, pool: Pool) -> Result<()> {
+    let specs = args.tasks.specs()?;
+    let cache = Cache::from_env()?;
+    let bar = progress_bar("baseline runs");
+    let grids = baseline::grid_curves(&specs, &pool, &cache, &bar)?;
+    bar.finish_and_clear();
+    println!(
+        "{:<40} {:>7} {:>12} {:>8} {:<10}",
+        "task", "budget", "best loss", "lr", "schedule"
+    );
+    for (spec, grid) in specs.iter().zip(&grids) {
+        for p in &grid.points {
+            println!(
+                "{:<40} {:>7} {:>12.5e} {:>8.0e} {:<10}",
+                spec.key(),
+                p.budget,
+                p.loss,
+                p.lr,
+                p.schedule.name()
+            );
+        }
+    }
+    eprintln!("cached under {}", cache.root().display());
+    Ok(())
+}
+
+fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
+    let specs = args.tasks.specs()?;
+    let cache = Cache::from_env()?;
+    let mode = args
+        .sample
+        .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
+    let mut controllers = vec![Controller::Default];
+    if let Some(path) = &args.policy {
+        controllers.push(Controller::Policy(PolicyFile::read(path, mode)?));
+    }
+    let bars = MultiProgress::new();
+    let grid_bar = bars.add(progress_bar("baseline runs"));
+    let run_bar = bars.add(progress_bar("evaluated runs"));
+    let (report, traces) = eval::evaluate(
+        &specs,
+        &controllers,
+        args.decisions,
+        &pool,
+        &cache,
+        &grid_bar,
+        &run_bar,
+    )?;
+    bars.clear().ok();
+    print!("{}", report.table());
+    report.write(&args.out, &specs, &controllers, &traces)?;
+    eprintln!(
+        "wrote eval.csv, eval.json and one PNG per task to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn progress_bar(what: &str) -> ProgressBar {
+    let style =
+        ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> ");
+    ProgressBar::new(0)
+        .with_style(style)
+        .with_message(what.to_owned())
+}
+
+fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

@@ -1,0 +1,251 @@
+//! Spec §9 evaluation: run each task under each controller, and score every run's final eval
+//! loss against the tuned AdamW grid of that task. Writes the table as CSV and JSON and one PNG of
+//! loss curves and hyperparameter traces per task.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use indicatif::ProgressBar;
+use lhopt_core::Hyperparams;
+use serde::Serialize;
+
+use crate::baseline::{self, Cache, GridCurve, MeanSpeedup, Speedup};
+use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
+use crate::error::{Error, Result};
+use crate::plot::{self, PlottedRun};
+use crate::pool::Pool;
+use crate::tasks::TaskSpec;
+
+/// What steers an evaluated run.
+#[derive(Clone, Debug)]
+pub enum Controller {
+    /// CIAO at [`Hyperparams::INITIAL`], held constant: the untuned default.
+    Default,
+    /// A frozen policy deciding `decisions` times per run.
+    Policy(PolicyFile),
+}
+
+impl Controller {
+    /// Name in tables and legends.
+    pub fn name(&self) -> String {
+        match self {
+            Controller::Default => "default".into(),
+            Controller::Policy(p) => p.name.clone(),
+        }
+    }
+
+    /// Runs `spec` under this controller, building the task on `pool`'s device.
+    fn run(&self, spec: &TaskSpec, decisions: u32, pool: &Pool) -> Result<Trace> {
+        let mut task = pool.build(spec)?;
+        let steps = spec.steps;
+        let decisions = decisions.clamp(1, u32::try_from(steps).unwrap_or(u32::MAX));
+        match self {
+            Controller::Default => {
+                // Evaluate where a policy would decide, so the curves line up in plots.
+                let interval = steps / u64::from(decisions);
+                let eval_at: Vec<u64> = (0..=u64::from(decisions)).map(|k| k * interval).collect();
+                env::run_fixed(task.as_mut(), steps, Hyperparams::INITIAL, &eval_at)
+            }
+            Controller::Policy(policy) => {
+                let mut agent = policy.agent()?;
+                let cfg = EpisodeConfig {
+                    total_steps: steps,
+                    decisions,
+                    initial: Hyperparams::INITIAL,
+                    hide_eval: false,
+                };
+                env::run_episode(task.as_mut(), &cfg, agent.as_mut())
+            }
+        }
+    }
+}
+
+/// One evaluated run.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalRow {
+    /// [`TaskSpec::key`].
+    pub task: String,
+    /// Task family name.
+    pub family: String,
+    /// Task seed.
+    pub seed: u64,
+    /// T.
+    pub steps: u64,
+    /// [`Controller::name`].
+    pub controller: String,
+    /// The run's final eval loss (NaN: diverged).
+    pub final_eval_loss: f64,
+    /// The best grid run's final eval loss at budget T, for reference.
+    pub grid_loss_at_t: f64,
+    /// Speedup against the grid.
+    pub speedup: Speedup,
+    /// The task's extra metrics at the end of the run.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// The whole evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// One row per task and controller.
+    pub rows: Vec<EvalRow>,
+    /// Geometric-mean speedup per controller across tasks.
+    pub means: Vec<(String, Option<MeanSpeedup>)>,
+    /// The grid of every task.
+    pub grids: Vec<(String, GridCurve)>,
+}
+
+/// Runs every task in `specs` under every controller (in parallel on `pool`), computes or loads
+/// the grids, and scores the runs. Returns the report and the traces, indexed `[task][controller]`.
+pub fn evaluate(
+    specs: &[TaskSpec],
+    controllers: &[Controller],
+    decisions: u32,
+    pool: &Pool,
+    cache: &Cache,
+    grid_progress: &ProgressBar,
+    run_progress: &ProgressBar,
+) -> Result<(EvalReport, Vec<Vec<Trace>>)> {
+    let grids = baseline::grid_curves(specs, pool, cache, grid_progress)?;
+    let jobs: Vec<(usize, usize)> = (0..specs.len())
+        .flat_map(|t| (0..controllers.len()).map(move |c| (t, c)))
+        .collect();
+    run_progress.set_length(jobs.len() as u64);
+    let traces = pool.run(jobs, run_progress, |(t, c)| {
+        controllers[c].run(&specs[t], decisions, pool)
+    })?;
+    let mut traces = traces.into_iter();
+    let traces: Vec<Vec<Trace>> = specs
+        .iter()
+        .map(|_| traces.by_ref().take(controllers.len()).collect())
+        .collect();
+
+    let mut rows = Vec::new();
+    for ((spec, grid), runs) in specs.iter().zip(&grids).zip(&traces) {
+        for (controller, trace) in controllers.iter().zip(runs) {
+            rows.push(EvalRow {
+                task: spec.key(),
+                family: spec.family.to_string(),
+                seed: spec.seed,
+                steps: spec.steps,
+                controller: controller.name(),
+                final_eval_loss: trace.final_eval_loss,
+                grid_loss_at_t: grid.at(spec.steps).map_or(f64::NAN, |p| p.loss),
+                speedup: grid.speedup(trace.final_eval_loss),
+                metrics: trace
+                    .metrics
+                    .iter()
+                    .map(|&(k, v)| (k.to_string(), v))
+                    .collect(),
+            });
+        }
+    }
+    let means = controllers
+        .iter()
+        .map(|c| {
+            let name = c.name();
+            let mean = MeanSpeedup::of(
+                rows.iter()
+                    .filter(|r| r.controller == name)
+                    .map(|r| r.speedup),
+            );
+            (name, mean)
+        })
+        .collect();
+    let grids = specs.iter().map(|s| s.key()).zip(grids).collect();
+    Ok((EvalReport { rows, means, grids }, traces))
+}
+
+impl EvalReport {
+    /// The table as aligned text, with the geometric means below it.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<40} {:>5} {:>6} {:<16} {:>11} {:>11} {:>9}\n",
+            "task", "seed", "T", "controller", "final loss", "grid at T", "speedup"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{:<40} {:>5} {:>6} {:<16} {:>11.4e} {:>11.4e} {:>9}",
+                r.task,
+                r.seed,
+                r.steps,
+                r.controller,
+                r.final_eval_loss,
+                r.grid_loss_at_t,
+                r.speedup.to_string()
+            );
+        }
+        for (name, mean) in &self.means {
+            match mean {
+                Some(m) => _ = writeln!(out, "geometric-mean speedup, {name}: {m}"),
+                None => _ = writeln!(out, "geometric-mean speedup, {name}: n/a"),
+            }
+        }
+        out
+    }
+
+    /// The rows as CSV (speedup as kind and value, so bounds stay machine-readable).
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "task,family,seed,steps,controller,final_eval_loss,grid_loss_at_t,speedup_kind,speedup\n",
+        );
+        for r in &self.rows {
+            let (kind, value) = match r.speedup {
+                Speedup::Measured(x) => ("measured", x),
+                Speedup::Below(x) => ("below", x),
+                Speedup::Above(x) => ("above", x),
+                Speedup::Unmeasured => ("unmeasured", f64::NAN),
+            };
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{kind},{value}",
+                r.task,
+                r.family,
+                r.seed,
+                r.steps,
+                r.controller.replace(',', ";"),
+                r.final_eval_loss,
+                r.grid_loss_at_t
+            );
+        }
+        out
+    }
+
+    /// Writes `eval.csv`, `eval.json` and one `<task>.png` per task into `dir`.
+    pub fn write(
+        &self,
+        dir: &Path,
+        specs: &[TaskSpec],
+        controllers: &[Controller],
+        traces: &[Vec<Trace>],
+    ) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            fs::write(&path, text).map_err(|source| Error::Io { path, source })
+        };
+        write("eval.csv", self.csv())?;
+        write(
+            "eval.json",
+            serde_json::to_string_pretty(self).expect("a report always serialises"),
+        )?;
+        for (spec, runs) in specs.iter().zip(traces) {
+            let plotted: Vec<PlottedRun<'_>> = controllers
+                .iter()
+                .zip(runs)
+                .map(|(c, trace)| PlottedRun {
+                    label: c.name(),
+                    trace,
+                    initial: Hyperparams::INITIAL,
+                })
+                .collect();
+            let path = dir.join(format!("{}.png", spec.key()));
+            plot::write_png(&path, &spec.key(), &plot::trace_panels(&plotted), 2)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! PNG charts: a grid of line-chart panels, drawn with plotters' bitmap backend and an embedded
+//! font (no system fonts needed). [`trace_panels`] turns run traces into loss and
+//! hyperparameter panels; other modules build their own [`Panel`]s (e.g. meta-training curves).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use lhopt_core::Hyperparams;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::env::Trace;
+use crate::error::{Error, Result};
+
+/// DejaVu Sans cut down to ASCII and a few symbols; see `assets/fonts/README.md`.
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-subset.ttf");
+const FONT_FAMILY: &str = "sans-serif";
+const PANEL_WIDTH: u32 = 640;
+const PANEL_HEIGHT: u32 = 400;
+const TITLE_HEIGHT: u32 = 40;
+
+/// One line of a panel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    /// Legend entry.
+    pub label: String,
+    /// `(x, y)` points; non-finite ones (and non-positive ones on a log axis) are left out.
+    pub points: Vec<(f64, f64)>,
+    /// Draw a dot at every point (for sparse series such as eval losses).
+    pub markers: bool,
+}
+
+/// One chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    /// Caption above the chart.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Logarithmic y axis.
+    pub log_y: bool,
+    /// The lines, coloured in order.
+    pub lines: Vec<Line>,
+}
+
+/// Writes `panels` as a PNG grid with `columns` columns under a `title`.
+pub fn write_png(path: &Path, title: &str, panels: &[Panel], columns: usize) -> Result<()> {
+    register_embedded_font()?;
+    let columns = columns.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(columns).max(1);
+    let size = (
+        PANEL_WIDTH * columns as u32,
+        PANEL_HEIGHT * rows as u32 + TITLE_HEIGHT,
+    );
+    let drawing_error = |e: &dyn std::fmt::Display| Error::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(format!("drawing the plot: {e}")),
+    };
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| drawing_error(&e))?;
+    let body = root
+        .titled(title, (FONT_FAMILY, 26))
+        .map_err(|e| drawing_error(&e))?;
+    for (area, panel) in body.split_evenly((rows, columns)).iter().zip(panels) {
+        draw_panel(area, panel).map_err(|e| drawing_error(&e))?;
+    }
+    root.present().map_err(|e| drawing_error(&e))
+}
+
+fn register_embedded_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok =
+        *REGISTERED.get_or_init(|| register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok());
+    ok.then_some(()).ok_or_else(|| {
+        Error::Usage("the embedded plot font failed to load (a build problem)".into())
+    })
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn draw_panel(
+    area: &Area<'_>,
+    panel: &Panel,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    // Log axes are drawn as log10 values on a linear axis with labels in the original units.
+    let shown = |y: f64| if panel.log_y { y.log10() } else { y };
+    let lines: Vec<(&Line, Vec<(f64, f64)>)> = panel
+        .lines
+        .iter()
+        .map(|l| {
+            let pts = l
+                .points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!panel.log_y || *y > 0.0))
+                .map(|&(x, y)| (x, shown(y)))
+                .collect();
+            (l, pts)
+        })
+        .collect();
+    let all = lines.iter().flat_map(|(_, pts)| pts.iter());
+    let (x0, x1, y0, y1) = all.fold(
+        (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
+        |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+    );
+    let (x0, x1) = if x0 < x1 {
+        (x0, x1)
+    } else {
+        (x0.min(0.0), x0.max(0.0) + 1.0)
+    };
+    let pad = if y0 < y1 { 0.05 * (y1 - y0) } else { 0.5 };
+    let (y0, y1) = if y0 <= y1 {
+        (y0 - pad, y1 + pad)
+    } else {
+        (0.0, 1.0)
+    };
+
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, (FONT_FAMILY, 18))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let log_y = panel.log_y;
+    let y_format = move |v: &f64| short_number(if log_y { 10f64.powf(*v) } else { *v });
+    let x_format = |v: &f64| short_number(*v);
+    chart
+        .configure_mesh()
+        .x_desc(panel.x_label.as_str())
+        .y_desc(panel.y_label.as_str())
+        .y_label_formatter(&y_format)
+        .x_label_formatter(&x_format)
+        .label_style((FONT_FAMILY, 13))
+        .axis_desc_style((FONT_FAMILY, 14))
+        .draw()?;
+    for (i, (line, pts)) in lines.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), style))?
+            .label(line.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        if line.markers {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT_FAMILY, 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+    Ok(())
+}
+
+/// Three significant digits, in plain notation where that stays short.
+fn short_number(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if (1e-2..1e5).contains(&a) {
+        let decimals = (2 - a.log10().floor() as i32).clamp(0, 4) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+/// A run to plot: its label, trace and the hyperparameters it started from.
+pub struct PlottedRun<'a> {
+    /// Legend entry.
+    pub label: String,
+    /// What was recorded.
+    pub trace: &'a Trace,
+    /// Hyperparameters before the first decision.
+    pub initial: Hyperparams,
+}
+
+/// Panels for a set of runs of one task: training loss (smoothed), eval loss, learning rate, and
+/// the other hyperparameters of every steered run relative to where it started.
+pub fn trace_panels(runs: &[PlottedRun<'_>]) -> Vec<Panel> {
+    let panel = |title: &str, y_label: &str, log_y, lines| Panel {
+        title: title.into(),
+        x_label: "inner step".into(),
+        y_label: y_label.into(),
+        log_y,
+        lines,
+    };
+    let train = runs
+        .iter()
+        .map(|r| Line {
+            label: r.label.clone(),
+            points: smoothed(&r.trace.train_losses),
+            markers: false,
+        })
+        .collect();
+    let eval = runs
+        .iter()
+        .map(|r| Line {
+            label: r.label.clone(),
+            points: r.trace.evals.iter().map(|&(s, l)| (s as f64, l)).collect(),
+            markers: true,
+        })
+        .collect();
+    let lr = runs
+        .iter()
+        .map(|r| Line {
+            label: r.label.clone(),
+            points: hyper_steps(r, |h| h.lr),
+            markers: false,
+        })
+        .collect();
+    let mut panels = vec![
+        panel("training loss (moving average)", "loss", true, train),
+        panel("eval loss", "loss", true, eval),
+        panel("learning rate", "lr", true, lr),
+    ];
+    for r in runs.iter().filter(|r| !r.trace.decisions.is_empty()) {
+        let names = [
+            "wd",
+            "eps",
+            "1-beta1",
+            "1-beta2",
+            "clip_frac",
+            "clip 1-beta",
+            "lamb 1-beta",
+        ];
+        let fields: [fn(&Hyperparams) -> f32; 7] = [
+            |h| h.wd,
+            |h| h.eps,
+            |h| h.ombeta1,
+            |h| h.ombeta2,
+            |h| h.clip_frac,
+            |h| h.clip_ombeta,
+            |h| h.lamb_ombeta,
+        ];
+        let lines = names
+            .iter()
+            .zip(fields)
+            .map(|(name, field)| {
+                let start = f64::from(field(&r.initial));
+                let points = hyper_steps(r, field)
+                    .into_iter()
+                    .map(|(s, v)| (s, (v / start).log2()))
+                    .collect();
+                Line {
+                    label: (*name).into(),
+                    points,
+                    markers: false,
+                }
+            })
+            .collect();
+        panels.push(panel(
+            &format!("{}: other hyperparameters", r.label),
+            "log2(value / initial)",
+            false,
+            lines,
+        ));
+    }
+    panels
+}
+
+/// The hyperparameter `field` as a step function over inner steps.
+fn hyper_steps(run: &PlottedRun<'_>, field: impl Fn(&Hyperparams) -> f32) -> Vec<(f64, f64)> {
+    let mut value = f64::from(field(&run.initial));
+    let mut points = vec![(0.0, value)];
+    for d in &run.trace.decisions {
+        points.push((d.step as f64, value));
+        value = f64::from(field(&d.hyper));
+        points.push((d.step as f64, value));
+    }
+    points.push((run.trace.train_losses.len() as f64, value));
+    points
+}
+
+/// Training losses averaged over windows of 1% of the run (at least one step), one point per window.
+fn smoothed(losses: &[f32]) -> Vec<(f64, f64)> {
+    let window = (losses.len() / 100).max(1);
+    losses
+        .chunks(window)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mean = chunk.iter().map(|&l| f64::from(l)).sum::<f64>() / chunk.len() as f64;
+            (((i * window) + chunk.len()) as f64, mean)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_png_with_text_and_nan_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.png");
+        let line = |label: &str, k: f64| Line {
+            label: label.into(),
+            points: (0..50)
+                .map(|i| (f64::from(i), (-(f64::from(i)) * k).exp()))
+                .chain([(51.0, f64::NAN)])
+                .collect(),
+            markers: true,
+        };
+        let panels = [
+            Panel {
+                title: "log".into(),
+                x_label: "step".into(),
+                y_label: "loss".into(),
+                log_y: true,
+                lines: vec![line("a", 0.1), line("b", 0.05)],
+            },
+            Panel {
+                title: "empty".into(),
+                x_label: "x".into(),
+                y_label: "y".into(),
+                log_y: false,
+                lines: vec![],
+            },
+        ];
+        write_png(&path, "test plot", &panels, 2).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+
+    #[test]
+    fn axis_numbers_stay_short() {
+        assert_eq!(short_number(500.0), "500");
+        assert_eq!(short_number(0.5012), "0.501");
+        assert_eq!(short_number(2.512), "2.51");
+        assert_eq!(short_number(1.5e-3), "1.50e-3");
+        assert_eq!(short_number(0.0), "0");
+    }
+
+    #[test]
+    fn smoothing_averages_windows() {
+        let losses: Vec<f32> = (0..200).map(|i| i as f32).collect();
+        let s = smoothed(&losses);
+        assert_eq!(s.len(), 100);
+        assert_eq!(s[0], (2.0, 0.5));
+    }
+}
