@@ -43,4 +43,10 @@ pub enum Error {
 }
 
 /// Result alias for the trainer.
+    /// A task whose baseline cannot define a reward (spec §6), e.g. its eval loss never decreases.
+    #[error("reward: {0}")]
+    Reward(String),
+    /// A checkpoint or policy file that cannot be read back into this network.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 pub type Result<T, E = Error> = std::result::Result<T, E>;

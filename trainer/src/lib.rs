@@ -2,6 +2,10 @@
 pub mod device;
 pub mod error;
 pub mod optim;
+pub mod export;
+pub mod policy_net;
+pub mod ppo;
+pub mod reward;
 
 pub mod baseline;
 pub mod cli;

@@ -1,0 +1,81 @@
+//! PPO meta-training (spec §7): a learner that updates a recurrent actor-critic from
+//! experience that parallel rollout workers collect with slightly stale copies of the policy.
+
+pub mod adam;
+pub mod agent;
+pub mod buffer;
+pub mod gae;
+pub mod learner;
+pub mod loss;
+pub mod rollout;
+
+use serde::{Deserialize, Serialize};
+
+use buffer::BufferLimits;
+
+/// PPO hyperparameters; the defaults are spec §7.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// Ratio clip ε.
+    pub clip: f64,
+    /// Entropy bonus coefficient.
+    pub entropy_coef: f64,
+    /// Value loss coefficient.
+    pub value_coef: f64,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Discount γ.
+    pub gamma: f32,
+    /// GAE λ.
+    pub gae_lambda: f32,
+    /// Decisions per minibatch.
+    pub minibatch: usize,
+    /// Minibatches (gradient steps) per update.
+    pub minibatches: usize,
+    /// Decisions the buffer keeps.
+    pub buffer: usize,
+    /// Uses per decision at most.
+    pub max_uses: u32,
+    /// Policy versions a decision may lag at most.
+    pub max_staleness: u64,
+    /// Decisions per recurrent chunk (BPTT length).
+    pub chunk_len: usize,
+    /// Input normalisation clip (stored in the exported policy).
+    pub norm_clip: f64,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            clip: 0.2,
+            entropy_coef: 0.01,
+            value_coef: 0.5,
+            learning_rate: 2e-4,
+            max_grad_norm: 5.0,
+            gamma: 1.0,
+            gae_lambda: 0.95,
+            minibatch: 128,
+            minibatches: 4,
+            buffer: 768,
+            max_uses: 4,
+            max_staleness: 4,
+            chunk_len: 16,
+            norm_clip: 5.0,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// The buffer's reuse and staleness limits.
+    pub fn buffer_limits(&self) -> BufferLimits {
+        BufferLimits { capacity: self.buffer, max_uses: self.max_uses, max_staleness: self.max_staleness }
+    }
+
+    /// Fresh decisions per update that keep each decision used about `max_uses` times.
+    pub fn fresh_per_update(&self) -> usize {
+        (self.minibatch * self.minibatches).div_ceil(self.max_uses as usize)
+    }
+}

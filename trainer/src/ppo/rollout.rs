@@ -1,0 +1,355 @@
+//! Rollout workers: each owns one inner task at a time. Per sampled task configuration a worker
+//! runs the baseline once (spec §6), then `episodes_per_task` episodes from perturbed initial
+//! hyperparameters (spec §4) with the latest policy it has been given, and sends each finished
+//! episode to the learner as plain data.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use lhopt_core::math::logit;
+use lhopt_core::{Hyperparams, NUM_HYPERS};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use super::agent::{ActMode, PolicyAgent};
+use super::learner::Episode;
+use crate::env::{self, EpisodeConfig, Trace};
+use crate::error::Result;
+use crate::policy_net::{ActorCritic, PolicySizes};
+use crate::pool::Pool;
+use crate::reward::{self, BaselineCurve};
+use crate::tasks::{self, Family, Scale, TaskSpec};
+
+/// Inputs only the critic sees, per decision: the initial-hyperparameter perturbation (8), the
+/// raw log train and eval losses with non-finite flags (4), the baseline fit ln c, ln b, α (3),
+/// the baseline's log loss at this step (1) and the current potential (1).
+pub const PRIVILEGED_DIM: usize = NUM_HYPERS + 4 + 3 + 2;
+
+/// Index of clip_frac in [`Hyperparams::to_array`] (perturbed in logit space).
+const CLIP_FRAC: usize = 5;
+
+/// What the workers do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// Worker threads (each one libtorch thread).
+    pub workers: usize,
+    /// Task families to sample from (held-out families are refused).
+    pub families: Vec<Family>,
+    /// Task size ranges.
+    pub scale: Scale,
+    /// Inner steps per episode at most (the task's own T when smaller).
+    pub max_steps: u64,
+    /// Decisions per episode, sampled log-uniform in this range.
+    pub decisions: (u32, u32),
+    /// Inner steps per decision at least.
+    pub min_interval: u64,
+    /// Episodes per sampled task configuration (one baseline run serves them all).
+    pub episodes_per_task: u32,
+    /// Fraction of episodes whose eval loss is hidden from the policy.
+    pub hide_eval_fraction: f64,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            workers: thread::available_parallelism().map_or(1, usize::from),
+            families: Family::TRAINING.to_vec(),
+            scale: Scale::Cpu,
+            max_steps: 600,
+            decisions: (8, 32),
+            min_interval: 8,
+            episodes_per_task: 4,
+            hide_eval_fraction: 0.25,
+        }
+    }
+}
+
+/// The policy the workers act with: the learner publishes a new one after each update.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    /// Learner version.
+    pub version: u64,
+    /// All network variables by name ([`ActorCritic::to_named`]).
+    pub vars: Vec<(String, Vec<f32>)>,
+}
+
+/// Where the learner publishes snapshots and the workers read them.
+pub type SharedPolicy = Arc<RwLock<Arc<PolicySnapshot>>>;
+
+/// One finished episode and what it achieved.
+#[derive(Clone, Debug)]
+pub struct EpisodeReport {
+    /// The learner's data.
+    pub episode: Episode,
+    /// Monitoring summary.
+    pub summary: EpisodeSummary,
+}
+
+/// How one episode went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpisodeSummary {
+    /// Task key.
+    pub task: String,
+    /// Task family.
+    pub family: Family,
+    /// Index of the task configuration in the run's task sequence.
+    pub task_index: u64,
+    /// Inner steps T.
+    pub steps: u64,
+    /// Decisions taken.
+    pub decisions: usize,
+    /// Final potential: the episode's log-speedup over the baseline (the undiscounted return).
+    pub log_speedup: f64,
+    /// Whether the eval loss was hidden from the policy.
+    pub hide_eval: bool,
+    /// Wall seconds of the episode (not counting its share of the baseline).
+    pub seconds: f64,
+    /// Inner steps run, this episode plus its share of the baseline run.
+    pub inner_steps: u64,
+}
+
+/// Running rollout workers.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Workers {
+    /// Starts `cfg.workers` threads. Task configurations are numbered from `next_task` on (a
+    /// resumed run continues the sequence); each worker takes the next number when it needs a
+    /// task. Episodes, or the error that stopped a worker, go to `tx`.
+    pub fn start(
+        cfg: &RolloutConfig,
+        sizes: PolicySizes,
+        norm_clip: f64,
+        seed: u64,
+        pool: Arc<Pool>,
+        policy: SharedPolicy,
+        next_task: Arc<AtomicU64>,
+        tx: SyncSender<Result<EpisodeReport>>,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for w in 0..cfg.workers.max(1) {
+            let (cfg, pool, policy, next_task, tx, stop) =
+                (cfg.clone(), pool.clone(), policy.clone(), next_task.clone(), tx.clone(), stop.clone());
+            let worker = Worker { cfg, sizes, norm_clip, seed, pool, policy, stop };
+            let handle = thread::Builder::new()
+                .name(format!("rollout-{w}"))
+                .stack_size(64 << 20)
+                .spawn(move || {
+                    crate::device::init_worker_thread();
+                    if let Err(e) = worker.run(&next_task, &tx) {
+                        let _ = tx.send(Err(e));
+                    }
+                })
+                .map_err(|e| crate::error::Error::Io { path: "<rollout worker>".into(), source: e })?;
+            handles.push(handle);
+        }
+        Ok(Self { handles, stop })
+    }
+
+    /// Asks the workers to stop after their current episode and waits for them. The receiver must
+    /// be dropped or drained first, or a worker blocked on a full channel never sees the request.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Worker {
+    cfg: RolloutConfig,
+    sizes: PolicySizes,
+    norm_clip: f64,
+    seed: u64,
+    pool: Arc<Pool>,
+    policy: SharedPolicy,
+    stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(&self, next_task: &AtomicU64, tx: &SyncSender<Result<EpisodeReport>>) -> Result<()> {
+        let mut net = ActorCritic::new(Device::Cpu, self.sizes, PRIVILEGED_DIM, self.norm_clip);
+        let mut version = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let index = next_task.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = self.prepare(index)? else { continue };
+            for e in 0..self.cfg.episodes_per_task {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let snapshot = self.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+                if version != Some(snapshot.version) {
+                    net.load_named(&snapshot.vars)?;
+                    version = Some(snapshot.version);
+                }
+                let report = self.episode(&job, e, snapshot.version, &net)?;
+                if tx.send(Ok(report)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples task configuration `index` and fits its baseline; `None` when the baseline cannot
+    /// define a reward (the task is skipped).
+    fn prepare(&self, index: u64) -> Result<Option<TaskJob>> {
+        let seed = mix(self.seed, index);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let family = self.cfg.families[rng.gen_range(0..self.cfg.families.len())];
+        let spec = tasks::sample(family, seed, self.cfg.scale);
+        let steps = spec.steps.min(self.cfg.max_steps).max(1);
+        let (lo, hi) = self.cfg.decisions;
+        let most = (steps / self.cfg.min_interval.max(1)).max(1) as u32;
+        let decisions = log_uniform_u32(&mut rng, lo.max(1), hi.max(lo)).min(most).max(1);
+        let mut task = self.pool.build(&spec)?;
+        let trace = env::run_fixed(&mut *task, steps, Hyperparams::INITIAL, &reward::baseline_eval_steps(steps))?;
+        let Ok(curve) = BaselineCurve::fit(&trace.evals, steps) else {
+            return Ok(None);
+        };
+        Ok(Some(TaskJob { index, seed, spec, steps, decisions, curve }))
+    }
+
+    fn episode(&self, job: &TaskJob, e: u32, version: u64, net: &ActorCritic) -> Result<EpisodeReport> {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(job.seed, 1 + e as u64));
+        let initial = perturb(&mut rng);
+        let hide_eval = rng.gen_bool(self.cfg.hide_eval_fraction.clamp(0.0, 1.0));
+        let cfg = EpisodeConfig { total_steps: job.steps, decisions: job.decisions, initial, hide_eval };
+        let start = Instant::now();
+        let mut task = self.pool.build(&job.spec)?;
+        let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, rng.r#gen());
+        let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
+        let record = agent.record;
+        let potentials = episode_potentials(&job.curve, &trace, job.steps);
+        let final_potential = potentials.last().copied().unwrap_or(-reward::POTENTIAL_CLIP);
+        // Action k is rewarded with s_{k+1} − s_k; the last one with the end-of-run potential.
+        let rewards: Vec<f32> = potentials.windows(2).map(|w| (w[1] - w[0]) as f32).collect();
+        let privileged = privileged_inputs(&job.curve, &trace, &initial, &potentials);
+        let summary = EpisodeSummary {
+            task: job.spec.key(),
+            family: job.spec.family,
+            task_index: job.index,
+            steps: job.steps,
+            decisions: trace.decisions.len(),
+            log_speedup: final_potential,
+            hide_eval,
+            seconds: start.elapsed().as_secs_f64(),
+            inner_steps: trace.train_losses.len() as u64 + job.steps / self.cfg.episodes_per_task.max(1) as u64,
+        };
+        let episode = Episode {
+            version,
+            obs: record.obs,
+            privileged,
+            actions: record.actions,
+            behaviour_logp: record.logp,
+            actor_h: record.h,
+            actor_c: record.c,
+            rewards,
+        };
+        Ok(EpisodeReport { episode, summary })
+    }
+}
+
+/// A sampled task configuration with its fitted baseline.
+struct TaskJob {
+    index: u64,
+    seed: u64,
+    spec: TaskSpec,
+    steps: u64,
+    decisions: u32,
+    curve: BaselineCurve,
+}
+
+/// s_1..s_K at the decisions, then the end-of-run potential (−3 when the run stopped early).
+fn episode_potentials(curve: &BaselineCurve, trace: &Trace, steps: u64) -> Vec<f64> {
+    let at_decisions: Vec<(u64, f64)> = trace.decisions.iter().map(|d| (d.step, d.eval_loss)).collect();
+    let mut s = reward::potentials(curve, &at_decisions);
+    let end = if trace.stopped_at.is_some() { f64::NAN } else { trace.final_eval_loss };
+    s.push(curve.potential(steps, end));
+    s
+}
+
+/// The critic's extra inputs for every decision of `trace` (see [`PRIVILEGED_DIM`]).
+fn privileged_inputs(curve: &BaselineCurve, trace: &Trace, initial: &Hyperparams, potentials: &[f64]) -> Vec<f32> {
+    let perturbation = relative_hyper(initial, &Hyperparams::INITIAL);
+    let log_or_flag = |x: f64| if x.is_finite() && x > 0.0 { [x.ln() as f32, 0.0] } else { [0.0, 1.0] };
+    let fit = [(curve.c + 1e-8).ln() as f32, curve.b.ln() as f32, curve.alpha as f32];
+    let mut out = Vec::with_capacity(trace.decisions.len() * PRIVILEGED_DIM);
+    for (d, s) in trace.decisions.iter().zip(potentials) {
+        out.extend_from_slice(&perturbation);
+        out.extend_from_slice(&log_or_flag(d.train_loss as f64));
+        out.extend_from_slice(&log_or_flag(d.eval_loss));
+        out.extend_from_slice(&fit);
+        out.push(curve.loss_at(d.step as f64).max(1e-8).ln() as f32);
+        out.push(*s as f32);
+    }
+    out
+}
+
+/// log(h / reference) per scale hyperparameter, logit difference for clip_frac: how far `h` is
+/// from `reference` in the units the action heads move in.
+fn relative_hyper(h: &Hyperparams, reference: &Hyperparams) -> [f32; NUM_HYPERS] {
+    let (h, r) = (h.to_array(), reference.to_array());
+    std::array::from_fn(|i| if i == CLIP_FRAC { logit(h[i]) - logit(r[i]) } else { (h[i] / r[i]).ln() })
+}
+
+/// Spec §4: lr × log-uniform[1e-2, 1e2]; wd, eps, ombeta1, ombeta2 × log-uniform[0.1, 10];
+/// clip_frac logit + U[−1, 1]; clip_ombeta, lamb_ombeta × log-uniform[0.5, 2]; then clamped.
+pub fn perturb(rng: &mut impl Rng) -> Hyperparams {
+    let mut scale = |lo: f32, hi: f32| (rng.gen_range(lo.ln()..hi.ln())).exp();
+    let h = Hyperparams::INITIAL;
+    let lr = h.lr * scale(1e-2, 1e2);
+    let wd = h.wd * scale(0.1, 10.0);
+    let eps = h.eps * scale(0.1, 10.0);
+    let ombeta1 = h.ombeta1 * scale(0.1, 10.0);
+    let ombeta2 = h.ombeta2 * scale(0.1, 10.0);
+    let clip_ombeta = h.clip_ombeta * scale(0.5, 2.0);
+    let lamb_ombeta = h.lamb_ombeta * scale(0.5, 2.0);
+    let clip_frac = lhopt_core::math::sigmoid(logit(h.clip_frac) + rng.gen_range(-1.0f32..1.0));
+    Hyperparams { lr, ombeta1, ombeta2, eps, wd, clip_frac, clip_ombeta, lamb_ombeta }.clamped()
+}
+
+fn log_uniform_u32(rng: &mut impl Rng, lo: u32, hi: u32) -> u32 {
+    let x = rng.gen_range((lo as f64).ln()..((hi + 1) as f64).ln()).exp();
+    (x.floor() as u32).clamp(lo, hi)
+}
+
+/// A 64-bit mix of a run seed and an index (SplitMix64 finaliser), for independent streams.
+fn mix(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perturbation_ranges_match_the_spec() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let i = Hyperparams::INITIAL;
+        for _ in 0..500 {
+            let h = perturb(&mut rng);
+            let r = relative_hyper(&h, &i);
+            assert!(h.in_bounds());
+            // lr within ×[1e-2, 1e2] (clamping can only shrink the ratio toward the bounds).
+            assert!(r[0].abs() <= 100f32.ln() + 1e-4, "lr {}", h.lr);
+            assert!(r[CLIP_FRAC].abs() <= 1.0 + 1e-4);
+            assert!(r[6].abs() <= 2f32.ln() + 1e-4 && r[7].abs() <= 2f32.ln() + 1e-4);
+        }
+        // Seeded: the same stream gives the same draws.
+        let a = perturb(&mut ChaCha8Rng::seed_from_u64(9));
+        assert_eq!(a, perturb(&mut ChaCha8Rng::seed_from_u64(9)));
+    }
+}
