@@ -6,6 +6,9 @@ pub enum Error {
     /// libtorch rejected an operation (shape mismatch, device error, out of memory...).
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A dataset could not be loaded from the cache (run scripts/fetch-data.sh).
+    #[error(transparent)]
+    Data(#[from] lhopt_data::Error),
     /// A task specification that cannot be built, e.g. edited by hand into an inconsistent state.
     #[error("invalid task spec: {0}")]
     InvalidSpec(String),

@@ -2,6 +2,7 @@
 pub mod device;
 pub mod error;
 pub mod optim;
+pub mod tasks;
 pub mod export;
 pub mod policy_net;
 pub mod ppo;

@@ -133,7 +133,7 @@ impl Ciao {
             s.bc1 = s.bc1 * (1.0 - ob1) + ob1;
             let _ = s.m.g_mul_scalar_(1.0 - ob1).g_add_(&(g * ob1));
             let decayed = &s.v * (1.0 - ob2);
-            let _ = s.v.copy_(&decayed.maximum(&g.abs()));
+            s.v.copy_(&decayed.maximum(&g.abs()));
             let mhat = &s.m / s.bc1;
             let u = &mhat / (&s.v + f64::from(h.eps)) + p * f64::from(h.wd);
 
@@ -215,7 +215,7 @@ impl Ciao {
             .chain(self.slots.iter().map(|s| &s.v).zip(&snapshot.v))
             .chain(self.slots.iter().map(|s| &s.un_ema).zip(&snapshot.un_ema));
         for (dst, src) in pairs {
-            let _ = dst.shallow_clone().copy_(src);
+            dst.shallow_clone().copy_(src);
         }
         for (s, &(bc1, un_bc)) in self.slots.iter_mut().zip(&snapshot.bc) {
             s.bc1 = bc1;

@@ -212,7 +212,7 @@ fn adamw_matches_pytorchs_update_rule() {
     let lrs = [1e-2, 3e-3, 1e-3];
     for (t, &lr) in lrs.iter().enumerate() {
         let g: Vec<f32> = x.iter().map(|&xi| (xi * xi) as f32 - 0.3).collect();
-        set_grads(std::slice::from_ref(&p), &[g.clone()]);
+        set_grads(std::slice::from_ref(&p), std::slice::from_ref(&g));
         opt.step(std::slice::from_ref(&p), lr);
         let t = t as i32 + 1;
         for i in 0..3 {
