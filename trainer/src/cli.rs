@@ -13,6 +13,7 @@ use crate::baseline::{self, Cache};
 use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
 use crate::eval::{self, Controller};
+use crate::meta_train;
 use crate::plot::{self, PlottedRun};
 use crate::pool::Pool;
 use crate::tasks::{self, Family, Scale, TaskSpec};
@@ -62,6 +63,50 @@ pub enum Command {
     Baseline(BaselineArgs),
     /// Speedup table of a policy and of the untuned default against the AdamW grid.
     Eval(EvalArgs),
+    /// Meta-train a policy with PPO over the task distribution (resumable).
+    MetaTrain(MetaTrainArgs),
+    /// Write a meta-training checkpoint's policy as a frozen policy file.
+    Export(ExportArgs),
+    /// Print a policy file's header, sizes and card.
+    Inspect(InspectArgs),
+}
+
+/// `lhopt meta-train`.
+#[derive(Debug, Args)]
+pub struct MetaTrainArgs {
+    /// Run folder: config.toml, metrics.jsonl, progress.png, checkpoint.bin, policy.lhp.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML configuration (see configs/meta-train-cpu.toml) [default: built-in CPU defaults].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `lhopt export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A meta-training checkpoint (RUN/checkpoint.bin).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The policy file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Name stored in the file [default: the run's configured name].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `lhopt inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The policy file.
+    pub policy: PathBuf,
 }
 
 /// Which tasks: families × seeds at a scale.
@@ -282,6 +327,41 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Run(args) => run(&args, pool(workers)?),
         Command::Baseline(args) => run_baselines(&args, pool(workers)?),
         Command::Eval(args) => run_eval(&args, pool(workers)?),
+        Command::MetaTrain(args) => {
+            let ckpt = meta_train::run(
+                &args.out,
+                args.config.as_deref(),
+                args.resume,
+                pool(workers)?,
+                !args.quiet,
+            )?;
+            eprintln!(
+                "{} updates, {} episodes, {:.2} h; policy written to {}",
+                ckpt.learner.version,
+                ckpt.progress.episodes,
+                ckpt.progress.seconds / 3600.0,
+                args.out.join(meta_train::POLICY_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Export(args) => {
+            let out =
+                meta_train::export_checkpoint(&args.checkpoint, &args.out, args.name.as_deref())?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Inspect(args) => {
+            let bytes = std::fs::read(&args.policy).map_err(|source| Error::Io {
+                path: args.policy.clone(),
+                source,
+            })?;
+            let text = crate::export::describe(&bytes).map_err(|e| Error::Policy {
+                path: args.policy.clone(),
+                reason: e.to_string(),
+            })?;
+            println!("{text}");
+            Ok(())
+        }
     }
 }
 
@@ -387,7 +467,7 @@ fn run(args: &RunArgs, pool: Pool) -> Result<()> {
             trace: &trace,
             initial,
         }];
-        plot::write_png(path, &spec.key(), &plot::trace_panels(&runs), 2)?;
+        plot::write_png(path, &spec.key(), &plot::trace_panels(&runs, Vec::new()), 2)?;
         eprintln!("plot written to {}", path.display());
     }
     Ok(())
@@ -480,7 +560,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
     let mut controllers = vec![Controller::Default];
     if let Some(path) = &args.policy {
-        controllers.push(Controller::Policy(PolicyFile::read(path, mode)?));
+        controllers.push(Controller::Policy(Box::new(PolicyFile::read(path, mode)?)));
     }
     let bars = MultiProgress::new();
     let grid_bar = bars.add(progress_bar("baseline runs"));

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::baseline::{self, Cache, GridCurve, MeanSpeedup, Speedup};
 use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
-use crate::plot::{self, PlottedRun};
+use crate::plot::{self, Line, PlottedRun};
 use crate::pool::Pool;
 use crate::tasks::TaskSpec;
 
@@ -23,7 +23,7 @@ pub enum Controller {
     /// CIAO at [`Hyperparams::INITIAL`], held constant: the untuned default.
     Default,
     /// A frozen policy deciding `decisions` times per run.
-    Policy(PolicyFile),
+    Policy(Box<PolicyFile>),
 }
 
 impl Controller {
@@ -160,13 +160,13 @@ impl EvalReport {
     /// The table as aligned text, with the geometric means below it.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<40} {:>5} {:>6} {:<16} {:>11} {:>11} {:>9}\n",
+            "{:<36} {:>4} {:>6} {:<12} {:>11} {:>11} {:>9}\n",
             "task", "seed", "T", "controller", "final loss", "grid at T", "speedup"
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:<40} {:>5} {:>6} {:<16} {:>11.4e} {:>11.4e} {:>9}",
+                "{:<36} {:>4} {:>6} {:<12} {:>11.4e} {:>11.4e} {:>9}",
                 r.task,
                 r.seed,
                 r.steps,
@@ -233,7 +233,7 @@ impl EvalReport {
             "eval.json",
             serde_json::to_string_pretty(self).expect("a report always serialises"),
         )?;
-        for (spec, runs) in specs.iter().zip(traces) {
+        for ((spec, runs), (_, grid)) in specs.iter().zip(traces).zip(&self.grids) {
             let plotted: Vec<PlottedRun<'_>> = controllers
                 .iter()
                 .zip(runs)
@@ -243,8 +243,18 @@ impl EvalReport {
                     initial: Hyperparams::INITIAL,
                 })
                 .collect();
+            let best = grid.at(spec.steps).map(|b| Line {
+                label: format!("best AdamW ({}, lr {:e})", b.schedule, b.lr),
+                points: b
+                    .curve
+                    .iter()
+                    .filter_map(|&(s, l)| Some((s as f64, l?)))
+                    .collect(),
+                markers: true,
+            });
+            let panels = plot::trace_panels(&plotted, best.into_iter().collect());
             let path = dir.join(format!("{}.png", spec.key()));
-            plot::write_png(&path, &spec.key(), &plot::trace_panels(&plotted), 2)?;
+            plot::write_png(&path, &spec.key(), &panels, 2)?;
         }
         Ok(())
     }

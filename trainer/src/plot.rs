@@ -177,9 +177,10 @@ pub struct PlottedRun<'a> {
     pub initial: Hyperparams,
 }
 
-/// Panels for a set of runs of one task: training loss (smoothed), eval loss, learning rate, and
-/// the other hyperparameters of every steered run relative to where it started.
-pub fn trace_panels(runs: &[PlottedRun<'_>]) -> Vec<Panel> {
+/// Panels for a set of runs of one task: training loss (smoothed), eval loss (with `reference`
+/// curves, e.g. the best baseline, added), learning rate, and the other hyperparameters of every
+/// steered run relative to where it started.
+pub fn trace_panels(runs: &[PlottedRun<'_>], reference: Vec<Line>) -> Vec<Panel> {
     let panel = |title: &str, y_label: &str, log_y, lines| Panel {
         title: title.into(),
         x_label: "inner step".into(),
@@ -202,6 +203,7 @@ pub fn trace_panels(runs: &[PlottedRun<'_>]) -> Vec<Panel> {
             points: r.trace.evals.iter().map(|&(s, l)| (s as f64, l)).collect(),
             markers: true,
         })
+        .chain(reference)
         .collect();
     let lr = runs
         .iter()

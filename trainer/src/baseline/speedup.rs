@@ -18,6 +18,8 @@ pub struct BudgetBest {
     pub lr: f64,
     /// Schedule of the best run.
     pub schedule: Schedule,
+    /// The best run's eval losses through training, for plots.
+    pub curve: Vec<(u64, Option<f64>)>,
 }
 
 /// The grid's best loss as a function of budget, for one task.
@@ -40,6 +42,7 @@ impl GridCurve {
                 loss,
                 lr: run.key.lr,
                 schedule: run.key.schedule,
+                curve: run.eval_curve.clone(),
             };
             match points.iter_mut().find(|p| p.budget == run.key.budget) {
                 Some(p) if loss < p.loss => *p = better,
@@ -117,8 +120,8 @@ impl fmt::Display for Speedup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Speedup::Measured(x) => write!(f, "{x:.2}x"),
-            Speedup::Below(x) => write!(f, "< {x}x"),
-            Speedup::Above(x) => write!(f, "> {x}x"),
+            Speedup::Below(x) => write!(f, "< {x:.2}x"),
+            Speedup::Above(x) => write!(f, "> {x:.2}x"),
             Speedup::Unmeasured => f.write_str("n/a"),
         }
     }
@@ -220,8 +223,8 @@ mod tests {
         assert_eq!(grid().speedup(0.1), Speedup::Above(2.0));
         assert_eq!(grid().speedup(3.0), Speedup::Below(0.5));
         assert_eq!(grid().speedup(f64::NAN), Speedup::Below(0.5));
-        assert_eq!(Speedup::Above(2.0).to_string(), "> 2x");
-        assert_eq!(Speedup::Below(0.5).to_string(), "< 0.5x");
+        assert_eq!(Speedup::Above(2.0).to_string(), "> 2.00x");
+        assert_eq!(Speedup::Below(0.4978).to_string(), "< 0.50x");
         assert_eq!(
             GridCurve {
                 steps: 10,

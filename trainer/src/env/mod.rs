@@ -6,6 +6,8 @@
 //! module only feeds it the runtime's statistics and carries out its [`Decision`]s on tensors.
 
 mod frozen;
+#[cfg(test)]
+mod tests;
 
 pub use frozen::{FrozenAgent, PolicyFile};
 
@@ -171,7 +173,10 @@ pub fn run_episode(
         });
         interval_start = trace.train_losses.len();
     }
-    finish(task, &mut trace);
+    // A load or swap at the last decision changed the model after its eval: evaluate again.
+    let moved = |r: Restart| matches!(r, Restart::Load(_) | Restart::Swap(_));
+    let last_eval_stale = trace.decisions.last().is_some_and(|d| moved(d.restart));
+    finish(task, &mut trace, last_eval_stale);
     Ok(trace)
 }
 
@@ -222,15 +227,15 @@ pub(crate) fn train_plain(
         }
         update(step, &params);
     }
-    finish(task, &mut trace);
+    finish(task, &mut trace, false);
     trace
 }
 
-/// Final evaluation and metrics.
-fn finish(task: &mut dyn Task, trace: &mut Trace) {
+/// Final evaluation (reusing one taken at the last step unless `last_eval_stale`) and metrics.
+fn finish(task: &mut dyn Task, trace: &mut Trace, last_eval_stale: bool) {
     let done = trace.train_losses.len() as u64;
     let final_loss = match trace.evals.last() {
-        Some(&(step, loss)) if step == done => loss,
+        Some(&(step, loss)) if step == done && !last_eval_stale => loss,
         _ => {
             let loss = task.eval_loss();
             trace.evals.push((done, loss));
@@ -297,7 +302,7 @@ fn deep_copies(tensors: &[Tensor]) -> Vec<Tensor> {
 fn copy_into(dst: &[Tensor], src: &[Tensor]) {
     let _guard = tch::no_grad_guard();
     for (d, s) in dst.iter().zip(src) {
-        let _ = d.shallow_clone().copy_(s);
+        d.shallow_clone().copy_(s);
     }
 }
 
