@@ -1,0 +1,25 @@
+//! Puts `memory.x` on the linker's search path (cortex-m-rt's `link.x` includes it) and writes
+//! the policy to embed: the file named by `$LHOPT_FIRMWARE_POLICY`, or else the untrained Tiny
+//! policy the host tests generate from the same seed.
+use std::{env, fs, path::PathBuf};
+
+use lhopt_embed::untrained;
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x to OUT_DIR");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+
+    println!("cargo:rerun-if-env-changed=LHOPT_FIRMWARE_POLICY");
+    let policy = match env::var_os("LHOPT_FIRMWARE_POLICY") {
+        Some(path) => {
+            println!("cargo:rerun-if-changed={}", PathBuf::from(&path).display());
+            fs::read(&path).unwrap_or_else(|e| {
+                panic!("cannot read LHOPT_FIRMWARE_POLICY={}: {e}", path.display())
+            })
+        }
+        None => untrained::tiny_policy_bytes(untrained::TEST_SEED),
+    };
+    fs::write(out.join("policy.lhp"), policy).expect("write policy.lhp to OUT_DIR");
+}

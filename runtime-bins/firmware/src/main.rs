@@ -1,0 +1,185 @@
+//! A frozen LHOPT policy on a Cortex-M4F (Arm MPS2-AN386 under QEMU): the policy is embedded with
+//! `include_bytes!`, decoded into fixed arrays (no allocator exists), and steers the fixed
+//! scenario of `lhopt-embed` through the controller's observe/decide path. It prints every
+//! decision's hyperparameters as raw f32 bits and a fingerprint of the policy's recurrent state
+//! (so the host can check both bit for bit), and the instruction count of each decision, measured with SysTick under `-icount shift=0` (one tick =
+//! 40 instructions).
+#![no_std]
+#![no_main]
+
+use cortex_m::peripheral::{SYST, syst::SystClkSource};
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hio};
+use lhopt_core::{Controller, Error, FrozenPolicy, Hyperparams, Mode};
+use lhopt_embed::scenario::{Scenario, lstm_fingerprint, replay};
+#[cfg(feature = "panic-never")]
+use panic_never as _;
+#[cfg(not(feature = "panic-never"))]
+use panic_semihosting as _;
+
+/// The embedded policy: `$LHOPT_FIRMWARE_POLICY` at build time, else an untrained Tiny policy
+/// (see build.rs).
+static POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy.lhp"));
+
+/// The network sizes the firmware is compiled for (the Tiny preset).
+const PRE: usize = 32;
+const HIDDEN: usize = 32;
+const POST: usize = 32;
+
+/// Instructions per SysTick tick under `-icount shift=0` (1 ns per instruction, 25 MHz SysTick).
+const INSTRUCTIONS_PER_TICK: u32 = 40;
+
+#[entry]
+fn main() -> ! {
+    let status = match run() {
+        Ok(()) => debug::EXIT_SUCCESS,
+        Err(()) => debug::EXIT_FAILURE,
+    };
+    debug::exit(status);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+fn run() -> Result<(), ()> {
+    let mut out = Out(hio::hstdout()?);
+    let Some(peripherals) = cortex_m::Peripherals::take() else {
+        return Err(());
+    };
+    let clock = Clock::start(peripherals.SYST);
+
+    let start = clock.now();
+    let policy = FrozenPolicy::<PRE, HIDDEN, POST>::decode(POLICY);
+    let decode_ticks = clock.since(start);
+    let policy = match policy {
+        Ok(policy) => policy,
+        Err(e) => {
+            out.text(b"error: the embedded policy does not decode: ");
+            out.text(error_name(&e));
+            out.text(b"\n");
+            return Err(());
+        }
+    };
+    out.text(b"policy bytes ");
+    out.dec(POLICY.len() as u32);
+    out.text(b" decode instructions ");
+    out.dec(decode_ticks.saturating_mul(INSTRUCTIONS_PER_TICK));
+    out.text(b"\n");
+
+    let scenario = Scenario::DEFAULT;
+    let Ok(mut ctrl) = Controller::new(
+        policy,
+        scenario.run_config(),
+        Hyperparams::INITIAL,
+        Mode::Greedy,
+    ) else {
+        out.text(b"error: the scenario's run configuration was rejected\n");
+        return Err(());
+    };
+    let (mut decision_ticks, mut decisions) = (0u32, 0u32);
+    let run_start = clock.now();
+    replay(&mut ctrl, &scenario, |ctrl, k, inputs| {
+        let start = clock.now();
+        let decision = ctrl.decide(inputs);
+        let ticks = clock.since(start);
+        decision_ticks += ticks;
+        decisions += 1;
+        out.text(b"decision ");
+        out.dec(k);
+        for value in decision.hyper.to_array() {
+            out.text(b" ");
+            out.hex(value.to_bits());
+        }
+        out.text(b" restart ");
+        out.dec(u32::from(decision.restart.to_choice()));
+        out.text(b" lstm ");
+        out.hex(lstm_fingerprint(ctrl.lstm_state()));
+        out.text(b" instructions ");
+        out.dec(ticks.saturating_mul(INSTRUCTIONS_PER_TICK));
+        out.text(b"\n");
+    });
+    let observe_ticks = clock.since(run_start).saturating_sub(decision_ticks);
+    out.text(b"decisions ");
+    out.dec(decisions);
+    out.text(b" mean decision instructions ");
+    out.dec(decision_ticks.saturating_mul(INSTRUCTIONS_PER_TICK) / decisions.max(1));
+    out.text(b" mean observe instructions ");
+    out.dec(observe_ticks.saturating_mul(INSTRUCTIONS_PER_TICK) / scenario.total_steps as u32);
+    out.text(b"\n");
+    Ok(())
+}
+
+/// A name for each decode error, printed without `core::fmt`.
+fn error_name(e: &Error) -> &'static [u8] {
+    match e {
+        Error::Truncated { .. } => b"truncated",
+        Error::BadMagic => b"bad magic (not a policy file)",
+        Error::UnsupportedVersion { .. } => b"unsupported format version",
+        Error::FeatureSetMismatch { .. } => b"feature-set version mismatch",
+        Error::SizeMismatch { .. } => b"sizes differ from the compiled-in preset",
+        Error::Corrupt { .. } => b"CRC mismatch (corrupt)",
+        Error::Malformed => b"malformed",
+        Error::NonFinite => b"non-finite weight or statistic",
+        _ => b"invalid policy",
+    }
+}
+
+/// SysTick as a free-running 24-bit down-counter.
+struct Clock(SYST);
+
+impl Clock {
+    const MASK: u32 = 0x00ff_ffff;
+
+    fn start(mut syst: SYST) -> Self {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(Self::MASK);
+        syst.clear_current();
+        syst.enable_counter();
+        Clock(syst)
+    }
+
+    fn now(&self) -> u32 {
+        SYST::get_current()
+    }
+
+    /// Ticks since `start` (one wrap of 2^24 ticks = 671M instructions at most).
+    fn since(&self, start: u32) -> u32 {
+        start.wrapping_sub(self.now()) & Self::MASK
+    }
+}
+
+/// Semihosting output without `core::fmt`, whose machinery has panic paths.
+struct Out(hio::HostStream);
+
+impl Out {
+    fn text(&mut self, bytes: &[u8]) {
+        // Output is best effort: a failed host write has nowhere better to be reported.
+        let _ = self.0.write_all(bytes);
+    }
+
+    fn dec(&mut self, mut n: u32) {
+        let mut digits = [0u8; 10];
+        let mut start = digits.len();
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+            start -= 1;
+            if n == 0 {
+                break;
+            }
+        }
+        self.text(digits.get(start..).unwrap_or(&digits));
+    }
+
+    fn hex(&mut self, n: u32) {
+        let mut digits = [0u8; 8];
+        for (i, slot) in digits.iter_mut().enumerate() {
+            let nibble = (n >> (28 - 4 * i)) & 0xf;
+            *slot = b"0123456789abcdef"
+                .get(nibble as usize)
+                .copied()
+                .unwrap_or(b'?');
+        }
+        self.text(&digits);
+    }
+}
