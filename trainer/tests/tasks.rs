@@ -3,115 +3,14 @@
 //! plumbing behave.
 
 use lhopt_core::Hyperparams;
-use lhopt_data::{DataDir, Email, Images, Rating, SpamGroup, Split};
+use lhopt_data::DataDir;
 use lhopt_trainer::optim::Ciao;
-use lhopt_trainer::tasks::image::{Arch, ImageData, ImageSet};
-use lhopt_trainer::tasks::lm::Corpus;
+use lhopt_trainer::tasks::image::{Arch, ImageSet};
 use lhopt_trainer::tasks::ncf::{Interactions, NcfModel};
-use lhopt_trainer::tasks::text::{Document, TextData};
 use lhopt_trainer::tasks::{
-    self, Family, Scale, Task, TaskConfig, TaskSpec, algorithmic, image, lm, ncf, quadratic, text,
+    self, CellKind, Family, NormKind, Scale, Task, TaskConfig, TaskSpec, algorithmic, synthetic,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tch::Device;
-
-/// Ten class templates plus noise: separable, so a few steps already help.
-fn images(side: usize, max_value: u8, n: usize, seed: u64) -> Images {
-    let mut templates = ChaCha8Rng::seed_from_u64(99);
-    let templates: Vec<Vec<f32>> = (0..10)
-        .map(|_| {
-            (0..side * side)
-                .map(|_| templates.gen_range(0.0..1.0))
-                .collect()
-        })
-        .collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let labels: Vec<u8> = (0..n).map(|_| rng.gen_range(0..10)).collect();
-    let pixels = labels
-        .iter()
-        .flat_map(|&l| templates[l as usize].clone())
-        .map(|t| {
-            let x = 0.7 * t + 0.3 * rng.gen_range(0.0..1.0f32);
-            (x * f32::from(max_value)).round() as u8
-        })
-        .collect();
-    Images {
-        n,
-        rows: side,
-        cols: side,
-        max_value,
-        pixels,
-        labels,
-    }
-}
-
-fn image_data(side: usize, max_value: u8) -> ImageData {
-    ImageData {
-        train: images(side, max_value, 600, 1),
-        eval: images(side, max_value, 200, 2),
-    }
-}
-
-const SPAM_WORDS: [&str; 6] = ["free", "money", "winner", "offer", "click", "cash"];
-const HAM_WORDS: [&str; 6] = ["meeting", "project", "report", "lunch", "team", "code"];
-const SHARED_WORDS: [&str; 4] = ["the", "and", "to", "you"];
-
-fn emails(n: usize, seed: u64) -> Vec<Document> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let spam = rng.gen_bool(0.4);
-            let own = if spam { &SPAM_WORDS } else { &HAM_WORDS };
-            let len = rng.gen_range(5..60);
-            let words: Vec<&str> = (0..len)
-                .map(|_| {
-                    if rng.gen_bool(0.5) {
-                        own[rng.gen_range(0..own.len())]
-                    } else {
-                        SHARED_WORDS[rng.gen_range(0..SHARED_WORDS.len())]
-                    }
-                })
-                .collect();
-            Document {
-                text: words.join(" ").into_bytes(),
-                spam,
-            }
-        })
-        .collect()
-}
-
-fn text_corpus() -> Vec<u8> {
-    let lines = [
-        "to be or not to be, that is the question.\n",
-        "all the world's a stage.\n",
-    ];
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    (0..800)
-        .flat_map(|_| lines[rng.gen_range(0..2)].bytes())
-        .collect()
-}
-
-/// Two groups of users, each rating items of its own parity.
-fn ratings() -> Vec<Rating> {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut out = Vec::new();
-    for user in 1..=120u32 {
-        let mut items = std::collections::BTreeSet::new();
-        while items.len() < 25 {
-            items.insert(2 * rng.gen_range(0..100u32) + user % 2 + 1);
-        }
-        for (t, item) in items.into_iter().enumerate() {
-            out.push(Rating {
-                user,
-                item,
-                rating: 4.0,
-                timestamp: 1000 + t as u64,
-            });
-        }
-    }
-    out
-}
 
 fn spec_with(family: Family, seed: u64, edit: impl FnOnce(&mut TaskConfig)) -> TaskSpec {
     let mut spec = tasks::sample(family, seed, Scale::Cpu);
@@ -119,31 +18,8 @@ fn spec_with(family: Family, seed: u64, edit: impl FnOnce(&mut TaskConfig)) -> T
     spec
 }
 
-/// Builds a task for `spec` from the generated data of its family.
 fn build(spec: &TaskSpec) -> Box<dyn Task> {
-    let dev = Device::Cpu;
-    match &spec.config {
-        TaskConfig::NoisyQuadratic(c) => Box::new(quadratic::Quadratic::new(spec.clone(), c, dev)),
-        TaskConfig::Algorithmic(c) => Box::new(algorithmic::Algorithmic::new(spec.clone(), c, dev)),
-        TaskConfig::Image(c) => {
-            let data = match c.dataset {
-                ImageSet::FashionMnist => image_data(28, 255),
-                ImageSet::Digits => image_data(8, 16),
-            };
-            Box::new(image::ImageTask::new(spec.clone(), c, data, dev).unwrap())
-        }
-        TaskConfig::TextRnn(c) => {
-            let data = TextData::split(emails(300, 3));
-            Box::new(text::TextRnn::new(spec.clone(), c, data, dev).unwrap())
-        }
-        TaskConfig::CharLm(c) => {
-            Box::new(lm::CharLm::new(spec.clone(), c, Corpus::split(&text_corpus()), dev).unwrap())
-        }
-        TaskConfig::Ncf(c) => {
-            let data = Interactions::from_ratings(&ratings()).unwrap();
-            Box::new(ncf::NcfTask::new(spec.clone(), c, data, dev).unwrap())
-        }
-    }
+    synthetic::build(spec, Device::Cpu).unwrap()
 }
 
 /// `steps` CIAO steps at the initial hyperparameters; the training losses.
@@ -186,9 +62,9 @@ fn noisy_quadratic_trains() {
 #[test]
 fn algorithmic_trains_with_every_cell_and_problem() {
     for (seed, problem, cell) in [
-        (1, algorithmic::Problem::Parity, tasks::CellKind::Lstm),
-        (2, algorithmic::Problem::Addition, tasks::CellKind::Gru),
-        (3, algorithmic::Problem::Parity, tasks::CellKind::Rnn),
+        (1, algorithmic::Problem::Parity, CellKind::Lstm),
+        (2, algorithmic::Problem::Addition, CellKind::Gru),
+        (3, algorithmic::Problem::Parity, CellKind::Rnn),
     ] {
         assert_trains(spec_with(Family::Algorithmic, seed, |c| {
             let TaskConfig::Algorithmic(c) = c else {
@@ -206,7 +82,7 @@ fn image_mlp_trains_with_batch_norm_and_dropout() {
             unreachable!()
         };
         c.dataset = ImageSet::Digits;
-        c.norm = tasks::NormKind::Batch;
+        c.norm = NormKind::Batch;
         c.dropout = 0.2;
     }));
 }
@@ -218,7 +94,7 @@ fn image_cnn_trains_with_layer_norm_on_fashion_mnist_sized_images() {
             unreachable!()
         };
         c.dataset = ImageSet::FashionMnist;
-        c.norm = tasks::NormKind::Layer;
+        c.norm = NormKind::Layer;
         c.arch = Arch::Cnn {
             conv_layers: 2,
             channels: 8,
@@ -232,7 +108,7 @@ fn text_rnn_trains() {
         let TaskConfig::TextRnn(c) = c else {
             unreachable!()
         };
-        c.cell = tasks::CellKind::Lstm;
+        c.cell = CellKind::Lstm;
     }));
 }
 
@@ -265,7 +141,7 @@ fn ncf_trains_both_models_and_reports_ranking_metrics() {
 
 #[test]
 fn ncf_split_holds_out_each_users_latest_rating_against_unseen_items() {
-    let data = Interactions::from_ratings(&ratings()).unwrap();
+    let data = Interactions::from_ratings(&synthetic::ratings()).unwrap();
     assert_eq!(data.eval.len(), 120);
     assert_eq!(data.train.len(), 120 * 24);
     for (user, candidates) in &data.eval {
@@ -332,29 +208,7 @@ fn build_loads_every_dataset_from_the_cache() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::at(dir.path());
-    data.store_fashion_mnist(Split::Train, &images(28, 255, 100, 1))
-        .unwrap();
-    data.store_fashion_mnist(Split::Test, &images(28, 255, 50, 2))
-        .unwrap();
-    data.store_digits(&images(8, 16, 120, 3)).unwrap();
-    data.store_shakespeare(&[("hamlet", text_corpus().as_slice())])
-        .unwrap();
-    let mail: Vec<Email> = emails(40, 4)
-        .into_iter()
-        .map(|d| {
-            let group = if d.spam {
-                SpamGroup::ALL[3]
-            } else {
-                SpamGroup::ALL[0]
-            };
-            Email {
-                group,
-                bytes: [b"Subject: hi\n\n".as_slice(), &d.text].concat(),
-            }
-        })
-        .collect();
-    data.store_spam_assassin(&mail).unwrap();
-    data.store_movielens_100k(&ratings()).unwrap();
+    synthetic::fill_data_dir(&data).unwrap();
     let mut specs: Vec<TaskSpec> = Family::ALL
         .iter()
         .map(|&f| tasks::sample(f, 3, Scale::Cpu))

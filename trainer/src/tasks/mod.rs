@@ -12,6 +12,7 @@ pub mod ncf;
 mod nn;
 pub mod quadratic;
 mod sampling;
+pub mod synthetic;
 pub mod text;
 
 use rand::SeedableRng;
