@@ -14,9 +14,9 @@ pub const DELTA: f32 = 1e-8;
 /// In `f32`, `1 − 1e-8` rounds to 1, so this is written out rather than computed.
 pub const LOGIT_MAX: f32 = 18.420_681;
 
-/// Beyond this |z| the exact `logit(Φ(z))` already exceeds [`LOGIT_MAX`], so clamping `z` first
-/// changes nothing after the final clamp (`logit(Φ(8)) ≈ 35`).
-const LOGIT_PHI_Z_MAX: f32 = 8.0;
+/// From this |z| on, the exact `logit(Φ(z))` exceeds [`LOGIT_MAX`] (`logit(Φ(6)) ≈ 20.7`), so the
+/// clamped result is known without evaluating it.
+const LOGIT_PHI_Z_SATURATED: f32 = 6.0;
 
 /// Standard normal CDF `Φ(x) = ½·erfc(−x/√2)`.
 ///
@@ -34,7 +34,9 @@ pub fn logit_phi(z: f32) -> f32 {
     if z.is_nan() {
         return 0.0;
     }
-    let z = z.clamp(-LOGIT_PHI_Z_MAX, LOGIT_PHI_Z_MAX);
+    if z.abs() >= LOGIT_PHI_Z_SATURATED {
+        return LOGIT_MAX.copysign(z);
+    }
     (libm::logf(phi(z)) - libm::logf(phi(-z))).clamp(-LOGIT_MAX, LOGIT_MAX)
 }
 
@@ -110,6 +112,10 @@ mod tests {
         assert_eq!(logit_phi(f32::INFINITY), LOGIT_MAX);
         assert_eq!(logit_phi(f32::NAN), 0.0);
         assert_eq!(logit_phi(0.0), 0.0);
+        // Just below the shortcut the formula is already clamped: the shortcut changes nothing.
+        assert_eq!(logit_phi(5.999), LOGIT_MAX);
+        assert_eq!(logit_phi(-5.999), -LOGIT_MAX);
+        assert!(logit_phi(5.5) < LOGIT_MAX);
     }
 
     #[test]
