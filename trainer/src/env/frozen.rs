@@ -75,10 +75,7 @@ impl PolicyFile {
     /// Reads `path` and checks that it decodes as one of the core's presets.
     pub fn read(path: &Path, mode: Mode) -> Result<PolicyFile> {
         let bytes: Arc<[u8]> = std::fs::read(path)
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                source,
-            })?
+            .map_err(|e| policy_error(path, format!("cannot read it: {e}")))?
             .into();
         let header = read_header(&bytes).map_err(|e| policy_error(path, e.to_string()))?;
         let name = match header.name.as_str() {

@@ -302,3 +302,53 @@ fn fixed_runs_evaluate_where_asked_and_stop_at_a_nan() {
         "the update was skipped, the model is intact"
     );
 }
+
+/// Writes a core policy with all-zero weights (uniform logits) to a temporary file.
+fn neutral_policy_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let net = lhopt_core::Tiny::neutral();
+    let policy = lhopt_core::FrozenPolicy::new(net, "neutral", "test policy").unwrap();
+    let mut buf = vec![0u8; lhopt_core::FrozenPolicy::<32, 32, 32>::MAX_ENCODED_LEN];
+    let n = policy.encode(&mut buf).unwrap();
+    let path = dir.join("neutral.lhopt");
+    std::fs::write(&path, &buf[..n]).unwrap();
+    path
+}
+
+#[test]
+fn a_frozen_policy_file_steers_an_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = neutral_policy_file(dir.path());
+    let file = PolicyFile::read(&path, lhopt_core::Mode::Greedy).unwrap();
+    assert_eq!(file.name, "neutral");
+    let mut agent = file.agent().unwrap();
+    let trace = run_episode(&mut Bowl::new(), &config(40, 4), agent.as_mut()).unwrap();
+    assert_eq!(trace.decisions.len(), 4);
+    // Uniform logits: greedy takes the first choice of every head (lr × 0.5, no restart).
+    let first = lhopt_core::Action {
+        choices: [0; NUM_HEADS],
+    };
+    assert!(trace.decisions.iter().all(|d| d.action == first));
+    assert_eq!(trace.decisions[3].hyper.lr, Hyperparams::INITIAL.lr / 16.0);
+
+    // Seeded sampling repeats itself after a reset.
+    let sampling = PolicyFile::read(&path, lhopt_core::Mode::Sample { seed: 7 }).unwrap();
+    let mut agent = sampling.agent().unwrap();
+    let a = run_episode(&mut Bowl::new(), &config(40, 4), agent.as_mut()).unwrap();
+    let b = run_episode(&mut Bowl::new(), &config(40, 4), agent.as_mut()).unwrap();
+    let actions = |t: &Trace| t.decisions.iter().map(|d| d.action).collect::<Vec<_>>();
+    assert_eq!(actions(&a), actions(&b));
+}
+
+#[test]
+fn a_damaged_or_missing_policy_file_is_a_policy_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = neutral_policy_file(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = PolicyFile::read(&path, lhopt_core::Mode::Greedy).unwrap_err();
+    assert!(matches!(err, Error::Policy { .. }), "{err}");
+    let missing = PolicyFile::read(&dir.path().join("nope.lhopt"), lhopt_core::Mode::Greedy);
+    assert!(matches!(missing.unwrap_err(), Error::Policy { .. }));
+}
