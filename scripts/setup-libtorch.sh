@@ -38,7 +38,7 @@ if ! installed; then
     say "torch==$TORCH_VERSION installed"
 fi
 
-torch_lib=$("$py" -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
+torch_lib=$("$py" 2>/dev/null -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 if [ "${1:-}" = "--env" ]; then
     # torch-sys's LIBTORCH_USE_PYTORCH runs `python` from the active VIRTUAL_ENV.
     echo "export VIRTUAL_ENV='$venv'"
