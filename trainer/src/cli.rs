@@ -10,7 +10,7 @@ use lhopt_core::{Hyperparams, Mode};
 use lhopt_data::DataDir;
 
 use crate::baseline::{self, Cache};
-use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
+use crate::env::{PolicyFile, Trace};
 use crate::error::{Error, Result};
 use crate::eval::{self, Controller};
 use crate::meta_train;
@@ -193,26 +193,23 @@ pub struct TasksArgs {
     pub json: bool,
 }
 
-/// How a run is steered: a policy file, or fixed hyperparameters.
+/// A policy file and how it picks actions.
 #[derive(Debug, Args)]
-pub struct SteeringArgs {
-    /// Frozen policy file (lhopt export); without it the hyperparameters stay fixed.
+pub struct PolicyArgs {
+    /// Frozen policy file (lhopt export).
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Sample the policy's actions with this seed instead of taking the most likely ones.
     #[arg(long, requires = "policy")]
     pub sample: Option<u64>,
-    /// Starting (or, without --policy, fixed) hyperparameters as name=value pairs, e.g.
-    /// lr=3e-3,wd=0; names: lr ombeta1 ombeta2 eps wd clip_frac clip_ombeta lamb_ombeta.
-    #[arg(long, value_parser = parse_hyper, default_value = "")]
-    pub hyper: Hyperparams,
     /// Decisions per run (capped at T).
     #[arg(long, default_value_t = 32)]
     pub decisions: u32,
 }
 
-impl SteeringArgs {
-    fn policy(&self) -> Result<Option<PolicyFile>> {
+impl PolicyArgs {
+    /// The policy file, read and checked, when one was given.
+    fn read(&self) -> Result<Option<PolicyFile>> {
         let mode = self
             .sample
             .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
@@ -280,7 +277,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub steps: Option<u64>,
     #[command(flatten)]
-    pub steering: SteeringArgs,
+    pub policy: PolicyArgs,
+    /// Starting (or, without --policy, fixed) hyperparameters as name=value pairs, e.g.
+    /// lr=3e-3,wd=0; names: lr ombeta1 ombeta2 eps wd clip_frac clip_ombeta lamb_ombeta; the
+    /// others keep their initial values [default: all initial values].
+    #[arg(long, value_parser = parse_hyper)]
+    pub hyper: Option<Hyperparams>,
     /// Hide the eval loss from the policy (it still appears in the trace).
     #[arg(long)]
     pub hide_eval: bool,
@@ -304,16 +306,10 @@ pub struct BaselineArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub tasks: TaskSelection,
-    /// Frozen policy file to evaluate; the untuned default (CIAO at its initial hyperparameters,
-    /// held constant) is always evaluated beside it.
-    #[arg(long)]
-    pub policy: Option<PathBuf>,
-    /// Sample the policy's actions with this seed instead of taking the most likely ones.
-    #[arg(long, requires = "policy")]
-    pub sample: Option<u64>,
-    /// Decisions per run (capped at T).
-    #[arg(long, default_value_t = 32)]
-    pub decisions: u32,
+    /// The policy to evaluate; the untuned default (CIAO at its initial hyperparameters, held
+    /// constant) is always evaluated beside it.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Folder for eval.csv, eval.json and one PNG per task.
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
@@ -417,15 +413,15 @@ fn list_tasks(args: &TasksArgs) -> Result<()> {
 fn run(args: &RunArgs, pool: Pool) -> Result<()> {
     let mut spec = tasks::sample(args.family, args.seed, args.scale.into());
     spec.steps = args.steps.unwrap_or(spec.steps);
-    let policy = args.steering.policy()?;
-    let (initial, hide_eval) = (args.steering.hyper, args.hide_eval);
-    let decisions = args
-        .steering
-        .decisions
-        .clamp(1, u32::try_from(spec.steps).unwrap_or(u32::MAX));
-    let label = policy
-        .as_ref()
-        .map_or_else(|| "fixed".to_string(), |p| p.name.clone());
+    let initial = args.hyper.unwrap_or(Hyperparams::INITIAL);
+    let controller = match args.policy.read()? {
+        Some(file) => Controller::Policy {
+            file: Box::new(file),
+            initial,
+        },
+        None => Controller::Fixed(initial),
+    };
+    let label = controller.name();
     eprintln!(
         "task {} (T = {}), steered by {label}",
         spec.key(),
@@ -434,22 +430,12 @@ fn run(args: &RunArgs, pool: Pool) -> Result<()> {
     let bar = spinner("training");
     let mut traces = pool.run(vec![()], &bar, |()| {
         let mut task = pool.build(&spec)?;
-        match &policy {
-            Some(policy) => {
-                let cfg = EpisodeConfig {
-                    total_steps: spec.steps,
-                    decisions,
-                    initial,
-                    hide_eval,
-                };
-                env::run_episode(task.as_mut(), &cfg, policy.agent()?.as_mut())
-            }
-            None => {
-                let interval = spec.steps / u64::from(decisions);
-                let eval_at: Vec<u64> = (0..=u64::from(decisions)).map(|k| k * interval).collect();
-                env::run_fixed(task.as_mut(), spec.steps, initial, &eval_at)
-            }
-        }
+        controller.run(
+            task.as_mut(),
+            spec.steps,
+            args.policy.decisions,
+            args.hide_eval,
+        )
     })?;
     bar.finish_and_clear();
     let trace = traces.pop().expect("one job, one trace");
@@ -555,12 +541,13 @@ fn run_baselines(args: &BaselineArgs, pool: Pool) -> Result<()> {
 fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
     let specs = args.tasks.specs()?;
     let cache = Cache::from_env()?;
-    let mode = args
-        .sample
-        .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
-    let mut controllers = vec![Controller::Default];
-    if let Some(path) = &args.policy {
-        controllers.push(Controller::Policy(Box::new(PolicyFile::read(path, mode)?)));
+    let mut controllers = vec![Controller::Fixed(Hyperparams::INITIAL)];
+    if let Some(file) = args.policy.read()? {
+        let initial = Hyperparams::INITIAL;
+        controllers.push(Controller::Policy {
+            file: Box::new(file),
+            initial,
+        });
     }
     let bars = MultiProgress::new();
     let grid_bar = bars.add(progress_bar("baseline runs"));
@@ -568,7 +555,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
     let (report, traces) = eval::evaluate(
         &specs,
         &controllers,
-        args.decisions,
+        args.policy.decisions,
         &pool,
         &cache,
         &grid_bar,

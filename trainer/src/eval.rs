@@ -15,47 +15,63 @@ use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
 use crate::plot::{self, Line, PlottedRun};
 use crate::pool::Pool;
-use crate::tasks::TaskSpec;
+use crate::tasks::{Task, TaskSpec};
 
-/// What steers an evaluated run.
+/// What steers a run.
 #[derive(Clone, Debug)]
 pub enum Controller {
-    /// CIAO at [`Hyperparams::INITIAL`], held constant: the untuned default.
-    Default,
-    /// A frozen policy deciding `decisions` times per run.
-    Policy(Box<PolicyFile>),
+    /// CIAO at fixed hyperparameters; at [`Hyperparams::INITIAL`] this is the untuned default.
+    Fixed(Hyperparams),
+    /// A frozen policy, starting from `initial`.
+    Policy {
+        /// The policy.
+        file: Box<PolicyFile>,
+        /// Hyperparameters before its first decision.
+        initial: Hyperparams,
+    },
 }
 
 impl Controller {
     /// Name in tables and legends.
     pub fn name(&self) -> String {
         match self {
-            Controller::Default => "default".into(),
-            Controller::Policy(p) => p.name.clone(),
+            Controller::Fixed(h) if *h == Hyperparams::INITIAL => "default".into(),
+            Controller::Fixed(_) => "fixed".into(),
+            Controller::Policy { file, .. } => file.name.clone(),
         }
     }
 
-    /// Runs `spec` under this controller, building the task on `pool`'s device.
-    fn run(&self, spec: &TaskSpec, decisions: u32, pool: &Pool) -> Result<Trace> {
-        let mut task = pool.build(spec)?;
-        let steps = spec.steps;
+    /// Hyperparameters at the start of a run.
+    pub fn initial(&self) -> Hyperparams {
+        match self {
+            Controller::Fixed(h) | Controller::Policy { initial: h, .. } => *h,
+        }
+    }
+
+    /// Trains `task` for `steps` steps under this controller. A policy decides `decisions` times
+    /// (capped at `steps`); a fixed run is evaluated at the same points, so curves line up.
+    pub fn run(
+        &self,
+        task: &mut dyn Task,
+        steps: u64,
+        decisions: u32,
+        hide_eval: bool,
+    ) -> Result<Trace> {
         let decisions = decisions.clamp(1, u32::try_from(steps).unwrap_or(u32::MAX));
         match self {
-            Controller::Default => {
-                // Evaluate where a policy would decide, so the curves line up in plots.
+            Controller::Fixed(h) => {
                 let interval = steps / u64::from(decisions);
                 let eval_at: Vec<u64> = (0..=u64::from(decisions)).map(|k| k * interval).collect();
-                env::run_fixed(task.as_mut(), steps, Hyperparams::INITIAL, &eval_at)
+                env::run_fixed(task, steps, *h, &eval_at)
             }
-            Controller::Policy(policy) => {
-                let mut agent = policy.agent()?;
+            Controller::Policy { file, initial } => {
                 let cfg = EpisodeConfig {
                     total_steps: steps,
                     decisions,
-                    initial: Hyperparams::INITIAL,
-                    hide_eval: false,
+                    initial: *initial,
+                    hide_eval,
                 };
-                env::run_episode(task.as_mut(), &cfg, agent.as_mut())
+                env::run_episode(task, &cfg, file.agent()?.as_mut())
             }
         }
     }
@@ -112,7 +128,8 @@ pub fn evaluate(
         .collect();
     run_progress.set_length(jobs.len() as u64);
     let traces = pool.run(jobs, run_progress, |(t, c)| {
-        controllers[c].run(&specs[t], decisions, pool)
+        let mut task = pool.build(&specs[t])?;
+        controllers[c].run(task.as_mut(), specs[t].steps, decisions, false)
     })?;
     let mut traces = traces.into_iter();
     let traces: Vec<Vec<Trace>> = specs
@@ -240,7 +257,7 @@ impl EvalReport {
                 .map(|(c, trace)| PlottedRun {
                     label: c.name(),
                     trace,
-                    initial: Hyperparams::INITIAL,
+                    initial: c.initial(),
                 })
                 .collect();
             let best = grid.at(spec.steps).map(|b| Line {
