@@ -319,7 +319,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::policy::random_net;
+    use crate::policy::{PolicyNet, random_net};
 
     type Tiny = FrozenPolicy<8, 4, 6>;
 
@@ -368,6 +368,17 @@ mod tests {
         assert_eq!(h.name.as_str(), "test-policy");
         assert_eq!(h.card.as_str(), "made by the format tests");
         assert_eq!(h.head_sizes, [7, 3, 3, 3, 3, 5, 3, 3, 10]);
+    }
+
+    #[test]
+    fn preset_file_sizes_match_format_md() {
+        fn size<const P: usize, const H: usize, const Q: usize>() -> usize {
+            let p = FrozenPolicy::new(PolicyNet::<P, H, Q>::neutral(), "", "").unwrap();
+            let mut buf = vec![0u8; FrozenPolicy::<P, H, Q>::MAX_ENCODED_LEN];
+            p.encode(&mut buf).unwrap()
+        }
+        assert_eq!(size::<32, 32, 32>(), 67_827);
+        assert_eq!(size::<64, 64, 64>(), 207_859);
     }
 
     #[test]
