@@ -20,24 +20,30 @@ use lhopt_core::{
 use lhopt_embed::scenario::Scenario;
 use lhopt_embed::untrained::{TEST_SEED, tiny_policy_bytes};
 
-/// A long run, so the benchmark never reaches its end; a decision every 16 steps.
-const RUN: RunConfig = RunConfig {
+/// For `observe`: a run so long that no decision comes due while it is measured.
+const NO_DECISIONS: RunConfig = RunConfig {
+    total_steps: 1 << 50,
+    decisions: 1,
+};
+
+/// For `decide`: a decision every 16 steps, and no end in sight.
+const DECISION_EVERY_16: RunConfig = RunConfig {
     total_steps: 16 * u32::MAX as u64,
     decisions: u32::MAX,
 };
 
 type TinyController = Controller<32, 32, 32>;
 
-fn direct() -> TinyController {
+fn direct(run: RunConfig) -> TinyController {
     let frozen = FrozenPolicy::decode(&tiny_policy_bytes(TEST_SEED)).expect("decodes");
-    Controller::new(frozen, RUN, Hyperparams::INITIAL, Mode::Greedy).expect("valid run")
+    Controller::new(frozen, run, Hyperparams::INITIAL, Mode::Greedy).expect("valid run")
 }
 
 /// A C API controller, freed on drop.
 struct CController(*mut LhoptController);
 
 impl CController {
-    fn new() -> Self {
+    fn new(run: RunConfig) -> Self {
         let policy = tiny_policy_bytes(TEST_SEED);
         let mut ctrl = ptr::null_mut();
         // SAFETY: valid pointers and lengths.
@@ -45,8 +51,8 @@ impl CController {
             lhopt_controller_new(
                 policy.as_ptr(),
                 policy.len(),
-                RUN.total_steps,
-                RUN.decisions,
+                run.total_steps,
+                run.decisions,
                 ptr::null(),
                 ptr::null(),
                 &mut ctrl,
@@ -63,7 +69,7 @@ impl CController {
         let mut status = LhoptStepStatus::Continue;
         // SAFETY: live controller; `tensors` valid for `n` elements.
         let s = unsafe { lhopt_controller_observe(self.0, loss, tensors, n, clipped, &mut status) };
-        debug_assert_eq!(s, LhoptStatus::Ok);
+        assert_eq!(s, LhoptStatus::Ok);
         status
     }
 
@@ -103,24 +109,24 @@ fn calls(c: &mut Criterion) {
     let inputs = Scenario::DEFAULT.decision_inputs(2);
 
     let mut group = c.benchmark_group("call_overhead");
-    let mut d = direct();
+    let mut d = direct(NO_DECISIONS);
     group.bench_function("observe/direct", |b| {
         b.iter(|| black_box(d.observe(black_box(input.loss), None)))
     });
-    let mut cc = CController::new();
+    let mut cc = CController::new(NO_DECISIONS);
     group.bench_function("observe/c_api", |b| {
         b.iter(|| black_box(cc.observe(black_box(input.loss), None)))
     });
-    let mut d = direct();
+    let mut d = direct(NO_DECISIONS);
     group.bench_function("observe_with_reductions/direct", |b| {
         b.iter(|| black_box(d.observe(black_box(input.loss), with())))
     });
-    let mut cc = CController::new();
+    let mut cc = CController::new(NO_DECISIONS);
     group.bench_function("observe_with_reductions/c_api", |b| {
         b.iter(|| black_box(cc.observe(black_box(input.loss), with())))
     });
     // Decisions: observe (untimed) until one is due, then time the decision alone.
-    let mut d = direct();
+    let mut d = direct(DECISION_EVERY_16);
     group.bench_function("decide/direct", |b| {
         b.iter_custom(|iters| {
             let mut t = Duration::ZERO;
@@ -133,7 +139,7 @@ fn calls(c: &mut Criterion) {
             t
         })
     });
-    let mut cc = CController::new();
+    let mut cc = CController::new(DECISION_EVERY_16);
     group.bench_function("decide/c_api", |b| {
         b.iter_custom(|iters| {
             let mut t = Duration::ZERO;

@@ -251,12 +251,15 @@ mod load {
         Core(Error),
         /// The file is valid but its sizes are none of the compiled-in presets.
         UnknownPreset([usize; 3]),
+        /// The operating system refused the thread the controller is built on.
+        Thread(std::io::Error),
     }
 
     impl fmt::Display for LoadError {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             match self {
                 LoadError::Core(e) => e.fmt(f),
+                LoadError::Thread(e) => write!(f, "cannot start the loader thread: {e}"),
                 LoadError::UnknownPreset([pre, h, post]) => write!(
                     f,
                     "policy sizes pre={pre} hidden={h} post={post} are not a preset this build \
@@ -305,35 +308,59 @@ mod load {
         }
     }
 
+    /// Builds one preset's controller.
+    type Build =
+        fn(&[u8], RunConfig, Hyperparams, Mode) -> Result<Box<dyn Steer + Send>, LoadError>;
+
+    /// Stack for building a controller: the core decodes a policy by value, so building one
+    /// holds a few copies of its weights on the stack (about 3 MiB each for Paper).
+    const BUILD_STACK: usize = 64 << 20;
+
     /// Decodes `policy` with the preset its header names and starts a controller for `cfg`.
+    ///
+    /// The controller is built on a short-lived thread with a large stack, so loading works from
+    /// any caller's thread (C hosts, test threads) whatever the preset.
     pub fn load_any(
         policy: &[u8],
         cfg: RunConfig,
         initial: Hyperparams,
         mode: Mode,
     ) -> Result<Loaded, LoadError> {
-        fn boxed<const PRE: usize, const H: usize, const POST: usize>(
-            policy: &[u8],
-            cfg: RunConfig,
-            initial: Hyperparams,
-            mode: Mode,
-        ) -> Result<Box<dyn Steer + Send>, LoadError> {
-            let frozen = FrozenPolicy::<PRE, H, POST>::decode(policy)?;
-            Ok(Box::new(Controller::new(frozen, cfg, initial, mode)?))
-        }
         let header = read_header(policy)?;
         let preset = [
-            header.pre as usize,
-            header.hidden as usize,
-            header.post as usize,
+            usize::from(header.pre),
+            usize::from(header.hidden),
+            usize::from(header.post),
         ];
-        let controller = match preset {
-            [32, 32, 32] => boxed::<32, 32, 32>(policy, cfg, initial, mode)?,
-            [64, 64, 64] => boxed::<64, 64, 64>(policy, cfg, initial, mode)?,
-            [128, 128, 128] => boxed::<128, 128, 128>(policy, cfg, initial, mode)?,
-            [256, 256, 256] => boxed::<256, 256, 256>(policy, cfg, initial, mode)?,
+        let build: Build = match preset {
+            [32, 32, 32] => boxed::<32, 32, 32>,
+            [64, 64, 64] => boxed::<64, 64, 64>,
+            [128, 128, 128] => boxed::<128, 128, 128>,
+            [256, 256, 256] => boxed::<256, 256, 256>,
             other => return Err(LoadError::UnknownPreset(other)),
         };
+        let controller = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("lhopt-load".into())
+                .stack_size(BUILD_STACK)
+                .spawn_scoped(scope, || build(policy, cfg, initial, mode))
+                .map_err(LoadError::Thread)?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         Ok(Loaded { controller, preset })
+    }
+
+    /// One preset's controller, boxed. Not inlined, so each preset's large stack frame exists
+    /// only while that preset is built.
+    #[inline(never)]
+    fn boxed<const PRE: usize, const H: usize, const POST: usize>(
+        policy: &[u8],
+        cfg: RunConfig,
+        initial: Hyperparams,
+        mode: Mode,
+    ) -> Result<Box<dyn Steer + Send>, LoadError> {
+        let frozen = FrozenPolicy::<PRE, H, POST>::decode(policy)?;
+        Ok(Box::new(Controller::new(frozen, cfg, initial, mode)?))
     }
 }

@@ -4,8 +4,9 @@
 
 use lhopt_core::{OBS_DIM, PolicyNet, Rng};
 
-/// The seed the example tests and the firmware build agree on.
-pub const TEST_SEED: u64 = 0x1407_2021;
+/// The seed the example tests and the firmware build agree on: in the replay scenario its
+/// decisions save, load and swap checkpoint registers, so those paths are compared too.
+pub const TEST_SEED: u64 = 37;
 
 /// Initialisation gain (see [`untrained_net`]).
 const GAIN: f32 = 4.0;
