@@ -162,11 +162,25 @@ fn calls_out_of_order_and_wrong_sizes_are_reported() {
     // SAFETY: as above.
     let status = unsafe { lhopt_controller_restore_state(ctrl, b"garbage".as_ptr(), 7) };
     assert_eq!(status, LhoptStatus::InvalidState);
-    // SAFETY: as above; the full state restores.
-    let status = unsafe { lhopt_controller_restore_state(ctrl, state.as_ptr(), written) };
+
+    // Restored into a fresh controller, the state resumes where it was saved: the decision that
+    // was due is due again, so a step is refused and the decision is accepted.
+    let (status, fresh) = new_controller(&policy, 4, 2);
     assert_eq!(status, LhoptStatus::Ok);
-    // SAFETY: `ctrl` is live and freed once.
-    unsafe { lhopt_controller_free(ctrl) };
+    // SAFETY: valid for the lengths given.
+    let status = unsafe { lhopt_controller_restore_state(fresh, state.as_ptr(), written) };
+    assert_eq!(status, LhoptStatus::Ok);
+    // SAFETY: valid pointers.
+    let status = unsafe { lhopt_controller_observe(fresh, 1.0, ptr::null(), 0, false, &mut step) };
+    assert_eq!(status, LhoptStatus::WrongOrder);
+    // SAFETY: valid pointers.
+    let status = unsafe { lhopt_controller_decide(fresh, 1.0, 0.1, f32::NAN, d.as_mut_ptr()) };
+    assert_eq!(status, LhoptStatus::Ok);
+    // SAFETY: both are live and freed once.
+    unsafe {
+        lhopt_controller_free(ctrl);
+        lhopt_controller_free(fresh);
+    }
 }
 
 #[test]
