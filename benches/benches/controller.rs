@@ -1,11 +1,15 @@
 //! Controller overhead: the per-step `observe`, the reduction-to-features work of a sampled
 //! step, the outer features of a decision, and one policy decision at each preset size (with its
 //! FLOP count, reported by criterion as throughput in elements/s = FLOP/s).
+//!
+//! Times are the benchmark thread's CPU time by default, so a busy shared machine does not
+//! inflate them; `LHOPT_BENCH_CLOCK=wall` measures wall time instead.
 
 use std::hint::black_box;
 
+use criterion::measurement::{Measurement, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use lhopt_benches::{random_policy, reductions};
+use lhopt_benches::{ThreadCpuTime, random_policy, reductions};
 use lhopt_core::policy::{LstmState, greedy};
 use lhopt_core::{
     Controller, DecisionInputs, FrozenPolicy, Hyperparams, Mode, Observer, PolicyNet, RunConfig,
@@ -24,7 +28,7 @@ const INPUTS: DecisionInputs = DecisionInputs {
     eval_loss: f32::NAN,
 };
 
-fn observe(c: &mut Criterion) {
+fn observe<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("observe");
     let mut o = Observer::new(ENDLESS, Hyperparams::INITIAL).unwrap();
     group.bench_function("step_without_reductions", |b| {
@@ -50,7 +54,7 @@ fn observe(c: &mut Criterion) {
     group.finish();
 }
 
-fn features(c: &mut Criterion) {
+fn features<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("features");
     let r = reductions(4096, 3);
     group.bench_function("inner_features_one_tensor", |b| {
@@ -71,7 +75,10 @@ fn features(c: &mut Criterion) {
     group.finish();
 }
 
-fn decision_at<const PRE: usize, const H: usize, const POST: usize>(c: &mut Criterion, name: &str) {
+fn decision_at<M: Measurement, const PRE: usize, const H: usize, const POST: usize>(
+    c: &mut Criterion<M>,
+    name: &str,
+) {
     let flops = PolicyNet::<PRE, H, POST>::FLOPS;
     println!(
         "policy {name} ({PRE}/{H}/{POST}): {flops} FLOP per decision ({} MACs, {} parameters)",
@@ -97,11 +104,18 @@ fn decision_at<const PRE: usize, const H: usize, const POST: usize>(c: &mut Crit
     group.finish();
 }
 
-fn decisions(c: &mut Criterion) {
-    decision_at::<32, 32, 32>(c, "tiny");
-    decision_at::<64, 64, 64>(c, "small");
-    decision_at::<128, 128, 128>(c, "medium");
-    decision_at::<256, 256, 256>(c, "paper");
+fn decisions<M: Measurement>(c: &mut Criterion<M>) {
+    decision_at::<M, 32, 32, 32>(c, "tiny");
+    decision_at::<M, 64, 64, 64>(c, "small");
+    decision_at::<M, 128, 128, 128>(c, "medium");
+    decision_at::<M, 256, 256, 256>(c, "paper");
+}
+
+fn run<M: Measurement>(mut c: Criterion<M>) {
+    observe(&mut c);
+    features(&mut c);
+    decisions(&mut c);
+    c.final_summary();
 }
 
 fn main() {
@@ -109,11 +123,14 @@ fn main() {
     std::thread::Builder::new()
         .stack_size(256 << 20)
         .spawn(|| {
-            let mut c = Criterion::default().configure_from_args();
-            observe(&mut c);
-            features(&mut c);
-            decisions(&mut c);
-            c.final_summary();
+            let c = Criterion::default().configure_from_args();
+            match std::env::var("LHOPT_BENCH_CLOCK").as_deref() {
+                Ok("wall") => run(c.with_measurement(WallTime)),
+                _ => {
+                    println!("measuring thread CPU time (LHOPT_BENCH_CLOCK=wall for wall time)");
+                    run(c.with_measurement(ThreadCpuTime))
+                }
+            }
         })
         .expect("spawn the benchmark thread")
         .join()

@@ -40,3 +40,47 @@ pub fn reductions(numel: u64, i: usize) -> TensorReductions {
         sum_log_abs_update: -3.0 * numel as f32,
     }
 }
+
+/// Criterion measurement of the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+///
+/// On a shared machine, wall time also counts the time the thread waits for a core; CPU time
+/// counts only the time it runs, so results stay comparable under load. Values are durations in
+/// nanoseconds, formatted like criterion's wall time.
+pub struct ThreadCpuTime;
+
+fn thread_cpu_now() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the valid pointer it is given and
+    // touches nothing else; CLOCK_THREAD_CPUTIME_ID is supported on every Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl criterion::measurement::Measurement for ThreadCpuTime {
+    type Intermediate = std::time::Duration;
+    type Value = std::time::Duration;
+
+    fn start(&self) -> Self::Intermediate {
+        thread_cpu_now()
+    }
+    fn end(&self, start: Self::Intermediate) -> Self::Value {
+        thread_cpu_now().saturating_sub(start)
+    }
+    fn add(&self, a: &Self::Value, b: &Self::Value) -> Self::Value {
+        *a + *b
+    }
+    fn zero(&self) -> Self::Value {
+        std::time::Duration::ZERO
+    }
+    fn to_f64(&self, value: &Self::Value) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        static WALL: criterion::measurement::WallTime = criterion::measurement::WallTime;
+        criterion::measurement::Measurement::formatter(&WALL)
+    }
+}

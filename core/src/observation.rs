@@ -469,27 +469,30 @@ impl Observer {
             loss: self.prev_train_loss.unwrap_or(f32::NAN),
             progress: self.last_progress,
         };
-        let requested = a.restart();
-        let restart = match requested {
-            Restart::None => Restart::None,
-            Restart::Save(r) | Restart::Load(r) | Restart::Swap(r) => {
-                match self.registers.get_mut(usize::from(r)) {
-                    Some(slot) => match (requested, slot.is_some()) {
-                        (Restart::Save(_), _) | (Restart::Swap(_), true) => {
-                            *slot = Some(current);
-                            requested
-                        }
-                        (Restart::Load(_), true) => requested,
-                        _ => Restart::None,
-                    },
-                    None => Restart::None,
-                }
-            }
-        };
+        let restart = self.update_registers(a.restart(), current);
         Decision {
             hyper: self.hyper,
             restart,
         }
+    }
+
+    /// Records a save or swap in its register and turns a load or swap of an empty register (or
+    /// a register index out of range) into [`Restart::None`].
+    fn update_registers(&mut self, requested: Restart, current: Checkpoint) -> Restart {
+        let (Restart::Save(r) | Restart::Load(r) | Restart::Swap(r)) = requested else {
+            return Restart::None;
+        };
+        let Some(slot) = self.registers.get_mut(usize::from(r)) else {
+            return Restart::None;
+        };
+        let occupied = slot.is_some();
+        match requested {
+            Restart::Save(_) => *slot = Some(current),
+            Restart::Swap(_) if occupied => *slot = Some(current),
+            Restart::Load(_) if occupied => {}
+            _ => return Restart::None,
+        }
+        requested
     }
 
     /// Current hyperparameters.
