@@ -13,7 +13,8 @@ use lhopt_core::{
     DecisionInputs, Hyperparams, Mode, Restart, RunConfig, StepReductions, StepStatus,
     TensorReductions,
 };
-use lhopt_embed::steer::{Sequenced, Steer, load_any};
+use lhopt_embed::sequenced::Sequenced;
+use lhopt_embed::steer::{Steer, load_any};
 
 /// Result of every fallible call.
 #[repr(C)]

@@ -3,6 +3,8 @@
 //!
 //! - [`steer`]: the controller calls a runtime makes, as a trait with the policy sizes erased, and
 //!   (with feature `std`) [`steer::load_any`] to open whichever preset a policy file names;
+//! - [`sequenced`]: a controller wrapper that refuses calls made out of order, for runtimes whose
+//!   calls come from outside Rust;
 //! - [`scenario`]: a fixed, synthetic input sequence that every example replays in its tests, so
 //!   their decisions can be compared bit for bit with the core library's;
 //! - [`untrained`]: seeded, randomly initialised policies encoded with the core's own encoder,
@@ -15,5 +17,6 @@
 extern crate std;
 
 pub mod scenario;
+pub mod sequenced;
 pub mod steer;
 pub mod untrained;

@@ -2,7 +2,8 @@
 //! and answers with exactly one [`Reply`]. A rejected line changes nothing.
 
 use lhopt_core::{DecisionInputs, RunConfig, StepReductions, StepStatus, TensorReductions};
-use lhopt_embed::steer::{Sequenced, Steer};
+use lhopt_embed::sequenced::Sequenced;
+use lhopt_embed::steer::Steer;
 
 use crate::protocol::{PROTOCOL_VERSION, Reply, Request, Status};
 
