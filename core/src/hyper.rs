@@ -104,7 +104,7 @@ impl Hyperparams {
         let initial = Self::INITIAL.to_array();
         for ((v, init), (lo, hi)) in values.iter_mut().zip(initial).zip(BOUNDS) {
             let finite = if v.is_finite() { *v } else { init };
-            *v = finite.clamp(lo, hi);
+            *v = crate::math::clamp(finite, lo, hi);
         }
         Self::from_array(values)
     }

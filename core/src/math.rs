@@ -70,6 +70,13 @@ pub fn ln_delta(x: f32) -> f32 {
     libm::logf(x + DELTA)
 }
 
+/// `x` limited to `[lo, hi]` for bounds only known at run time: unlike `f32::clamp`, which
+/// asserts `lo <= hi` (a panic path the decision code must not have), it never panics. A NaN `x`
+/// becomes `lo`.
+pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    x.max(lo).min(hi)
+}
+
 /// `x` if it is finite, otherwise 0. Features use it so bad input feeds zeros.
 pub fn finite_or_zero(x: f32) -> f32 {
     if x.is_finite() { x } else { 0.0 }

@@ -14,7 +14,7 @@ use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, HEAD_OFFSETS, HEAD_SIZES, NUM_ACTION_LOGITS};
-use crate::math::{finite_or_zero, sigmoid};
+use crate::math::{clamp, finite_or_zero, sigmoid};
 use crate::observation::OBS_DIM;
 use crate::weights::{FillSlice, GateMatrix, Matrix, Vector};
 
@@ -335,7 +335,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
             .zip(&self.norm_var.0)
         {
             let z = (x - m) / libm::sqrtf(v + NORM_EPS);
-            *o = finite_or_zero(z).clamp(-self.norm_clip, self.norm_clip);
+            *o = clamp(finite_or_zero(z), -self.norm_clip, self.norm_clip);
         }
         out
     }
