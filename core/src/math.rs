@@ -143,6 +143,16 @@ mod tests {
     }
 
     #[test]
+    fn clamp_never_panics() {
+        assert_eq!(clamp(5.0, -1.0, 1.0), 1.0);
+        assert_eq!(clamp(-5.0, -1.0, 1.0), -1.0);
+        assert_eq!(clamp(f32::NAN, -1.0, 1.0), -1.0);
+        // Inverted or NaN bounds (a corrupt clip) give a number instead of a panic.
+        assert_eq!(clamp(0.5, 1.0, -1.0), -1.0);
+        assert_eq!(clamp(0.5, f32::NAN, f32::NAN), 0.5);
+    }
+
+    #[test]
     fn ln_delta_and_finite_or_zero() {
         assert!((ln_delta(0.0) - 1e-8_f32.ln()).abs() < 1e-5);
         assert!((ln_delta(2.0) - 2.0_f32.ln()).abs() < 1e-7);

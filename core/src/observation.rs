@@ -19,7 +19,7 @@
 //! | [`OBS_HYPER`] | ln(h / h_initial) per [`Hyperparams`] field, logit difference for clip_frac | 8 |
 //! | [`OBS_PREV_ACTION`] | previous action, one-hot per head (all zero before the first) | 40 |
 //!
-//! CDF features use the time scales of [`CDF_SCALES`], in that order.
+//! CDF features use the time scales of [`CDF_SCALES`](crate::moments::CDF_SCALES), in that order.
 //!
 //! # Choices that are part of feature set version 1
 //!
