@@ -1,8 +1,10 @@
 //! Puts `memory.x` on the linker's search path (cortex-m-rt's `link.x` includes it) and writes
 //! the policy to embed: the file named by `$LHOPT_FIRMWARE_POLICY`, or else the untrained Tiny
-//! policy the host tests generate from the same seed.
+//! policy the host tests generate from the same seed. The network sizes the firmware is compiled
+//! for are read from the policy's header (`policy_sizes.rs`).
 use std::{env, fs, path::PathBuf};
 
+use lhopt_core::read_header;
 use lhopt_embed::untrained;
 
 fn main() {
@@ -21,5 +23,15 @@ fn main() {
         }
         None => untrained::tiny_policy_bytes(untrained::TEST_SEED),
     };
+    let header = read_header(&policy)
+        .unwrap_or_else(|e| panic!("the policy to embed is not a valid policy file: {e}"));
+    fs::write(
+        out.join("policy_sizes.rs"),
+        format!(
+            "const PRE: usize = {};\nconst HIDDEN: usize = {};\nconst POST: usize = {};\n",
+            header.pre, header.hidden, header.post
+        ),
+    )
+    .expect("write policy_sizes.rs to OUT_DIR");
     fs::write(out.join("policy.lhp"), policy).expect("write policy.lhp to OUT_DIR");
 }

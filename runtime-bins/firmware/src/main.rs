@@ -21,10 +21,9 @@ use panic_semihosting as _;
 /// (see build.rs).
 static POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy.lhp"));
 
-/// The network sizes the firmware is compiled for (the Tiny preset).
-const PRE: usize = 32;
-const HIDDEN: usize = 32;
-const POST: usize = 32;
+// `PRE`, `HIDDEN`, `POST`: the network sizes of the embedded policy, read from its header by
+// build.rs, so the weights are fixed arrays of exactly that size.
+include!(concat!(env!("OUT_DIR"), "/policy_sizes.rs"));
 
 /// Instructions per SysTick tick under `-icount shift=0` (1 ns per instruction, 25 MHz SysTick).
 const INSTRUCTIONS_PER_TICK: u32 = 40;
