@@ -116,8 +116,8 @@ impl Ciao {
             .collect();
 
         // Global clip, decided on the device: scaling by exactly 1 leaves unclipped gradients as they are.
-        let sq_norms: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
-        let global_norm = Tensor::stack(&sq_norms, 0).sum(Kind::Float).sqrt();
+        let norms: Vec<Tensor> = grads.iter().map(Tensor::norm).collect();
+        let global_norm = Tensor::stack(&norms, 0).norm();
         self.rolling_max =
             global_norm.maximum(&(&self.rolling_max * (1.0 - f64::from(h.clip_ombeta))));
         let scale = (&self.rolling_max * f64::from(h.clip_frac)) / (&global_norm + CLIP_NORM_EPS);
@@ -128,18 +128,21 @@ impl Ciao {
         }
 
         let (ob1, ob2) = (f64::from(h.ombeta1), f64::from(h.ombeta2));
+        let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
+        // −lr as a device scalar, so every parameter update is one fused addcmul_.
+        let neg_lr = Tensor::full([], -f64::from(h.lr), (Kind::Float, device));
         let mut rows = Vec::with_capacity(if want_reductions { params.len() } else { 0 });
         for ((p, g), s) in params.iter().zip(&grads).zip(&mut self.slots) {
             s.bc1 = s.bc1 * (1.0 - ob1) + ob1;
-            let _ = s.m.g_mul_scalar_(1.0 - ob1).g_add_(&(g * ob1));
-            let decayed = &s.v * (1.0 - ob2);
-            s.v.copy_(&decayed.maximum(&g.abs()));
-            let mhat = &s.m / s.bc1;
-            let u = &mhat / (&s.v + f64::from(h.eps)) + p * f64::from(h.wd);
+            let _ = s.m.lerp_(g, ob1);
+            let _ = s.v.g_mul_scalar_(1.0 - ob2);
+            let _ = s.v.maximum_out(&s.v, &g.abs());
+            let mut u = &s.m / (&s.v + f64::from(h.eps));
+            let _ = u.g_mul_scalar_(1.0 / s.bc1).g_add_(&(p * f64::from(h.wd)));
 
             let param_norm_before = want_reductions.then(|| p.norm());
             // Matrices scale the learning rate by the trust ratio, a device scalar.
-            let trust_lr = (p.dim() >= 2).then(|| {
+            let trust_neg_lr = (p.dim() >= 2).then(|| {
                 let lo = f64::from(h.lamb_ombeta);
                 s.un_bc = s.un_bc * (1.0 - lo) + lo;
                 let _ = s.un_ema.g_mul_scalar_(1.0 - lo).g_add_(&(u.norm() * lo));
@@ -147,23 +150,20 @@ impl Ciao {
                 let pn = p.norm();
                 let trusted = pn.ge(LAMB_MIN_NORM).logical_and(&un.ge(LAMB_MIN_NORM));
                 let ratio = (&pn / &un).clamp_min(LAMB_MIN_RATIO);
-                ratio.where_self(&trusted, &ratio.ones_like()) * f64::from(h.lr)
+                ratio.where_self(&trusted, &ratio.ones_like()) * &neg_lr
             });
-            let _ = match &trust_lr {
-                Some(lr_p) => p.shallow_clone().g_sub_(&(&u * lr_p)),
-                None => p.shallow_clone().g_sub_(&(&u * f64::from(h.lr))),
-            };
+            let neg_lr_p = trust_neg_lr.as_ref().unwrap_or(&neg_lr);
+            let _ = p.shallow_clone().addcmul_(&u, neg_lr_p);
 
             if let Some(param_norm) = param_norm_before {
+                let mhat = &s.m / s.bc1;
                 let values = [
                     g.norm(),
                     mhat.norm(),
                     (&mhat - g).norm(),
                     param_norm,
                     u.norm(),
-                    trust_lr.unwrap_or_else(|| {
-                        Tensor::full([], f64::from(h.lr), (Kind::Float, p.device()))
-                    }),
+                    -neg_lr_p,
                     (g * &mhat).sum(Kind::Float),
                     (g * p).sum(Kind::Float),
                     (g * &u).sum(Kind::Float),

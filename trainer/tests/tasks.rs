@@ -159,17 +159,28 @@ fn ncf_split_holds_out_each_users_latest_rating_against_unseen_items() {
 }
 
 #[test]
-fn a_spec_builds_the_same_task_twice() {
+fn a_spec_builds_the_same_task_twice_and_evaluating_does_not_perturb_training() {
     tch::set_num_threads(1);
     for family in Family::ALL {
         let spec = tasks::sample(family, 42, Scale::Cpu);
-        let run = || {
+        let run = |evaluate_between: bool| {
             let mut task = build(&spec);
             let mut ciao = Ciao::new(task.parameters());
-            let losses = train(task.as_mut(), &mut ciao, 3);
+            let mut losses = Vec::new();
+            for _ in 0..3 {
+                losses.extend(train(task.as_mut(), &mut ciao, 1));
+                if evaluate_between {
+                    task.eval_loss();
+                }
+            }
             (losses, task.eval_loss())
         };
-        assert_eq!(run(), run(), "{family}");
+        assert_eq!(run(false), run(false), "{family}");
+        assert_eq!(
+            run(false),
+            run(true),
+            "{family}: eval changed the training run"
+        );
     }
 }
 

@@ -82,6 +82,19 @@ impl Family {
         Family::ALL.into_iter().find(|f| f.name() == name)
     }
 
+    /// Range of the default inner-step count T. On CPU it is sized by the measured cost of a
+    /// step (trainer/benches/steps.rs) so an episode stays under about half a minute.
+    pub fn steps_range(self, scale: Scale) -> (u64, u64) {
+        match (scale, self) {
+            (Scale::Cpu, Family::NoisyQuadratic | Family::Ncf) => (200, 2000),
+            (Scale::Cpu, Family::ImageMlp | Family::ImageCnn) => (200, 1000),
+            (Scale::Cpu, Family::Algorithmic | Family::TextRnn) => (200, 800),
+            (Scale::Cpu, Family::CharLm) => (200, 500),
+            (Scale::Gpu, Family::CharLm) => (1000, 10_000),
+            (Scale::Gpu, _) => (2000, 20_000),
+        }
+    }
+
     /// Held out from meta-training, used only to test generalisation.
     pub fn is_held_out(self) -> bool {
         !Family::TRAINING.contains(&self)
@@ -164,10 +177,8 @@ pub fn sample(family: Family, seed: u64, scale: Scale) -> TaskSpec {
         Family::CharLm => TaskConfig::CharLm(lm::Config::sample(&mut rng, scale)),
         Family::Ncf => TaskConfig::Ncf(ncf::Config::sample(&mut rng, scale)),
     };
-    let steps = match scale {
-        Scale::Cpu => log_uniform_int(&mut rng, 200, 2000),
-        Scale::Gpu => log_uniform_int(&mut rng, 2000, 20_000),
-    };
+    let (lo, hi) = family.steps_range(scale);
+    let steps = log_uniform_int(&mut rng, lo, hi);
     TaskSpec {
         family,
         seed,

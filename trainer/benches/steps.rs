@@ -1,0 +1,248 @@
+//! Inner steps per second of every task family on one CPU thread, next to the same model trained
+//! by a plain PyTorch Python loop (`steps_torch.py`), as a ratio.
+//!
+//! Run: `source <(scripts/setup-libtorch.sh --env) && cargo bench -p lhopt-trainer --bench steps`
+//! (the Python side uses `$LHOPT_TORCH_PYTHON`, else `$VIRTUAL_ENV/bin/python`). Optional
+//! argument: seconds per measurement (default 3).
+//!
+//! A step is: next minibatch, forward, zero gradients, backward, optimizer step, loss read back.
+//! The Rust side is measured with CIAO (reductions every 4th step, as the controller samples them)
+//! and with AdamW; PyTorch runs `torch.optim.AdamW`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lhopt_core::Hyperparams;
+use lhopt_trainer::optim::{AdamW, Ciao};
+use lhopt_trainer::tasks::image::{Arch, Config as ImageConfig, ImageSet};
+use lhopt_trainer::tasks::{
+    Activation, CellKind, Family, NormKind, Task, TaskConfig, TaskSpec, algorithmic, lm, ncf,
+    quadratic, synthetic, text,
+};
+use tch::Device;
+
+/// Mid-range CPU-scale configurations, one or two per family.
+fn specs() -> Vec<(&'static str, TaskSpec)> {
+    let spec = |family, config| TaskSpec {
+        family,
+        seed: 1,
+        config,
+        steps: 1000,
+    };
+    let image = |arch, norm| ImageConfig {
+        dataset: ImageSet::FashionMnist,
+        arch,
+        activation: Activation::Relu,
+        norm,
+        dropout: 0.0,
+        batch: 128,
+        eval_examples: 2000,
+    };
+    vec![
+        (
+            "quadratic 1000 dims",
+            spec(
+                Family::NoisyQuadratic,
+                TaskConfig::NoisyQuadratic(quadratic::Config {
+                    dims: 1000,
+                    conditioning: 1e3,
+                    noise: 1.0,
+                }),
+            ),
+        ),
+        (
+            "parity LSTM 64, len 16, batch 64",
+            spec(
+                Family::Algorithmic,
+                TaskConfig::Algorithmic(algorithmic::Config {
+                    problem: algorithmic::Problem::Parity,
+                    cell: CellKind::Lstm,
+                    hidden: 64,
+                    layers: 1,
+                    length: 16,
+                    batch: 64,
+                }),
+            ),
+        ),
+        (
+            "MLP 784-256-256-10, batch 128",
+            spec(
+                Family::ImageMlp,
+                TaskConfig::Image(image(
+                    Arch::Mlp {
+                        hidden_layers: 2,
+                        width: 256,
+                    },
+                    NormKind::None,
+                )),
+            ),
+        ),
+        (
+            "MLP 784-256-256-10 + BN, batch 128",
+            spec(
+                Family::ImageMlp,
+                TaskConfig::Image(image(
+                    Arch::Mlp {
+                        hidden_layers: 2,
+                        width: 256,
+                    },
+                    NormKind::Batch,
+                )),
+            ),
+        ),
+        (
+            "CNN 2x16 maps 28x28, batch 128",
+            spec(
+                Family::ImageCnn,
+                TaskConfig::Image(image(
+                    Arch::Cnn {
+                        conv_layers: 2,
+                        channels: 16,
+                    },
+                    NormKind::None,
+                )),
+            ),
+        ),
+        (
+            "text GRU emb 64 hid 64, bptt 32, batch 64",
+            spec(
+                Family::TextRnn,
+                TaskConfig::TextRnn(text::Config {
+                    cell: CellKind::Gru,
+                    embedding: 64,
+                    hidden: 64,
+                    bptt: 32,
+                    batch: 64,
+                    vocab: 2000,
+                }),
+            ),
+        ),
+        (
+            "LM 2x64 wide, 4 heads, 32x64 tokens",
+            spec(
+                Family::CharLm,
+                TaskConfig::CharLm(lm::Config {
+                    layers: 2,
+                    width: 64,
+                    heads: 4,
+                    bptt: 64,
+                    batch: 32,
+                    eval_windows: 64,
+                }),
+            ),
+        ),
+        (
+            "NeuMF 32 factors, 2 MLP layers, 256x5",
+            spec(
+                Family::Ncf,
+                TaskConfig::Ncf(ncf::Config {
+                    model: ncf::NcfModel::NeuMf,
+                    factors: 32,
+                    mlp_layers: 2,
+                    batch: 256,
+                    negatives: 4,
+                }),
+            ),
+        ),
+    ]
+}
+
+enum Optimizer {
+    Ciao(Ciao),
+    AdamW(AdamW),
+}
+
+/// Steps per second of `spec` on generated data, optimised by CIAO or AdamW.
+fn rust_rate(spec: &TaskSpec, use_ciao: bool, seconds: f64) -> f64 {
+    let mut task = synthetic::build(spec, Device::Cpu).expect("bench configs build");
+    let mut opt = if use_ciao {
+        Optimizer::Ciao(Ciao::new(task.parameters()))
+    } else {
+        Optimizer::AdamW(AdamW::new(task.parameters()))
+    };
+    let mut step = |task: &mut dyn Task, i: u64| {
+        let loss = task.train_loss();
+        for p in task.parameters() {
+            p.shallow_clone().zero_grad();
+        }
+        loss.backward();
+        match &mut opt {
+            Optimizer::Ciao(c) => {
+                c.step(task.parameters(), &Hyperparams::INITIAL, i.is_multiple_of(4));
+            }
+            Optimizer::AdamW(a) => a.step(task.parameters(), 1e-3),
+        }
+        f32::try_from(&loss).expect("scalar loss")
+    };
+    for i in 0..5 {
+        step(task.as_mut(), i);
+    }
+    let (start, budget) = (Instant::now(), Duration::from_secs_f64(seconds));
+    let mut steps = 0;
+    while steps < 20 || start.elapsed() < budget {
+        step(task.as_mut(), steps);
+        steps += 1;
+    }
+    steps as f64 / start.elapsed().as_secs_f64()
+}
+
+fn python() -> Option<PathBuf> {
+    std::env::var_os("LHOPT_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin/python")))
+        .filter(|p| p.exists())
+}
+
+fn torch_rate(python: &PathBuf, spec: &TaskSpec, seconds: f64) -> Result<f64, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/steps_torch.py");
+    let json = serde_json::to_string(spec).expect("specs serialise");
+    let out = Command::new(python)
+        .args([script, &json, &seconds.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|e| format!("unexpected output {text:?}: {e}"))
+}
+
+fn main() {
+    tch::set_num_threads(1);
+    // `cargo bench` passes `--bench`; the first number given is the seconds per measurement.
+    let seconds = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<f64>().ok())
+        .unwrap_or(3.0);
+    let python = python();
+    if python.is_none() {
+        eprintln!(
+            "no PyTorch python found (set LHOPT_TORCH_PYTHON or source setup-libtorch.sh --env); Rust only"
+        );
+    }
+    println!("inner steps/s, one CPU thread, {seconds} s per measurement\n");
+    println!(
+        "| task | Rust CIAO | Rust AdamW | PyTorch AdamW | CIAO / PyTorch | AdamW / PyTorch |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, spec) in specs() {
+        let ciao = rust_rate(&spec, true, seconds);
+        let adamw = rust_rate(&spec, false, seconds);
+        let torch = python.as_ref().map(|p| torch_rate(p, &spec, seconds));
+        let (torch_cell, ratios) = match torch {
+            Some(Ok(t)) => (
+                format!("{t:.1}"),
+                format!("{:.2} | {:.2}", ciao / t, adamw / t),
+            ),
+            Some(Err(e)) => {
+                eprintln!("{name}: PyTorch run failed: {e}");
+                ("failed".into(), "- | -".into())
+            }
+            None => ("-".into(), "- | -".into()),
+        };
+        println!("| {name} | {ciao:.1} | {adamw:.1} | {torch_cell} | {ratios} |");
+    }
+}
