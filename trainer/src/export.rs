@@ -32,21 +32,34 @@ pub fn with_decoded<R>(bytes: &[u8], f: impl PolicyVisitor<R>) -> Result<R> {
         (64, 64, 64) => Ok(f.visit(&*decode::<64, 64, 64>(bytes)?)),
         (128, 128, 128) => Ok(f.visit(&*decode::<128, 128, 128>(bytes)?)),
         (256, 256, 256) => Ok(f.visit(&*decode::<256, 256, 256>(bytes)?)),
-        (pre, h, post) => Err(Error::Usage(format!("policy sizes {pre}/{h}/{post} are not a core preset"))),
+        (pre, h, post) => Err(Error::Usage(format!(
+            "policy sizes {pre}/{h}/{post} are not a core preset"
+        ))),
     }
 }
 
 /// Code generic over the core's policy sizes, for [`with_decoded`].
 pub trait PolicyVisitor<R> {
     /// Called with the decoded policy.
-    fn visit<const PRE: usize, const H: usize, const POST: usize>(self, p: &FrozenPolicy<PRE, H, POST>) -> R;
+    fn visit<const PRE: usize, const H: usize, const POST: usize>(
+        self,
+        p: &FrozenPolicy<PRE, H, POST>,
+    ) -> R;
 }
 
-fn decode<const PRE: usize, const H: usize, const POST: usize>(bytes: &[u8]) -> Result<Box<FrozenPolicy<PRE, H, POST>>> {
-    FrozenPolicy::decode(bytes).map(Box::new).map_err(Error::Core)
+fn decode<const PRE: usize, const H: usize, const POST: usize>(
+    bytes: &[u8],
+) -> Result<Box<FrozenPolicy<PRE, H, POST>>> {
+    FrozenPolicy::decode(bytes)
+        .map(Box::new)
+        .map_err(Error::Core)
 }
 
-fn encode<const PRE: usize, const H: usize, const POST: usize>(actor: &RecurrentNet, name: &str, card: &str) -> Result<Vec<u8>> {
+fn encode<const PRE: usize, const H: usize, const POST: usize>(
+    actor: &RecurrentNet,
+    name: &str,
+    card: &str,
+) -> Result<Vec<u8>> {
     let weights = actor.core_weights();
     let mut net = Box::new(PolicyNet::<PRE, H, POST>::neutral());
     let mut problem = None;
@@ -59,12 +72,20 @@ fn encode<const PRE: usize, const H: usize, const POST: usize>(actor: &Recurrent
             Some((_, t)) if t.numel() == dst.len() => {
                 dst.copy_from_slice(&Vec::<f32>::try_from(t.view([-1])).expect("float weights"));
             }
-            Some((_, t)) => problem = Some(format!("{param}: the trainer has {} numbers, the core {}", t.numel(), dst.len())),
+            Some((_, t)) => {
+                problem = Some(format!(
+                    "{param}: the trainer has {} numbers, the core {}",
+                    t.numel(),
+                    dst.len()
+                ))
+            }
             None => problem = Some(format!("{param}: the trainer has no such weight")),
         }
     });
     if let Some(p) = problem {
-        return Err(Error::Checkpoint(format!("export does not match the core layout: {p}")));
+        return Err(Error::Checkpoint(format!(
+            "export does not match the core layout: {p}"
+        )));
     }
     let policy = FrozenPolicy::new(*net, name, card).map_err(Error::Core)?;
     let mut buf = vec![0u8; FrozenPolicy::<PRE, H, POST>::MAX_ENCODED_LEN];
@@ -73,12 +94,60 @@ fn encode<const PRE: usize, const H: usize, const POST: usize>(actor: &Recurrent
     Ok(buf)
 }
 
+/// A human-readable description of a policy file: header, sizes, parameter count and card.
+pub fn describe(bytes: &[u8]) -> Result<String> {
+    let h = lhopt_core::read_header(bytes).map_err(Error::Core)?;
+    let params =
+        lhopt_core::format::param_count(h.pre as usize, h.hidden as usize, h.post as usize);
+    let preset = match (h.pre, h.hidden, h.post) {
+        (32, 32, 32) => "tiny",
+        (64, 64, 64) => "small",
+        (128, 128, 128) => "medium",
+        (256, 256, 256) => "paper",
+        _ => "not a preset",
+    };
+    // Decoding checks the CRC and every number, not just the header.
+    let fingerprint = with_decoded(bytes, Fingerprint)?;
+    Ok(format!(
+        "name:         {}\nfeature set:  {} (this build: {})\nobservation:  {} inputs\n\
+         sizes:        pre {} / hidden {} / post {} ({preset}), {params} parameters, {} bytes\n\
+         heads:        {:?}\nfingerprint:  {fingerprint:08x}\ncard:         {}",
+        h.name,
+        h.feature_set_version,
+        lhopt_core::FEATURE_SET_VERSION,
+        h.obs_dim,
+        h.pre,
+        h.hidden,
+        h.post,
+        bytes.len(),
+        h.head_sizes,
+        h.card
+    ))
+}
+
+struct Fingerprint;
+
+impl PolicyVisitor<u32> for Fingerprint {
+    fn visit<const PRE: usize, const H: usize, const POST: usize>(
+        self,
+        p: &FrozenPolicy<PRE, H, POST>,
+    ) -> u32 {
+        p.fingerprint()
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then renamed
 /// over the target, so a crash never leaves a half-written file under the real name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -112,7 +181,9 @@ mod tests {
         });
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut m = RunningMoments::new(OBS_DIM);
-        let rows: Vec<f32> = (0..OBS_DIM * 20).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        let rows: Vec<f32> = (0..OBS_DIM * 20)
+            .map(|_| rng.gen_range(-3.0..3.0))
+            .collect();
         m.update(&rows);
         ac.actor.set_input_stats(&m);
         ac
@@ -126,7 +197,10 @@ mod tests {
             p: &FrozenPolicy<PRE, H, POST>,
         ) -> Vec<[f32; NUM_ACTION_LOGITS]> {
             let mut state = lhopt_core::LstmState::<H>::default();
-            self.0.iter().map(|o| p.net().forward(o, &mut state)).collect()
+            self.0
+                .iter()
+                .map(|o| p.net().forward(o, &mut state))
+                .collect()
         }
     }
 
@@ -137,24 +211,105 @@ mod tests {
         let header = lhopt_core::read_header(&bytes).unwrap();
         assert_eq!((header.pre, header.hidden, header.post), (32, 32, 32));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let obs: Vec<[f32; OBS_DIM]> =
-            (0..24).map(|_| std::array::from_fn(|i| rng.gen_range(-4.0..4.0) + (i % 7) as f32)).collect();
+        let obs: Vec<[f32; OBS_DIM]> = (0..24)
+            .map(|_| std::array::from_fn(|i| rng.gen_range(-4.0..4.0) + (i % 7) as f32))
+            .collect();
         let core = with_decoded(&bytes, Replay(&obs)).unwrap();
         let mut state = LstmState::zeros(1, 32, tch::Device::Cpu);
         let mut worst = 0f32;
         for (o, c) in obs.iter().zip(&core) {
             let t = ac.actor.step(o, &mut state);
-            worst = t.iter().zip(c).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
-            assert_eq!(lhopt_core::greedy(&t.clone().try_into().unwrap()), lhopt_core::greedy(c));
+            worst = t
+                .iter()
+                .zip(c)
+                .map(|(a, b)| (a - b).abs())
+                .fold(worst, f32::max);
+            assert_eq!(
+                lhopt_core::greedy(&t.clone().try_into().unwrap()),
+                lhopt_core::greedy(c)
+            );
         }
         assert!(worst < 1e-5, "max |tch − core| = {worst}");
         // The logits are not trivially equal: they vary across steps.
-        assert!(core[0].iter().zip(&core[5]).any(|(a, b)| (a - b).abs() > 1e-2));
+        assert!(
+            core[0]
+                .iter()
+                .zip(&core[5])
+                .any(|(a, b)| (a - b).abs() > 1e-2)
+        );
+    }
+
+    /// Regenerates the checked-in parity fixture replayed by `tests/tests/parity.rs` (lhopt-tests,
+    /// no libtorch): a scrambled Tiny policy, the observations it saw steering a real noisy
+    /// quadratic run, and tch's logits and greedy actions for them. Run on purpose only:
+    /// `cargo test -p lhopt-trainer --lib write_parity_fixture -- --ignored`.
+    #[test]
+    #[ignore = "writes tests/fixtures; run on purpose to regenerate"]
+    fn write_parity_fixture() {
+        use crate::env::{self, EpisodeConfig};
+        use crate::ppo::agent::{ActMode, PolicyAgent};
+        use crate::tasks::{self, Family, Scale};
+        use std::fmt::Write as _;
+
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let ac = scrambled(2026);
+        let bytes = encode_policy(
+            &ac.actor,
+            "parity-fixture",
+            "scrambled untrained Tiny policy for parity tests",
+        )
+        .unwrap();
+        let data = lhopt_data::DataDir::at(std::env::temp_dir());
+        let spec = tasks::sample(Family::NoisyQuadratic, 0, Scale::Cpu);
+        let mut task = tasks::build(&spec, tch::Device::Cpu, &data).unwrap();
+        let cfg = EpisodeConfig {
+            total_steps: 96,
+            decisions: 12,
+            initial: lhopt_core::Hyperparams::INITIAL,
+            hide_eval: false,
+        };
+        let mut agent = PolicyAgent::new(&ac.actor, ActMode::Greedy, 0);
+        let trace = env::run_episode(&mut *task, &cfg, &mut agent).unwrap();
+        assert_eq!(trace.decisions.len(), 12);
+
+        let mut text = String::from(
+            "# lhopt parity fixture: written by lhopt-trainer export::tests::write_parity_fixture, replayed by\n\
+             # lhopt-tests tests/parity.rs against parity_tiny.lhp. Per decision: obs (166), tch logits (40), greedy (9).\n",
+        );
+        let mut state = LstmState::zeros(1, 32, tch::Device::Cpu);
+        let join = |v: &[f32]| {
+            v.iter()
+                .map(|x| format!("{x:e}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for d in &trace.decisions {
+            let obs: [f32; OBS_DIM] = d.obs.clone().try_into().unwrap();
+            let logits: [f32; NUM_ACTION_LOGITS] =
+                ac.actor.step(&obs, &mut state).try_into().unwrap();
+            let greedy = lhopt_core::greedy(&logits);
+            assert_eq!(greedy, d.action, "tch acting and tch replay agree");
+            writeln!(text, "obs {}", join(&obs)).unwrap();
+            writeln!(text, "logits {}", join(&logits)).unwrap();
+            let choices: Vec<String> = greedy.choices.iter().map(u8::to_string).collect();
+            writeln!(text, "greedy {}", choices.join(" ")).unwrap();
+        }
+        write_atomic(&dir.join("parity_tiny.lhp"), &bytes).unwrap();
+        write_atomic(&dir.join("parity_tiny.txt"), text.as_bytes()).unwrap();
     }
 
     #[test]
     fn non_preset_sizes_are_refused() {
-        let ac = ActorCritic::new(tch::Device::Cpu, PolicySizes { pre: 8, hidden: 8, post: 8 }, 0, 5.0);
+        let ac = ActorCritic::new(
+            tch::Device::Cpu,
+            PolicySizes {
+                pre: 8,
+                hidden: 8,
+                post: 8,
+            },
+            0,
+            5.0,
+        );
         let err = encode_policy(&ac.actor, "x", "").unwrap_err().to_string();
         assert!(err.contains("not a core preset"), "{err}");
     }

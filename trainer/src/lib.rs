@@ -1,18 +1,18 @@
 //! lhopt-trainer: inner tasks on tch, PPO meta-training, export to the core's frozen format.
 pub mod device;
 pub mod error;
+
+pub use error::{Error, Result};
 pub mod optim;
 pub mod tasks;
 pub mod export;
+pub mod meta_train;
 pub mod policy_net;
 pub mod ppo;
 pub mod reward;
-
 pub mod baseline;
 pub mod cli;
 pub mod env;
 pub mod eval;
 pub mod plot;
 pub mod pool;
-
-pub use error::{Error, Result};

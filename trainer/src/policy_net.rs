@@ -38,7 +38,11 @@ impl PolicySizes {
     pub const PAPER: Self = Self::uniform(256);
 
     const fn uniform(n: usize) -> Self {
-        Self { pre: n, hidden: n, post: n }
+        Self {
+            pre: n,
+            hidden: n,
+            post: n,
+        }
     }
 
     /// The preset with this (case-insensitive) name.
@@ -68,7 +72,11 @@ pub struct RunningMoments {
 impl RunningMoments {
     /// Empty statistics of `dim` coordinates (mean 0, variance 1 until data arrives).
     pub fn new(dim: usize) -> Self {
-        Self { count: 0.0, mean: vec![0.0; dim], m2: vec![0.0; dim] }
+        Self {
+            count: 0.0,
+            mean: vec![0.0; dim],
+            m2: vec![0.0; dim],
+        }
     }
 
     /// Merges a batch of rows, each of length `dim`, given flattened.
@@ -110,7 +118,11 @@ struct InputNorm {
 
 impl InputNorm {
     fn new(p: &nn::Path, dim: usize, clip: f64) -> Self {
-        Self { mean: p.zeros_no_train("mean", &[dim as i64]), var: p.ones_no_train("var", &[dim as i64]), clip }
+        Self {
+            mean: p.zeros_no_train("mean", &[dim as i64]),
+            var: p.ones_no_train("var", &[dim as i64]),
+            clip,
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -140,7 +152,10 @@ impl LstmState {
     /// The all-zero state every episode starts from.
     pub fn zeros(batch: usize, hidden: usize, device: Device) -> Self {
         let z = Tensor::zeros([batch as i64, hidden as i64], (Kind::Float, device));
-        Self { h: z.shallow_clone(), c: z }
+        Self {
+            h: z.shallow_clone(),
+            c: z,
+        }
     }
 
     /// States given as flat rows of `hidden` floats (h and c), stacked into a batch.
@@ -154,7 +169,9 @@ impl LstmState {
 
     /// Batch row 0 as plain vectors `(h, c)`.
     pub fn row0(&self) -> (Vec<f32>, Vec<f32>) {
-        let get = |t: &Tensor| Vec::<f32>::try_from(t.get(0).to_device(Device::Cpu).contiguous()).unwrap_or_default();
+        let get = |t: &Tensor| {
+            Vec::<f32>::try_from(t.get(0).to_device(Device::Cpu).contiguous()).unwrap_or_default()
+        };
         (get(&self.h), get(&self.c))
     }
 }
@@ -175,9 +192,19 @@ impl LnLstm {
     fn new(p: &nn::Path, input: usize, hidden: usize) -> Self {
         let (i, h, g) = (input as i64, hidden as i64, 4 * hidden as i64);
         let bound = 1.0 / (hidden as f64).sqrt();
-        let uniform = nn::Init::Uniform { lo: -bound, up: bound };
+        let uniform = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         let ln = |name: &str, n: i64| {
-            nn::layer_norm(p / name, vec![n], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
+            nn::layer_norm(
+                p / name,
+                vec![n],
+                nn::LayerNormConfig {
+                    eps: LN_EPS,
+                    ..Default::default()
+                },
+            )
         };
         // Forget-gate bias 1: remember by default at the start of training.
         let b = p.zeros("b", &[g]);
@@ -226,8 +253,17 @@ pub struct RecurrentNet {
 impl RecurrentNet {
     /// A freshly initialised network from `input` features to `output` numbers; the head is
     /// scaled by `head_gain` (small for the actor, so the first policy is near uniform).
-    pub fn new(p: &nn::Path, sizes: PolicySizes, input: usize, output: usize, head_gain: f64, norm_clip: f64) -> Self {
-        let lin = |name: &str, i: usize, o: usize| nn::linear(p / name, i as i64, o as i64, Default::default());
+    pub fn new(
+        p: &nn::Path,
+        sizes: PolicySizes,
+        input: usize,
+        output: usize,
+        head_gain: f64,
+        norm_clip: f64,
+    ) -> Self {
+        let lin = |name: &str, i: usize, o: usize| {
+            nn::linear(p / name, i as i64, o as i64, Default::default())
+        };
         let head = lin("head", sizes.post, output);
         tch::no_grad(|| {
             let _ = head.ws.shallow_clone().g_mul_scalar_(head_gain);
@@ -280,8 +316,18 @@ impl RecurrentNet {
     /// Named weights in the core's layout order and naming (core-api.md "Weight layout"), as
     /// CPU float tensors; `norm.clip` is returned by [`Self::norm_clip`].
     pub fn core_weights(&self) -> Vec<(&'static str, Tensor)> {
-        let cpu = |t: &Tensor| t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-        let ln = |l: &nn::LayerNorm| (cpu(l.ws.as_ref().expect("affine")), cpu(l.bs.as_ref().expect("affine")));
+        let cpu = |t: &Tensor| {
+            t.detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous()
+        };
+        let ln = |l: &nn::LayerNorm| {
+            (
+                cpu(l.ws.as_ref().expect("affine")),
+                cpu(l.bs.as_ref().expect("affine")),
+            )
+        };
         let (lx_g, lx_b) = ln(&self.lstm.ln_x);
         let (lh_g, lh_b) = ln(&self.lstm.ln_h);
         let (lc_g, lc_b) = ln(&self.lstm.ln_c);
@@ -327,8 +373,22 @@ impl ActorCritic {
     pub fn new(device: Device, sizes: PolicySizes, privileged: usize, norm_clip: f64) -> Self {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let actor = RecurrentNet::new(&(&root / "actor"), sizes, OBS_DIM, NUM_ACTION_LOGITS, ACTOR_HEAD_GAIN, norm_clip);
-        let critic = RecurrentNet::new(&(&root / "critic"), sizes, OBS_DIM + privileged, 1, 1.0, norm_clip);
+        let actor = RecurrentNet::new(
+            &(&root / "actor"),
+            sizes,
+            OBS_DIM,
+            NUM_ACTION_LOGITS,
+            ACTOR_HEAD_GAIN,
+            norm_clip,
+        );
+        let critic = RecurrentNet::new(
+            &(&root / "critic"),
+            sizes,
+            OBS_DIM + privileged,
+            1,
+            1.0,
+            norm_clip,
+        );
         Self { vs, actor, critic }
     }
 
@@ -340,8 +400,13 @@ impl ActorCritic {
             .variables()
             .into_iter()
             .map(|(k, t)| {
-                let v = Vec::<f32>::try_from(t.detach().to_device(Device::Cpu).to_kind(Kind::Float).view([-1]))
-                    .expect("float variable");
+                let v = Vec::<f32>::try_from(
+                    t.detach()
+                        .to_device(Device::Cpu)
+                        .to_kind(Kind::Float)
+                        .view([-1]),
+                )
+                .expect("float variable");
                 (k, v)
             })
             .collect();
@@ -355,7 +420,9 @@ impl ActorCritic {
         let _guard = tch::no_grad_guard();
         for (name, t) in &vars {
             let Some((_, data)) = named.iter().find(|(n, _)| n == name) else {
-                return Err(crate::error::Error::Checkpoint(format!("variable {name} missing")));
+                return Err(crate::error::Error::Checkpoint(format!(
+                    "variable {name} missing"
+                )));
             };
             if data.len() as i64 != t.numel() as i64 {
                 return Err(crate::error::Error::Checkpoint(format!(
@@ -364,7 +431,8 @@ impl ActorCritic {
                     t.numel()
                 )));
             }
-            t.shallow_clone().copy_(&Tensor::from_slice(data).view_as(t).to_device(t.device()));
+            t.shallow_clone()
+                .copy_(&Tensor::from_slice(data).view_as(t).to_device(t.device()));
         }
         Ok(())
     }

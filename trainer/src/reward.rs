@@ -77,7 +77,15 @@ impl BaselineCurve {
                 .map(|&(t1, l)| (l - c - b * t1.powf(alpha)).powi(2))
                 .sum();
             if best.as_ref().is_none_or(|(e, _)| sse < *e) {
-                best = Some((sse, Self { c, b, alpha, total_steps }));
+                best = Some((
+                    sse,
+                    Self {
+                        c,
+                        b,
+                        alpha,
+                        total_steps,
+                    },
+                ));
             }
         }
         best.map(|(_, curve)| curve).ok_or_else(|| {
@@ -175,7 +183,12 @@ mod tests {
     const T: u64 = 1000;
 
     fn truth() -> BaselineCurve {
-        BaselineCurve { c: 0.3, b: 2.0, alpha: -0.5, total_steps: T }
+        BaselineCurve {
+            c: 0.3,
+            b: 2.0,
+            alpha: -0.5,
+            total_steps: T,
+        }
     }
 
     fn sampled(curve: &BaselineCurve) -> Vec<(u64, f64)> {
@@ -208,7 +221,9 @@ mod tests {
     #[test]
     fn matching_the_baseline_scores_zero() {
         let fit = BaselineCurve::fit(&sampled(&truth()), T).unwrap();
-        let run: Vec<(u64, f64)> = (1..=10).map(|k| (k * 100, truth().loss_at(k as f64 * 100.0))).collect();
+        let run: Vec<(u64, f64)> = (1..=10)
+            .map(|k| (k * 100, truth().loss_at(k as f64 * 100.0)))
+            .collect();
         let s = potentials(&fit, &run);
         assert!(s.iter().all(|s| s.abs() < 0.02), "{s:?}");
         assert!(rewards(&s).iter().sum::<f64>().abs() < 0.02);
@@ -218,7 +233,9 @@ mod tests {
     fn twice_as_fast_scores_log_two() {
         let fit = BaselineCurve::fit(&sampled(&truth()), T).unwrap();
         // At step t the run has the baseline's loss of step 2t.
-        let run: Vec<(u64, f64)> = (1..=10).map(|k| (k * 100, truth().loss_at(k as f64 * 200.0))).collect();
+        let run: Vec<(u64, f64)> = (1..=10)
+            .map(|k| (k * 100, truth().loss_at(k as f64 * 200.0)))
+            .collect();
         let s = potentials(&fit, &run);
         assert!(s.iter().all(|s| (s - 2f64.ln()).abs() < 0.02), "{s:?}");
         assert!((rewards(&s).iter().sum::<f64>() - 2f64.ln()).abs() < 0.02);
@@ -244,7 +261,10 @@ mod tests {
 
     #[test]
     fn fit_rejects_flat_or_broken_baselines() {
-        let flat: Vec<(u64, f64)> = baseline_eval_steps(T).into_iter().map(|t| (t, 1.0 + t as f64 * 1e-4)).collect();
+        let flat: Vec<(u64, f64)> = baseline_eval_steps(T)
+            .into_iter()
+            .map(|t| (t, 1.0 + t as f64 * 1e-4))
+            .collect();
         assert!(BaselineCurve::fit(&flat, T).is_err());
         let nan: Vec<(u64, f64)> = vec![(0, 2.0), (1, f64::NAN), (2, f64::NAN), (4, 1.0)];
         assert!(BaselineCurve::fit(&nan, T).is_err());

@@ -52,7 +52,6 @@ impl<'a> PolicyAgent<'a> {
             record: ActingRecord::default(),
         }
     }
-
 }
 
 impl Agent for PolicyAgent<'_> {
@@ -65,8 +64,11 @@ impl Agent for PolicyAgent<'_> {
     /// One decision on a raw observation.
     fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action {
         let (h, c) = self.state.row0();
-        let logits: [f32; NUM_ACTION_LOGITS] =
-            self.net.step(obs, &mut self.state).try_into().expect("the actor outputs 40 logits");
+        let logits: [f32; NUM_ACTION_LOGITS] = self
+            .net
+            .step(obs, &mut self.state)
+            .try_into()
+            .expect("the actor outputs 40 logits");
         let action = match self.mode {
             ActMode::Sample => lhopt_core::sample(&logits, &mut self.rng),
             ActMode::Greedy => lhopt_core::greedy(&logits),

@@ -96,8 +96,9 @@ impl ReplayBuffer {
 
     /// Drops chunks that are used up, too stale for policy `version`, or beyond capacity.
     pub fn evict(&mut self, version: u64, limits: &BufferLimits) {
-        self.chunks
-            .retain(|c| c.uses < limits.max_uses && version.saturating_sub(c.version) <= limits.max_staleness);
+        self.chunks.retain(|c| {
+            c.uses < limits.max_uses && version.saturating_sub(c.version) <= limits.max_staleness
+        });
         while self.decisions() > limits.capacity {
             self.chunks.pop_front();
         }
@@ -124,13 +125,23 @@ impl ReplayBuffer {
 }
 
 /// Stacks chunks into padded tensors of time length `chunk_len` on `device`.
-pub fn batch(chunks: &[Chunk], chunk_len: usize, privileged: usize, hidden: usize, device: Device) -> Minibatch {
+pub fn batch(
+    chunks: &[Chunk],
+    chunk_len: usize,
+    privileged: usize,
+    hidden: usize,
+    device: Device,
+) -> Minibatch {
     let b = chunks.len();
     let mut obs = vec![0f32; b * chunk_len * OBS_DIM];
     let mut pri = vec![0f32; b * chunk_len * privileged];
     let mut act = vec![0i64; b * chunk_len * NUM_HEADS];
-    let (mut lp, mut adv, mut ret, mut mask) =
-        (vec![0f32; b * chunk_len], vec![0f32; b * chunk_len], vec![0f32; b * chunk_len], vec![0f32; b * chunk_len]);
+    let (mut lp, mut adv, mut ret, mut mask) = (
+        vec![0f32; b * chunk_len],
+        vec![0f32; b * chunk_len],
+        vec![0f32; b * chunk_len],
+        vec![0f32; b * chunk_len],
+    );
     let (mut ah, mut ac, mut ch, mut cc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, c) in chunks.iter().enumerate() {
         let row = i * chunk_len;
@@ -151,7 +162,9 @@ pub fn batch(chunks: &[Chunk], chunk_len: usize, privileged: usize, hidden: usiz
     Minibatch {
         obs: t(&obs, &[b, l, OBS_DIM as i64]),
         privileged: t(&pri, &[b, l, privileged as i64]),
-        actions: Tensor::from_slice(&act).view([b, l, NUM_HEADS as i64]).to_device(device),
+        actions: Tensor::from_slice(&act)
+            .view([b, l, NUM_HEADS as i64])
+            .to_device(device),
         behaviour_logp: t(&lp, &[b, l]),
         advantages: t(&adv, &[b, l]),
         returns: t(&ret, &[b, l]),
@@ -184,7 +197,11 @@ mod tests {
         }
     }
 
-    const LIMITS: BufferLimits = BufferLimits { capacity: 40, max_uses: 2, max_staleness: 1 };
+    const LIMITS: BufferLimits = BufferLimits {
+        capacity: 40,
+        max_uses: 2,
+        max_staleness: 1,
+    };
 
     #[test]
     fn reuse_staleness_and_capacity_limits() {
@@ -209,7 +226,13 @@ mod tests {
         for v in 10..16 {
             buf.push(chunk(v, 8));
         }
-        buf.evict(15, &BufferLimits { max_staleness: 10, ..LIMITS });
+        buf.evict(
+            15,
+            &BufferLimits {
+                max_staleness: 10,
+                ..LIMITS
+            },
+        );
         assert_eq!(buf.decisions(), 40);
         assert_eq!(buf.chunks.front().unwrap().version, 11);
     }

@@ -109,11 +109,21 @@ pub struct Learner {
 
 impl Learner {
     /// A fresh learner on `device`; the critic takes `privileged` extra inputs.
-    pub fn new(cfg: PpoConfig, sizes: PolicySizes, privileged: usize, device: Device, seed: u64) -> Self {
+    pub fn new(
+        cfg: PpoConfig,
+        sizes: PolicySizes,
+        privileged: usize,
+        device: Device,
+        seed: u64,
+    ) -> Self {
         tch::manual_seed(seed as i64);
         let net = ActorCritic::new(device, sizes, privileged, cfg.norm_clip);
-        let mut named: Vec<(String, Tensor)> =
-            net.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut named: Vec<(String, Tensor)> = net
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
         let adam = Adam::new(&params, cfg.learning_rate);
@@ -159,7 +169,11 @@ impl Learner {
 
     fn ingest_one(&mut self, ep: &Episode) {
         let _guard = tch::no_grad_guard();
-        let (hidden, l, dev) = (self.net.critic.sizes().hidden, self.cfg.chunk_len, self.net.vs.device());
+        let (hidden, l, dev) = (
+            self.net.critic.sizes().hidden,
+            self.cfg.chunk_len,
+            self.net.vs.device(),
+        );
         let rows = critic_rows(ep, self.privileged);
         let width = OBS_DIM + self.privileged;
         let (mu, sigma) = self.value_scale();
@@ -169,10 +183,13 @@ impl Learner {
         for start in (0..ep.len()).step_by(l) {
             let n = l.min(ep.len() - start);
             critic_starts.push(state.row0());
-            let x = Tensor::from_slice(&rows[start * width..(start + n) * width]).view([1, n as i64, width as i64]).to_device(dev);
+            let x = Tensor::from_slice(&rows[start * width..(start + n) * width])
+                .view([1, n as i64, width as i64])
+                .to_device(dev);
             let (v, next) = self.net.critic.forward(&x, &state);
             state = next;
-            let v = Vec::<f32>::try_from(v.view([-1]).to_device(Device::Cpu)).expect("float values");
+            let v =
+                Vec::<f32>::try_from(v.view([-1]).to_device(Device::Cpu)).expect("float values");
             values.extend(v.iter().map(|v| v * sigma + mu));
         }
         let adv = gae::advantages(&ep.rewards, &values, self.cfg.gamma, self.cfg.gae_lambda);
@@ -187,7 +204,10 @@ impl Learner {
                 len: end - start,
                 obs: ep.obs[start * OBS_DIM..end * OBS_DIM].to_vec(),
                 privileged: ep.privileged[start * self.privileged..end * self.privileged].to_vec(),
-                actions: ep.actions[start..end].iter().flat_map(|a| a.iter().map(|&c| c as i64)).collect(),
+                actions: ep.actions[start..end]
+                    .iter()
+                    .flat_map(|a| a.iter().map(|&c| c as i64))
+                    .collect(),
                 behaviour_logp: ep.behaviour_logp[start..end].to_vec(),
                 advantages: adv[start..end].to_vec(),
                 returns: returns[start..end].to_vec(),
@@ -215,12 +235,23 @@ impl Learner {
         if self.buffer.decisions() < self.cfg.minibatch {
             return None;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.version.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ self.version.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut sum = UpdateStats::default();
         for _ in 0..self.cfg.minibatches {
             let chunks = self.buffer.sample(self.cfg.minibatch, &mut rng);
-            sum.staleness += chunks.iter().map(|c| (self.version - c.version) as f64).sum::<f64>() / chunks.len() as f64;
-            let mb = buffer::batch(&chunks, self.cfg.chunk_len, self.privileged, self.net.actor.sizes().hidden, self.net.vs.device());
+            sum.staleness += chunks
+                .iter()
+                .map(|c| (self.version - c.version) as f64)
+                .sum::<f64>()
+                / chunks.len() as f64;
+            let mb = buffer::batch(
+                &chunks,
+                self.cfg.chunk_len,
+                self.privileged,
+                self.net.actor.sizes().hidden,
+                self.net.vs.device(),
+            );
             let s = self.step(&mb);
             sum.policy_loss += s.policy_loss;
             sum.value_loss += s.value_loss;
@@ -252,7 +283,8 @@ impl Learner {
         let mean = masked_mean(&mb.advantages, &mb.mask);
         let var = masked_mean(&(&mb.advantages - &mean).square(), &mb.mask);
         let adv = (&mb.advantages - &mean) / (var.sqrt() + 1e-8);
-        let policy_loss = clipped_surrogate(&logp, &mb.behaviour_logp, &adv, &mb.mask, self.cfg.clip);
+        let policy_loss =
+            clipped_surrogate(&logp, &mb.behaviour_logp, &adv, &mb.mask, self.cfg.clip);
 
         let (mu, sigma) = self.value_scale();
         let critic_in = Tensor::cat(&[&mb.obs, &mb.privileged], -1);
@@ -260,16 +292,22 @@ impl Learner {
         let target = (&mb.returns - mu as f64) / sigma as f64;
         let value_loss = masked_mean(&(v.squeeze_dim(-1) - target).square(), &mb.mask);
         let entropy_mean = masked_mean(&entropy, &mb.mask);
-        let loss = &policy_loss + &value_loss * self.cfg.value_coef - &entropy_mean * self.cfg.entropy_coef;
+        let loss = &policy_loss + &value_loss * self.cfg.value_coef
+            - &entropy_mean * self.cfg.entropy_coef;
 
         for p in &mut self.params {
             p.zero_grad();
         }
         loss.backward();
-        let grad_norm = self.adam.clip_and_step(&self.params, self.cfg.max_grad_norm);
+        let grad_norm = self
+            .adam
+            .clip_and_step(&self.params, self.cfg.max_grad_norm);
         let _guard = tch::no_grad_guard();
         let log_ratio = &logp - &mb.behaviour_logp;
-        let outside = (log_ratio.exp() - 1.0).abs().gt(self.cfg.clip).to_kind(Kind::Float);
+        let outside = (log_ratio.exp() - 1.0)
+            .abs()
+            .gt(self.cfg.clip)
+            .to_kind(Kind::Float);
         UpdateStats {
             policy_loss: policy_loss.double_value(&[]),
             value_loss: value_loss.double_value(&[]),
@@ -298,9 +336,9 @@ impl Learner {
     /// Restores a state written by [`Self::state`] for the same sizes and configuration.
     pub fn restore(&mut self, s: LearnerState) -> Result<()> {
         self.net.load_named(&s.vars)?;
-        self.adam
-            .restore(&s.adam)
-            .ok_or_else(|| Error::Checkpoint("optimizer state does not match the network's parameters".into()))?;
+        self.adam.restore(&s.adam).ok_or_else(|| {
+            Error::Checkpoint("optimizer state does not match the network's parameters".into())
+        })?;
         self.version = s.version;
         self.seed = s.seed;
         self.obs_stats = s.obs_stats;
@@ -337,7 +375,8 @@ mod tests {
         agent.reset();
         let mut rewards = Vec::new();
         for t in 0..12u64 {
-            let obs: [f32; OBS_DIM] = std::array::from_fn(|i| ((i as u64 * 31 + t * 7 + seed) % 13) as f32 / 13.0);
+            let obs: [f32; OBS_DIM] =
+                std::array::from_fn(|i| ((i as u64 * 31 + t * 7 + seed) % 13) as f32 / 13.0);
             let a: Action = agent.act(&obs);
             rewards.push(f32::from(a.choices[0] == 5));
         }
@@ -357,15 +396,27 @@ mod tests {
     }
 
     fn toy_config() -> PpoConfig {
-        PpoConfig { minibatch: 48, chunk_len: 8, buffer: 288, learning_rate: 3e-3, ..PpoConfig::default() }
+        PpoConfig {
+            minibatch: 48,
+            chunk_len: 8,
+            buffer: 288,
+            learning_rate: 3e-3,
+            ..PpoConfig::default()
+        }
     }
 
     #[test]
     fn learns_the_one_right_action_on_a_toy_environment() {
         let cfg = toy_config();
         let mut learner = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 11);
-        let first = (0..8).map(|s| toy_episode(&learner, 1000 + s).1).sum::<f32>() / 8.0;
-        assert!(first < 0.35, "the untrained policy is near uniform over 7 choices, got {first}");
+        let first = (0..8)
+            .map(|s| toy_episode(&learner, 1000 + s).1)
+            .sum::<f32>()
+            / 8.0;
+        assert!(
+            first < 0.35,
+            "the untrained policy is near uniform over 7 choices, got {first}"
+        );
         let mut seed = 0;
         let mut right = 0.0;
         for _ in 0..40 {
@@ -387,7 +438,10 @@ mod tests {
                 break;
             }
         }
-        assert!(right > 0.9, "after 40 updates the right action is chosen {right} of the time");
+        assert!(
+            right > 0.9,
+            "after 40 updates the right action is chosen {right} of the time"
+        );
     }
 
     #[test]
@@ -404,7 +458,10 @@ mod tests {
         let obs = [0.25f32; OBS_DIM];
         let mut sa = LstmState::zeros(1, 32, Device::Cpu);
         let mut sb = LstmState::zeros(1, 32, Device::Cpu);
-        assert_eq!(a.net.actor.step(&obs, &mut sa), b.net.actor.step(&obs, &mut sb));
+        assert_eq!(
+            a.net.actor.step(&obs, &mut sa),
+            b.net.actor.step(&obs, &mut sb)
+        );
         // The next update continues identically (same optimizer moments, buffer and sampling).
         let (sa, sb) = (a.update().unwrap(), b.update().unwrap());
         assert_eq!(sa.policy_loss, sb.policy_loss);

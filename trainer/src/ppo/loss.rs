@@ -12,7 +12,9 @@ pub fn log_prob_and_entropy(logits: &Tensor, actions: &Tensor) -> (Tensor, Tenso
     let mut entropy = None::<Tensor>;
     for (h, head) in logits.split_with_sizes(&sizes, -1).iter().enumerate() {
         let lp = head.log_softmax(-1, Kind::Float);
-        let chosen = lp.gather(-1, &actions.narrow(-1, h as i64, 1), false).squeeze_dim(-1);
+        let chosen = lp
+            .gather(-1, &actions.narrow(-1, h as i64, 1), false)
+            .squeeze_dim(-1);
         let ent = -(lp.exp() * &lp).sum_dim_intlist(-1, false, Kind::Float);
         logp = Some(logp.map_or(chosen.shallow_clone(), |s| s + chosen));
         entropy = Some(entropy.map_or(ent.shallow_clone(), |s| s + ent));
@@ -26,7 +28,13 @@ pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Tensor {
 }
 
 /// The clipped surrogate loss −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)] with ρ = exp(logp − behaviour_logp).
-pub fn clipped_surrogate(logp: &Tensor, behaviour_logp: &Tensor, adv: &Tensor, mask: &Tensor, clip: f64) -> Tensor {
+pub fn clipped_surrogate(
+    logp: &Tensor,
+    behaviour_logp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    clip: f64,
+) -> Tensor {
     let ratio = (logp - behaviour_logp).exp();
     let unclipped = &ratio * adv;
     let clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * adv;
@@ -59,7 +67,9 @@ mod tests {
     fn head_log_probs_and_entropies() {
         // Uniform logits: log p = Σ_h −ln n_h and entropy Σ_h ln n_h.
         let logits = Tensor::zeros([2, 40], (Kind::Float, tch::Device::Cpu));
-        let actions = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 4, 2, 0, 9, 6, 0, 0, 0, 0, 0, 0, 0, 0]).view([2, 9]);
+        let actions =
+            Tensor::from_slice(&[0i64, 1, 2, 0, 1, 4, 2, 0, 9, 6, 0, 0, 0, 0, 0, 0, 0, 0])
+                .view([2, 9]);
         let (lp, ent) = log_prob_and_entropy(&logits, &actions);
         let expected: f64 = HEAD_SIZES.iter().map(|&n| (n as f64).ln()).sum();
         for i in 0..2 {
@@ -69,7 +79,10 @@ mod tests {
         // A confident first head: its choice gets almost all the mass and the rest stay uniform.
         let mut v = vec![0.0f32; 40];
         v[3] = 20.0;
-        let (lp, _) = log_prob_and_entropy(&Tensor::from_slice(&v), &Tensor::from_slice(&[3i64, 0, 0, 0, 0, 0, 0, 0, 0]));
+        let (lp, _) = log_prob_and_entropy(
+            &Tensor::from_slice(&v),
+            &Tensor::from_slice(&[3i64, 0, 0, 0, 0, 0, 0, 0, 0]),
+        );
         let rest: f64 = HEAD_SIZES[1..].iter().map(|&n| (n as f64).ln()).sum();
         assert!((scalar(&lp) + rest).abs() < 1e-4);
     }

@@ -71,7 +71,11 @@ impl Default for PpoConfig {
 impl PpoConfig {
     /// The buffer's reuse and staleness limits.
     pub fn buffer_limits(&self) -> BufferLimits {
-        BufferLimits { capacity: self.buffer, max_uses: self.max_uses, max_staleness: self.max_staleness }
+        BufferLimits {
+            capacity: self.buffer,
+            max_uses: self.max_uses,
+            max_staleness: self.max_staleness,
+        }
     }
 
     /// Fresh decisions per update that keep each decision used about `max_uses` times.

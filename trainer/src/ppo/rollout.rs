@@ -61,7 +61,7 @@ impl Default for RolloutConfig {
             workers: thread::available_parallelism().map_or(1, usize::from),
             families: Family::TRAINING.to_vec(),
             scale: Scale::Cpu,
-            max_steps: 600,
+            max_steps: 300,
             decisions: (8, 32),
             min_interval: 8,
             episodes_per_task: 4,
@@ -137,9 +137,23 @@ impl Workers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for w in 0..cfg.workers.max(1) {
-            let (cfg, pool, policy, next_task, tx, stop) =
-                (cfg.clone(), pool.clone(), policy.clone(), next_task.clone(), tx.clone(), stop.clone());
-            let worker = Worker { cfg, sizes, norm_clip, seed, pool, policy, stop };
+            let (cfg, pool, policy, next_task, tx, stop) = (
+                cfg.clone(),
+                pool.clone(),
+                policy.clone(),
+                next_task.clone(),
+                tx.clone(),
+                stop.clone(),
+            );
+            let worker = Worker {
+                cfg,
+                sizes,
+                norm_clip,
+                seed,
+                pool,
+                policy,
+                stop,
+            };
             let handle = thread::Builder::new()
                 .name(format!("rollout-{w}"))
                 .stack_size(64 << 20)
@@ -149,7 +163,10 @@ impl Workers {
                         let _ = tx.send(Err(e));
                     }
                 })
-                .map_err(|e| crate::error::Error::Io { path: "<rollout worker>".into(), source: e })?;
+                .map_err(|e| crate::error::Error::Io {
+                    path: "<rollout worker>".into(),
+                    source: e,
+                })?;
             handles.push(handle);
         }
         Ok(Self { handles, stop })
@@ -181,12 +198,18 @@ impl Worker {
         let mut version = None;
         while !self.stop.load(Ordering::Relaxed) {
             let index = next_task.fetch_add(1, Ordering::Relaxed);
-            let Some(job) = self.prepare(index)? else { continue };
+            let Some(job) = self.prepare(index)? else {
+                continue;
+            };
             for e in 0..self.cfg.episodes_per_task {
                 if self.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                let snapshot = self.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let snapshot = self
+                    .policy
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 if version != Some(snapshot.version) {
                     net.load_named(&snapshot.vars)?;
                     version = Some(snapshot.version);
@@ -210,29 +233,60 @@ impl Worker {
         let steps = spec.steps.min(self.cfg.max_steps).max(1);
         let (lo, hi) = self.cfg.decisions;
         let most = (steps / self.cfg.min_interval.max(1)).max(1) as u32;
-        let decisions = log_uniform_u32(&mut rng, lo.max(1), hi.max(lo)).min(most).max(1);
+        let decisions = log_uniform_u32(&mut rng, lo.max(1), hi.max(lo))
+            .min(most)
+            .max(1);
         let mut task = self.pool.build(&spec)?;
-        let trace = env::run_fixed(&mut *task, steps, Hyperparams::INITIAL, &reward::baseline_eval_steps(steps))?;
+        let trace = env::run_fixed(
+            &mut *task,
+            steps,
+            Hyperparams::INITIAL,
+            &reward::baseline_eval_steps(steps),
+        )?;
         let Ok(curve) = BaselineCurve::fit(&trace.evals, steps) else {
             return Ok(None);
         };
-        Ok(Some(TaskJob { index, seed, spec, steps, decisions, curve }))
+        Ok(Some(TaskJob {
+            index,
+            seed,
+            spec,
+            steps,
+            decisions,
+            curve,
+        }))
     }
 
-    fn episode(&self, job: &TaskJob, e: u32, version: u64, net: &ActorCritic) -> Result<EpisodeReport> {
+    fn episode(
+        &self,
+        job: &TaskJob,
+        e: u32,
+        version: u64,
+        net: &ActorCritic,
+    ) -> Result<EpisodeReport> {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(job.seed, 1 + e as u64));
         let initial = perturb(&mut rng);
         let hide_eval = rng.gen_bool(self.cfg.hide_eval_fraction.clamp(0.0, 1.0));
-        let cfg = EpisodeConfig { total_steps: job.steps, decisions: job.decisions, initial, hide_eval };
+        let cfg = EpisodeConfig {
+            total_steps: job.steps,
+            decisions: job.decisions,
+            initial,
+            hide_eval,
+        };
         let start = Instant::now();
         let mut task = self.pool.build(&job.spec)?;
         let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, rng.r#gen());
         let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
         let record = agent.record;
         let potentials = episode_potentials(&job.curve, &trace, job.steps);
-        let final_potential = potentials.last().copied().unwrap_or(-reward::POTENTIAL_CLIP);
+        let final_potential = potentials
+            .last()
+            .copied()
+            .unwrap_or(-reward::POTENTIAL_CLIP);
         // Action k is rewarded with s_{k+1} − s_k; the last one with the end-of-run potential.
-        let rewards: Vec<f32> = potentials.windows(2).map(|w| (w[1] - w[0]) as f32).collect();
+        let rewards: Vec<f32> = potentials
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as f32)
+            .collect();
         let privileged = privileged_inputs(&job.curve, &trace, &initial, &potentials);
         let summary = EpisodeSummary {
             task: job.spec.key(),
@@ -243,7 +297,8 @@ impl Worker {
             log_speedup: final_potential,
             hide_eval,
             seconds: start.elapsed().as_secs_f64(),
-            inner_steps: trace.train_losses.len() as u64 + job.steps / self.cfg.episodes_per_task.max(1) as u64,
+            inner_steps: trace.train_losses.len() as u64
+                + job.steps / self.cfg.episodes_per_task.max(1) as u64,
         };
         let episode = Episode {
             version,
@@ -271,18 +326,41 @@ struct TaskJob {
 
 /// s_1..s_K at the decisions, then the end-of-run potential (−3 when the run stopped early).
 fn episode_potentials(curve: &BaselineCurve, trace: &Trace, steps: u64) -> Vec<f64> {
-    let at_decisions: Vec<(u64, f64)> = trace.decisions.iter().map(|d| (d.step, d.eval_loss)).collect();
+    let at_decisions: Vec<(u64, f64)> = trace
+        .decisions
+        .iter()
+        .map(|d| (d.step, d.eval_loss))
+        .collect();
     let mut s = reward::potentials(curve, &at_decisions);
-    let end = if trace.stopped_at.is_some() { f64::NAN } else { trace.final_eval_loss };
+    let end = if trace.stopped_at.is_some() {
+        f64::NAN
+    } else {
+        trace.final_eval_loss
+    };
     s.push(curve.potential(steps, end));
     s
 }
 
 /// The critic's extra inputs for every decision of `trace` (see [`PRIVILEGED_DIM`]).
-fn privileged_inputs(curve: &BaselineCurve, trace: &Trace, initial: &Hyperparams, potentials: &[f64]) -> Vec<f32> {
+fn privileged_inputs(
+    curve: &BaselineCurve,
+    trace: &Trace,
+    initial: &Hyperparams,
+    potentials: &[f64],
+) -> Vec<f32> {
     let perturbation = relative_hyper(initial, &Hyperparams::INITIAL);
-    let log_or_flag = |x: f64| if x.is_finite() && x > 0.0 { [x.ln() as f32, 0.0] } else { [0.0, 1.0] };
-    let fit = [(curve.c + 1e-8).ln() as f32, curve.b.ln() as f32, curve.alpha as f32];
+    let log_or_flag = |x: f64| {
+        if x.is_finite() && x > 0.0 {
+            [x.ln() as f32, 0.0]
+        } else {
+            [0.0, 1.0]
+        }
+    };
+    let fit = [
+        (curve.c + 1e-8).ln() as f32,
+        curve.b.ln() as f32,
+        curve.alpha as f32,
+    ];
     let mut out = Vec::with_capacity(trace.decisions.len() * PRIVILEGED_DIM);
     for (d, s) in trace.decisions.iter().zip(potentials) {
         out.extend_from_slice(&perturbation);
@@ -299,7 +377,13 @@ fn privileged_inputs(curve: &BaselineCurve, trace: &Trace, initial: &Hyperparams
 /// from `reference` in the units the action heads move in.
 fn relative_hyper(h: &Hyperparams, reference: &Hyperparams) -> [f32; NUM_HYPERS] {
     let (h, r) = (h.to_array(), reference.to_array());
-    std::array::from_fn(|i| if i == CLIP_FRAC { logit(h[i]) - logit(r[i]) } else { (h[i] / r[i]).ln() })
+    std::array::from_fn(|i| {
+        if i == CLIP_FRAC {
+            logit(h[i]) - logit(r[i])
+        } else {
+            (h[i] / r[i]).ln()
+        }
+    })
 }
 
 /// Spec §4: lr × log-uniform[1e-2, 1e2]; wd, eps, ombeta1, ombeta2 × log-uniform[0.1, 10];
@@ -315,11 +399,23 @@ pub fn perturb(rng: &mut impl Rng) -> Hyperparams {
     let clip_ombeta = h.clip_ombeta * scale(0.5, 2.0);
     let lamb_ombeta = h.lamb_ombeta * scale(0.5, 2.0);
     let clip_frac = lhopt_core::math::sigmoid(logit(h.clip_frac) + rng.gen_range(-1.0f32..1.0));
-    Hyperparams { lr, ombeta1, ombeta2, eps, wd, clip_frac, clip_ombeta, lamb_ombeta }.clamped()
+    Hyperparams {
+        lr,
+        ombeta1,
+        ombeta2,
+        eps,
+        wd,
+        clip_frac,
+        clip_ombeta,
+        lamb_ombeta,
+    }
+    .clamped()
 }
 
 fn log_uniform_u32(rng: &mut impl Rng, lo: u32, hi: u32) -> u32 {
-    let x = rng.gen_range((lo as f64).ln()..((hi + 1) as f64).ln()).exp();
+    let x = rng
+        .gen_range((lo as f64).ln()..((hi + 1) as f64).ln())
+        .exp();
     (x.floor() as u32).clamp(lo, hi)
 }
 

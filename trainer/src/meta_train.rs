@@ -1,0 +1,544 @@
+//! `lhopt meta-train`: the PPO loop over the task distribution. Rollout workers keep producing
+//! episodes with the latest published policy while the learner waits for enough fresh decisions,
+//! updates, publishes, logs one JSON line per update, redraws the plots and checkpoints.
+//!
+//! A run lives in one folder: `config.toml` (fixed at the start), `metrics.jsonl`, `progress.png`,
+//! `checkpoint.bin` (written atomically) and, at the end, `policy.lhp`. `--resume` reloads the
+//! checkpoint and drops metrics lines written after it, so a killed run loses at most the update
+//! in progress.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::export::{self, write_atomic};
+use crate::plot::{self, Line, Panel};
+use crate::policy_net::{ActorCritic, PolicySizes};
+use crate::pool::Pool;
+use crate::ppo::PpoConfig;
+use crate::ppo::learner::{Episode, Learner, LearnerState, UpdateStats};
+use crate::ppo::rollout::{
+    EpisodeReport, PRIVILEGED_DIM, PolicySnapshot, RolloutConfig, SharedPolicy, Workers,
+};
+
+/// File names inside a run folder.
+pub const CONFIG_FILE: &str = "config.toml";
+/// See [`CONFIG_FILE`].
+pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
+/// See [`CONFIG_FILE`].
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// See [`CONFIG_FILE`].
+pub const PLOT_FILE: &str = "progress.png";
+/// See [`CONFIG_FILE`].
+pub const POLICY_FILE: &str = "policy.lhp";
+
+/// Everything a meta-training run is configured by (the TOML file; every field has a default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaTrainConfig {
+    /// Seeds the networks, the task sequence, perturbations and minibatch sampling.
+    pub seed: u64,
+    /// Policy size preset: tiny, small, medium or paper.
+    pub preset: String,
+    /// Updates to run in total (a resumed run continues up to this number).
+    pub updates: u64,
+    /// Write a checkpoint (and redraw the plots) every this many updates.
+    pub checkpoint_every: u64,
+    /// Name written into exported policies.
+    pub name: String,
+    /// PPO settings (spec §7).
+    pub ppo: PpoConfig,
+    /// Rollout settings.
+    pub rollout: RolloutConfig,
+}
+
+impl Default for MetaTrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            preset: "tiny".into(),
+            updates: 200,
+            checkpoint_every: 2,
+            name: "lhopt-meta-trained".into(),
+            ppo: PpoConfig::default(),
+            rollout: RolloutConfig::default(),
+        }
+    }
+}
+
+impl MetaTrainConfig {
+    /// Parses a TOML config, with a message that says which field is wrong.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| Error::Usage(format!("config {}: {e}", path.display())))?;
+        cfg.sizes()?;
+        if cfg.rollout.families.iter().any(|f| f.is_held_out()) {
+            return Err(Error::Usage(format!(
+                "config {}: rollout.families includes a held-out family; meta-training never samples those",
+                path.display()
+            )));
+        }
+        if cfg.rollout.families.is_empty() || cfg.checkpoint_every == 0 {
+            return Err(Error::Usage(format!(
+                "config {}: rollout.families must not be empty and checkpoint_every must be at least 1",
+                path.display()
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// The network sizes of [`Self::preset`].
+    pub fn sizes(&self) -> Result<PolicySizes> {
+        PolicySizes::preset(&self.preset).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown preset '{}'; choose tiny, small, medium or paper",
+                self.preset
+            ))
+        })
+    }
+}
+
+/// Counters of a run, kept across resumes.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct RunProgress {
+    /// Task configurations handed out (the next one's number).
+    pub next_task: u64,
+    /// Episodes received.
+    pub episodes: u64,
+    /// Decisions received.
+    pub decisions: u64,
+    /// Inner steps run (episodes and baselines).
+    pub inner_steps: u64,
+    /// Wall seconds spent in this loop, over all sessions.
+    pub seconds: f64,
+}
+
+/// The checkpoint file's content.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The run's configuration.
+    pub config: MetaTrainConfig,
+    /// Counters.
+    pub progress: RunProgress,
+    /// The learner.
+    pub learner: LearnerState,
+}
+
+impl Checkpoint {
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        postcard::from_bytes(&bytes).map_err(|e| {
+            Error::Checkpoint(format!(
+                "{} is not a readable checkpoint of this version: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let bytes =
+            postcard::to_allocvec(self).map_err(|e| Error::Checkpoint(format!("encoding: {e}")))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// The trained actor with its frozen input statistics, on the CPU.
+    pub fn actor_critic(&self) -> Result<ActorCritic> {
+        let mut net = ActorCritic::new(
+            tch::Device::Cpu,
+            self.config.sizes()?,
+            PRIVILEGED_DIM,
+            self.config.ppo.norm_clip,
+        );
+        net.load_named(&self.learner.vars)?;
+        Ok(net)
+    }
+
+    /// The one-paragraph card stored in the policy file (the full card is a separate document).
+    pub fn card(&self) -> String {
+        let families: Vec<&str> = self
+            .config
+            .rollout
+            .families
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        format!(
+            "lhopt meta-train, preset {}, seed {}, {} PPO updates, {} episodes, {} inner steps, {:.2} h wall; \
+             tasks {} at {:?} scale, T<={}; feature set {}; licence MIT OR Apache-2.0",
+            self.config.preset,
+            self.config.seed,
+            self.learner.version,
+            self.progress.episodes,
+            self.progress.inner_steps,
+            self.progress.seconds / 3600.0,
+            families.join(","),
+            self.config.rollout.scale,
+            self.config.rollout.max_steps,
+            lhopt_core::FEATURE_SET_VERSION,
+        )
+    }
+}
+
+/// One line of `metrics.jsonl`: one update.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricsLine {
+    /// Policy version after the update.
+    pub update: u64,
+    /// Run wall seconds so far.
+    pub seconds: f64,
+    /// Episodes so far.
+    pub episodes: u64,
+    /// Fresh episodes in this update.
+    pub fresh_episodes: usize,
+    /// Mean undiscounted return (final log-speedup over the baseline) of the fresh episodes.
+    pub mean_return: f64,
+    /// Geometric-mean speedup over the baseline of the fresh episodes, exp(mean return).
+    pub speedup: f64,
+    /// Mean return of fresh episodes whose eval loss was hidden (NaN when none).
+    pub mean_return_hidden_eval: f64,
+    /// Decisions per wall second over this update's collection.
+    pub decisions_per_s: f64,
+    /// Inner steps per wall second over this update's collection.
+    pub inner_steps_per_s: f64,
+    /// The update's statistics.
+    pub stats: UpdateStats,
+}
+
+/// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is required for a
+/// new run and refused with `resume` (a run's configuration is fixed at its start).
+pub fn run(
+    out: &Path,
+    config: Option<&Path>,
+    resume: bool,
+    pool: Pool,
+    show_progress: bool,
+) -> Result<Checkpoint> {
+    let ckpt_path = out.join(CHECKPOINT_FILE);
+    let (cfg, resumed) = if resume {
+        if config.is_some() {
+            return Err(Error::Usage(
+                "--resume continues with the run's own config.toml; drop --config".into(),
+            ));
+        }
+        let ckpt = Checkpoint::load(&ckpt_path)
+            .map_err(|e| Error::Usage(format!("cannot resume from {}: {e}", out.display())))?;
+        (ckpt.config.clone(), Some(ckpt))
+    } else {
+        if ckpt_path.exists() {
+            return Err(Error::Usage(format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            )));
+        }
+        let cfg = match config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Io {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                MetaTrainConfig::from_toml(&text, p)?
+            }
+            None => MetaTrainConfig::default(),
+        };
+        std::fs::create_dir_all(out).map_err(|source| Error::Io {
+            path: out.to_owned(),
+            source,
+        })?;
+        let text =
+            toml::to_string_pretty(&cfg).map_err(|e| Error::Usage(format!("config: {e}")))?;
+        write_atomic(&out.join(CONFIG_FILE), text.as_bytes())?;
+        (cfg, None)
+    };
+    let sizes = cfg.sizes()?;
+    let mut learner = Learner::new(
+        cfg.ppo,
+        sizes,
+        PRIVILEGED_DIM,
+        crate::device::default_device(),
+        cfg.seed,
+    );
+    let mut progress = RunProgress::default();
+    if let Some(ckpt) = resumed {
+        learner.restore(ckpt.learner)?;
+        progress = ckpt.progress;
+    }
+    let mut metrics = read_metrics(&out.join(METRICS_FILE), learner.version())?;
+    rewrite_metrics(&out.join(METRICS_FILE), &metrics)?;
+
+    let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(snapshot(&learner))));
+    let next_task = Arc::new(AtomicU64::new(progress.next_task));
+    let (tx, rx) = mpsc::sync_channel::<Result<EpisodeReport>>(2 * cfg.rollout.workers.max(1));
+    let workers = Workers::start(
+        &cfg.rollout,
+        sizes,
+        cfg.ppo.norm_clip,
+        cfg.seed,
+        Arc::new(pool),
+        policy.clone(),
+        next_task.clone(),
+        tx,
+    )?;
+
+    let bar = if show_progress {
+        ProgressBar::new(cfg.updates)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} updates ({elapsed}, eta {eta}) {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("meta-train");
+    bar.set_position(learner.version());
+
+    let mut result = Ok(());
+    let session_start = Instant::now();
+    let seconds_before = progress.seconds;
+    while learner.version() < cfg.updates {
+        match one_update(&mut learner, &rx, &mut progress, &cfg) {
+            Ok(Some(mut line)) => {
+                progress.seconds = seconds_before + session_start.elapsed().as_secs_f64();
+                progress.next_task = next_task.load(std::sync::atomic::Ordering::Relaxed);
+                line.seconds = progress.seconds;
+                line.episodes = progress.episodes;
+                *policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot(&learner));
+                append_metrics(&out.join(METRICS_FILE), &line)?;
+                bar.set_position(learner.version());
+                bar.set_message(format!(
+                    "return {:+.3} entropy {:.2} {:.1} decisions/s",
+                    line.mean_return, line.stats.entropy, line.decisions_per_s
+                ));
+                metrics.push(line);
+                let last = learner.version() == cfg.updates;
+                if learner.version() % cfg.checkpoint_every == 0 || last {
+                    let ckpt = Checkpoint {
+                        config: cfg.clone(),
+                        progress,
+                        learner: learner.state(),
+                    };
+                    ckpt.save(&ckpt_path)?;
+                    plot_metrics(&out.join(PLOT_FILE), &metrics)?;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(rx);
+    workers.stop();
+    bar.finish();
+    result?;
+    let ckpt = Checkpoint {
+        config: cfg,
+        progress,
+        learner: learner.state(),
+    };
+    let bytes =
+        export::encode_policy(&ckpt.actor_critic()?.actor, &ckpt.config.name, &ckpt.card())?;
+    write_atomic(&out.join(POLICY_FILE), &bytes)?;
+    Ok(ckpt)
+}
+
+/// Collects fresh episodes until one update's worth has arrived, ingests them and updates.
+/// `None` while the buffer is still filling.
+fn one_update(
+    learner: &mut Learner,
+    rx: &mpsc::Receiver<Result<EpisodeReport>>,
+    progress: &mut RunProgress,
+    cfg: &MetaTrainConfig,
+) -> Result<Option<MetricsLine>> {
+    let start = Instant::now();
+    let mut fresh: Vec<Episode> = Vec::new();
+    let mut returns = Vec::new();
+    let mut hidden_returns = Vec::new();
+    let mut inner_steps = 0;
+    while fresh.iter().map(Episode::len).sum::<usize>() < cfg.ppo.fresh_per_update() {
+        let report = rx.recv().map_err(|_| {
+            Error::Usage("every rollout worker stopped without saying why".into())
+        })??;
+        let s = &report.summary;
+        returns.push(s.log_speedup);
+        if s.hide_eval {
+            hidden_returns.push(s.log_speedup);
+        }
+        inner_steps += s.inner_steps;
+        fresh.push(report.episode);
+    }
+    let decisions: usize = fresh.iter().map(Episode::len).sum();
+    progress.episodes += fresh.len() as u64;
+    progress.decisions += decisions as u64;
+    progress.inner_steps += inner_steps;
+    let wall = start.elapsed().as_secs_f64().max(1e-9);
+    learner.ingest(&fresh);
+    let Some(stats) = learner.update() else {
+        return Ok(None);
+    };
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let mean_return = mean(&returns);
+    Ok(Some(MetricsLine {
+        update: learner.version(),
+        seconds: 0.0,
+        episodes: 0,
+        fresh_episodes: fresh.len(),
+        mean_return,
+        speedup: mean_return.exp(),
+        mean_return_hidden_eval: mean(&hidden_returns),
+        decisions_per_s: decisions as f64 / wall,
+        inner_steps_per_s: inner_steps as f64 / wall,
+        stats,
+    }))
+}
+
+fn snapshot(learner: &Learner) -> PolicySnapshot {
+    PolicySnapshot {
+        version: learner.version(),
+        vars: learner.net.to_named(),
+    }
+}
+
+/// Metrics lines of updates up to `version` (later ones belong to iterations a resume redoes).
+fn read_metrics(path: &Path, version: u64) -> Result<Vec<MetricsLine>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    // A line cut short by a kill is skipped; every complete one parses.
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<MetricsLine>(l).ok())
+        .filter(|m| m.update <= version)
+        .collect())
+}
+
+fn rewrite_metrics(path: &Path, lines: &[MetricsLine]) -> Result<()> {
+    let text: String = lines.iter().map(|l| json_line(l) + "\n").collect();
+    write_atomic(path, text.as_bytes())
+}
+
+fn append_metrics(path: &Path, line: &MetricsLine) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    writeln!(f, "{}", json_line(line)).map_err(io)
+}
+
+fn json_line(line: &MetricsLine) -> String {
+    serde_json::to_string(line).expect("metrics serialise")
+}
+
+/// Return, speedup and entropy (and the value loss) over updates.
+fn plot_metrics(path: &Path, metrics: &[MetricsLine]) -> Result<()> {
+    let series = |f: fn(&MetricsLine) -> f64| -> Vec<(f64, f64)> {
+        metrics.iter().map(|m| (m.update as f64, f(m))).collect()
+    };
+    let panel = |title: &str, y: &str, log_y: bool, lines: Vec<Line>| Panel {
+        title: title.into(),
+        x_label: "PPO update".into(),
+        y_label: y.into(),
+        log_y,
+        lines,
+    };
+    let line = |label: &str, points: Vec<(f64, f64)>| Line {
+        label: label.into(),
+        points,
+        markers: false,
+    };
+    let ret = series(|m| m.mean_return);
+    let panels = [
+        panel(
+            "return = final log-speedup over the baseline",
+            "log-speedup",
+            false,
+            vec![
+                line("per update", ret.clone()),
+                line("moving average (10)", moving_average(&ret, 10)),
+            ],
+        ),
+        panel(
+            "speedup over the baseline (geometric mean)",
+            "speedup",
+            true,
+            vec![
+                line("per update", series(|m| m.speedup)),
+                line(
+                    "moving average (10)",
+                    moving_average(&series(|m| m.speedup.ln()), 10)
+                        .into_iter()
+                        .map(|(x, y)| (x, y.exp()))
+                        .collect(),
+                ),
+            ],
+        ),
+        panel(
+            "policy entropy (sum over heads)",
+            "nats",
+            false,
+            vec![line("entropy", series(|m| m.stats.entropy))],
+        ),
+        panel(
+            "value loss (normalised)",
+            "loss",
+            true,
+            vec![line("value loss", series(|m| m.stats.value_loss))],
+        ),
+    ];
+    plot::write_png(path, "lhopt meta-training", &panels, 2)
+}
+
+fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    (0..points.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(window);
+            let ys: Vec<f64> = points[from..=i]
+                .iter()
+                .map(|p| p.1)
+                .filter(|y| y.is_finite())
+                .collect();
+            (points[i].0, ys.iter().sum::<f64>() / ys.len().max(1) as f64)
+        })
+        .collect()
+}
+
+/// `lhopt export`: checkpoint → policy file.
+pub fn export_checkpoint(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<PathBuf> {
+    let ckpt = Checkpoint::load(checkpoint)?;
+    let net = ckpt.actor_critic()?;
+    let bytes = export::encode_policy(&net.actor, name.unwrap_or(&ckpt.config.name), &ckpt.card())?;
+    write_atomic(out, &bytes)?;
+    Ok(out.to_owned())
+}
