@@ -9,14 +9,12 @@
 //! biased variance, like `torch.nn.functional.layer_norm`. Inputs are normalised first:
 //! `x̂ = clamp((x − mean) / sqrt(var + 1e-5), −clip, clip)`.
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::action::{Action, HEAD_OFFSETS, HEAD_SIZES, NUM_ACTION_LOGITS};
 use crate::math::{clamp, finite_or_zero, sigmoid};
 use crate::observation::OBS_DIM;
-use crate::weights::{FillSlice, GateMatrix, Matrix, Vector};
+use crate::weights::{GateMatrix, Matrix, Vector, deserialize_flat, serialize_flat};
 
 /// Epsilon of every layer norm and of the input normalisation.
 pub const NORM_EPS: f32 = 1e-5;
@@ -28,7 +26,7 @@ pub const DEFAULT_INPUT_CLIP: f32 = 5.0;
 ///
 /// Field order is the file order; names in [`PolicyNet::for_each_param`] follow the trainer's
 /// export names (`pre.w`, `lstm.wx`, ..., `norm.clip`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PolicyNet<const PRE: usize, const H: usize, const POST: usize> {
     /// `pre.w`, `[PRE][OBS_DIM]`.
     pub pre_w: Matrix<PRE, OBS_DIM>,
@@ -97,32 +95,21 @@ impl<const H: usize> Default for LstmState<H> {
 }
 
 impl<const H: usize> Serialize for LstmState<H> {
+    /// `h` then `c`, as `2H` flat `f32`.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut t = serializer.serialize_tuple(2)?;
-        t.serialize_element(&Vector(self.h))?;
-        t.serialize_element(&Vector(self.c))?;
-        t.end()
+        serialize_flat(serializer, 2 * H, self.h.iter().chain(&self.c))
     }
 }
 
 impl<'de, const H: usize> Deserialize<'de> for LstmState<H> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StateVisitor<const H: usize>;
-        impl<'de, const H: usize> Visitor<'de> for StateVisitor<H> {
-            type Value = LstmState<H>;
-            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str("an LSTM state (h, c)")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut state = LstmState::default();
-                for (i, part) in [&mut state.h, &mut state.c].into_iter().enumerate() {
-                    seq.next_element_seed(FillSlice(part))?
-                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
-                }
-                Ok(state)
-            }
-        }
-        deserializer.deserialize_tuple(2, StateVisitor::<H>)
+        let mut state = Self::default();
+        deserialize_flat(
+            deserializer,
+            2 * H,
+            state.h.iter_mut().chain(state.c.iter_mut()),
+        )?;
+        Ok(state)
     }
 }
 

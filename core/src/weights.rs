@@ -1,18 +1,20 @@
-//! Fixed-size `f32` arrays for weights and recurrent state, with a flat serde encoding.
+//! Fixed-size `f32` arrays for the policy weights, and a flat serde encoding for `f32` state.
+//!
+//! The array types give each weight tensor its shape and a row-major flat view (`as_flat`), which
+//! is how the policy file and the trainer's export address them.
 //!
 //! serde implements arrays only up to 32 elements, and the generic big-array helpers are not
-//! panic-free to decode. These types serialise as a tuple of their elements in row-major order,
-//! with no length prefix (in postcard: 4 little-endian bytes per `f32`, nothing else), and
-//! deserialise by filling their slots in order: no indexing, no panic.
+//! panic-free to decode. [`serialize_flat`] and [`deserialize_flat`] write and read any number of
+//! `f32` as one tuple with no length prefix (in postcard: 4 little-endian bytes each, nothing
+//! else), filling slots in order: no indexing, no panic. The LSTM state uses them.
 
 use core::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserialize, Serialize};
 
-/// Serialises `values` (exactly `len` of them) as one flat tuple.
-pub(crate) fn serialize_flat<'a, S: Serializer>(
+/// Serialises `values` (exactly `len` of them) as one flat tuple of `f32`.
+pub fn serialize_flat<'a, S: Serializer>(
     serializer: S,
     len: usize,
     values: impl Iterator<Item = &'a f32>,
@@ -24,8 +26,9 @@ pub(crate) fn serialize_flat<'a, S: Serializer>(
     tuple.end()
 }
 
-/// Fills `slots` (exactly `len` of them) from one flat tuple.
-pub(crate) fn deserialize_flat<'a, 'de, D: Deserializer<'de>>(
+/// Fills `slots` (exactly `len` of them) from one flat tuple of `f32`; a short input is an
+/// error, never a panic.
+pub fn deserialize_flat<'a, 'de, D: Deserializer<'de>>(
     deserializer: D,
     len: usize,
     slots: impl Iterator<Item = &'a mut f32>,
@@ -53,37 +56,6 @@ impl<'a, 'de, I: Iterator<Item = &'a mut f32>> Visitor<'de> for FlatVisitor<I> {
         }
         Ok(())
     }
-}
-
-/// A [`DeserializeSeed`] that fills a mutable slice in place (used for nested state).
-pub(crate) struct FillSlice<'a>(pub &'a mut [f32]);
-
-impl<'de> DeserializeSeed<'de> for FillSlice<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let len = self.0.len();
-        deserialize_flat(deserializer, len, self.0.iter_mut())
-    }
-}
-
-macro_rules! flat_serde {
-    ($ty:ident < $(const $p:ident : usize),+ >) => {
-        impl<$(const $p: usize),+> Serialize for $ty<$($p),+> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let flat = self.as_flat();
-                serialize_flat(serializer, flat.len(), flat.iter())
-            }
-        }
-
-        impl<'de, $(const $p: usize),+> Deserialize<'de> for $ty<$($p),+> {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let mut out = Self::zeroed();
-                FillSlice(out.as_flat_mut()).deserialize(deserializer)?;
-                Ok(out)
-            }
-        }
-    };
 }
 
 /// A vector of `N` values.
@@ -160,43 +132,20 @@ impl<const H: usize, const C: usize> GateMatrix<H, C> {
     }
 }
 
-flat_serde!(Vector<const N: usize>);
-flat_serde!(Matrix<const R: usize, const C: usize>);
-flat_serde!(GateMatrix<const H: usize, const C: usize>);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn postcard_bytes_are_flat_little_endian_f32() {
+    fn flat_views_are_row_major() {
         let m = Matrix([[1.0_f32, 2.0], [3.0, 4.0]]);
-        let mut buf = [0u8; 32];
-        let bytes = postcard::to_slice(&m, &mut buf).unwrap();
-        let mut expected = [0u8; 16];
-        for (chunk, v) in expected.chunks_mut(4).zip([1.0_f32, 2.0, 3.0, 4.0]) {
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        assert_eq!(bytes, &expected);
-    }
-
-    #[test]
-    fn large_arrays_round_trip() {
-        let mut g = GateMatrix::<40, 3>::zeroed();
+        assert_eq!(m.as_flat(), &[1.0, 2.0, 3.0, 4.0]);
+        let mut g = GateMatrix::<3, 2>::zeroed();
         for (i, x) in g.as_flat_mut().iter_mut().enumerate() {
-            *x = i as f32 * 0.5;
+            *x = i as f32;
         }
-        let mut buf = [0u8; 4 * 4 * 40 * 3];
-        let bytes = postcard::to_slice(&g, &mut buf).unwrap();
-        assert_eq!(bytes.len(), 4 * 480);
-        let back: GateMatrix<40, 3> = postcard::from_bytes(bytes).unwrap();
-        assert_eq!(back, g);
-        assert_eq!(back.0[1][0][0], 3.0 * 40.0 * 0.5, "gate f starts at row H");
-    }
-
-    #[test]
-    fn short_input_is_an_error_not_a_panic() {
-        let bytes = [0u8; 4 * 99];
-        assert!(postcard::from_bytes::<Vector<100>>(&bytes).is_err());
+        // Gate f starts at row H = 3 of the 4H × C matrix.
+        assert_eq!(g.0[1][0], [6.0, 7.0]);
+        assert_eq!(Vector::<3>::splat(2.0).as_flat(), &[2.0; 3]);
     }
 }
