@@ -92,7 +92,7 @@ fn decision_at<M: Measurement, const PRE: usize, const H: usize, const POST: usi
     let obs: [f32; OBS_DIM] = std::array::from_fn(|i| (i as f32 * 0.37).sin());
     let mut state = LstmState::<H>::default();
     group.bench_function(BenchmarkId::new("forward_greedy", name), |b| {
-        b.iter(|| greedy(&policy.net().forward(black_box(&obs), &mut state)))
+        b.iter(|| greedy(&policy.forward(black_box(&obs), &mut state)))
     });
 
     // The whole decision as a runtime sees it: observation, forward, action, apply.

@@ -116,7 +116,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
     /// are always finite and inside their bounds.
     pub fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
         let obs = self.observer.observation(inputs);
-        let logits = self.policy.net().forward(&obs, &mut self.state);
+        let logits = self.policy.forward(&obs, &mut self.state);
         let action = match self.mode {
             Mode::Greedy => greedy(&logits),
             Mode::Sample { .. } => sample(&logits, &mut self.rng),

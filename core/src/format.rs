@@ -16,7 +16,7 @@ use crate::action::{HEAD_SIZES, NUM_HEADS};
 use crate::crc32::{Crc32, crc32};
 use crate::error::Error;
 use crate::observation::{FEATURE_SET_VERSION, OBS_DIM};
-use crate::policy::PolicyNet;
+use crate::policy::{LstmState, PolicyNet};
 
 /// First four bytes of a policy file.
 pub const POLICY_MAGIC: [u8; 4] = *b"LHPO";
@@ -204,6 +204,8 @@ pub struct FrozenPolicy<const PRE: usize, const H: usize, const POST: usize> {
     header: PolicyHeader,
     net: PolicyNet<PRE, H, POST>,
     fingerprint: u32,
+    /// [`PolicyNet::input_scale`], computed once (it costs 166 square roots and divisions).
+    input_scale: [f32; OBS_DIM],
 }
 
 fn size_u16(which: &'static str, n: usize) -> Result<u16, Error> {
@@ -256,10 +258,12 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
             return Err(Error::NonFinite);
         }
         let fingerprint = fingerprint(&net);
+        let input_scale = net.input_scale();
         Ok(Self {
             header,
             net,
             fingerprint,
+            input_scale,
         })
     }
 
@@ -332,6 +336,16 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// The network.
     pub fn net(&self) -> &PolicyNet<PRE, H, POST> {
         &self.net
+    }
+
+    /// One decision step of the network ([`PolicyNet::forward`], with the input scale cached).
+    pub fn forward(
+        &self,
+        obs_raw: &[f32; OBS_DIM],
+        state: &mut LstmState<H>,
+    ) -> [f32; crate::action::NUM_ACTION_LOGITS] {
+        let x = self.net.normalise(obs_raw, &self.input_scale);
+        self.net.forward_normalised(&x, state)
     }
 
     /// CRC-32 of the weights in file order: identifies the policy.
@@ -407,6 +421,17 @@ mod tests {
         }
         assert_eq!(size::<32, 32, 32>(), 67_827);
         assert_eq!(size::<64, 64, 64>(), 207_859);
+    }
+
+    #[test]
+    fn cached_input_scale_gives_the_same_logits_as_the_network() {
+        let p = policy();
+        let obs: [f32; OBS_DIM] = core::array::from_fn(|i| i as f32 * 0.1 - 5.0);
+        let (mut a, mut b) = (LstmState::default(), LstmState::default());
+        for _ in 0..3 {
+            assert_eq!(p.forward(&obs, &mut a), p.net().forward(&obs, &mut b));
+        }
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -311,18 +311,23 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
         finite && self.norm_var.0.iter().all(|&v| v >= 0.0) && self.norm_clip > 0.0
     }
 
-    /// The normalised input `clamp((x − mean) / sqrt(var + 1e-5), −clip, clip)`; a non-finite
-    /// input counts as 0 after normalisation.
-    pub fn normalise(&self, obs_raw: &[f32; OBS_DIM]) -> [f32; OBS_DIM] {
+    /// `1 / sqrt(var + 1e-5)` per input: the scale of the input normalisation. A
+    /// [`crate::FrozenPolicy`] computes it once; [`PolicyNet::forward`] on every call.
+    pub fn input_scale(&self) -> [f32; OBS_DIM] {
+        self.norm_var.0.map(|v| 1.0 / libm::sqrtf(v + NORM_EPS))
+    }
+
+    /// The normalised input `clamp((x − mean) · scale, −clip, clip)` with `scale` from
+    /// [`PolicyNet::input_scale`]; a non-finite input counts as 0 after normalisation.
+    pub fn normalise(&self, obs_raw: &[f32; OBS_DIM], scale: &[f32; OBS_DIM]) -> [f32; OBS_DIM] {
         let mut out = [0.0; OBS_DIM];
-        for (((o, x), m), v) in out
+        for (((o, x), m), s) in out
             .iter_mut()
             .zip(obs_raw)
             .zip(&self.norm_mean.0)
-            .zip(&self.norm_var.0)
+            .zip(scale)
         {
-            let z = (x - m) / libm::sqrtf(v + NORM_EPS);
-            *o = clamp(finite_or_zero(z), -self.norm_clip, self.norm_clip);
+            *o = clamp(finite_or_zero((x - m) * s), -self.norm_clip, self.norm_clip);
         }
         out
     }
@@ -333,8 +338,17 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
         obs_raw: &[f32; OBS_DIM],
         state: &mut LstmState<H>,
     ) -> [f32; NUM_ACTION_LOGITS] {
-        let x = self.normalise(obs_raw);
-        let pre = affine_relu(&self.pre_w, &self.pre_b, &x);
+        self.forward_normalised(&self.normalise(obs_raw, &self.input_scale()), state)
+    }
+
+    /// [`PolicyNet::forward`] after the input normalisation: `x` is the output of
+    /// [`PolicyNet::normalise`].
+    pub fn forward_normalised(
+        &self,
+        x: &[f32; OBS_DIM],
+        state: &mut LstmState<H>,
+    ) -> [f32; NUM_ACTION_LOGITS] {
+        let pre = affine_relu(&self.pre_w, &self.pre_b, x);
 
         let mut gx = gate_matvec(&self.lstm_wx, &pre);
         let mut gh = gate_matvec(&self.lstm_wh, &state.h);
@@ -620,7 +634,7 @@ mod tests {
         obs[0] = 5.0;
         obs[1] = 100.0;
         obs[2] = f32::NAN;
-        let x = net.normalise(&obs);
+        let x = net.normalise(&obs, &net.input_scale());
         assert_eq!(&x[..3], &[2.0, DEFAULT_INPUT_CLIP, 0.0]);
     }
 
