@@ -49,7 +49,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> Agent for FrozenAgent<
     }
 
     fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action {
-        let logits = self.policy.net().forward(obs, &mut self.state);
+        let logits = self.policy.forward(obs, &mut self.state);
         match self.mode {
             Mode::Greedy => greedy(&logits),
             Mode::Sample { .. } => sample(&logits, &mut self.rng),
