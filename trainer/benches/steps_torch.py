@@ -1,6 +1,7 @@
 """Plain PyTorch twin of the trainer's task families, for the steps/s comparison in steps.rs.
 
-Usage: python steps_torch.py SPEC_JSON SECONDS  ->  prints inner steps per second.
+Usage: python steps_torch.py SPEC_JSON SECONDS  ->  prints inner steps per wall-clock second and
+per CPU second of this process.
 
 SPEC_JSON is a serialised lhopt TaskSpec. The model and minibatch shapes match the Rust task of
 that spec; data is random (content does not change the cost). One intra-op thread, AdamW with
@@ -257,11 +258,12 @@ def main():
 
     for _ in range(5):
         step()
-    steps, start = 0, time.perf_counter()
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while steps < 20 or time.perf_counter() - start < seconds:
         step()
         steps += 1
-    print(steps / (time.perf_counter() - start))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    print(steps / wall, steps / cpu)
 
 
 if __name__ == "__main__":
