@@ -176,14 +176,26 @@ pub fn evaluate(
 impl EvalReport {
     /// The table as aligned text, with the geometric means below it.
     pub fn table(&self) -> String {
+        let width = |f: fn(&EvalRow) -> usize, title: &str| {
+            self.rows
+                .iter()
+                .map(f)
+                .chain([title.len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let (tw, cw) = (
+            width(|r| r.task.len(), "task"),
+            width(|r| r.controller.len(), "controller"),
+        );
         let mut out = format!(
-            "{:<36} {:>4} {:>6} {:<12} {:>11} {:>11} {:>9}\n",
+            "{:<tw$} {:>4} {:>6} {:<cw$} {:>11} {:>11} {:>9}\n",
             "task", "seed", "T", "controller", "final loss", "grid at T", "speedup"
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:<36} {:>4} {:>6} {:<12} {:>11.4e} {:>11.4e} {:>9}",
+                "{:<tw$} {:>4} {:>6} {:<cw$} {:>11.4e} {:>11.4e} {:>9}",
                 r.task,
                 r.seed,
                 r.steps,
