@@ -43,13 +43,13 @@ pub enum Error {
     /// Bad user input that the argument parser could not catch (what was wrong, what to do).
     #[error("{0}")]
     Usage(String),
-}
-
-/// Result alias for the trainer.
     /// A task whose baseline cannot define a reward (spec §6), e.g. its eval loss never decreases.
     #[error("reward: {0}")]
     Reward(String),
     /// A checkpoint or policy file that cannot be read back into this network.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+}
+
+/// Result alias for the trainer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
