@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lhopt_core::{Hyperparams, Mode};
 use lhopt_data::DataDir;
 
-use crate::baseline::{self, Cache};
+use crate::baseline::{self, Cache, Grid};
 use crate::env::{PolicyFile, Trace};
 use crate::error::{Error, Result};
 use crate::eval::{self, Controller};
@@ -299,6 +299,23 @@ pub struct RunArgs {
 pub struct BaselineArgs {
     #[command(flatten)]
     pub tasks: TaskSelection,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+/// Which budgets the AdamW grid measures.
+#[derive(Debug, Args)]
+pub struct GridArgs {
+    /// Grid budgets as multiples of each task's T, comma-separated; speedups outside
+    /// [smallest, largest] are reported as bounds.
+    #[arg(long, value_delimiter = ',', default_values_t = baseline::BUDGET_FACTORS)]
+    pub budgets: Vec<f64>,
+}
+
+impl GridArgs {
+    fn grid(&self) -> Result<Grid> {
+        Grid::new(Cache::from_env()?, &self.budgets)
+    }
 }
 
 /// `lhopt eval`.
@@ -310,6 +327,8 @@ pub struct EvalArgs {
     /// constant) is always evaluated beside it.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub grid: GridArgs,
     /// Folder for eval.csv, eval.json and one PNG per task.
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
@@ -514,9 +533,9 @@ fn print_trace(trace: &Trace, initial: Hyperparams) {
 
 fn run_baselines(args: &BaselineArgs, pool: Pool) -> Result<()> {
     let specs = args.tasks.specs()?;
-    let cache = Cache::from_env()?;
+    let grid = args.grid.grid()?;
     let bar = progress_bar("baseline runs");
-    let grids = baseline::grid_curves(&specs, &pool, &cache, &bar)?;
+    let grids = grid.curves(&specs, &pool, &bar)?;
     bar.finish_and_clear();
     println!(
         "{:<40} {:>7} {:>12} {:>8} {:<10}",
@@ -534,13 +553,13 @@ fn run_baselines(args: &BaselineArgs, pool: Pool) -> Result<()> {
             );
         }
     }
-    eprintln!("cached under {}", cache.root().display());
+    eprintln!("cached under {}", grid.cache.root().display());
     Ok(())
 }
 
 fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
     let specs = args.tasks.specs()?;
-    let cache = Cache::from_env()?;
+    let grid = args.grid.grid()?;
     let mut controllers = vec![Controller::Fixed(Hyperparams::INITIAL)];
     if let Some(file) = args.policy.read()? {
         let initial = Hyperparams::INITIAL;
@@ -557,7 +576,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         &controllers,
         args.policy.decisions,
         &pool,
-        &cache,
+        &grid,
         &grid_bar,
         &run_bar,
     )?;

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use lhopt_core::Hyperparams;
 use serde::Serialize;
 
-use crate::baseline::{self, Cache, GridCurve, MeanSpeedup, Speedup};
+use crate::baseline::{Grid, GridCurve, MeanSpeedup, Speedup};
 use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
 use crate::plot::{self, Line, PlottedRun};
@@ -118,11 +118,11 @@ pub fn evaluate(
     controllers: &[Controller],
     decisions: u32,
     pool: &Pool,
-    cache: &Cache,
+    grid: &Grid,
     grid_progress: &ProgressBar,
     run_progress: &ProgressBar,
 ) -> Result<(EvalReport, Vec<Vec<Trace>>)> {
-    let grids = baseline::grid_curves(specs, pool, cache, grid_progress)?;
+    let grids = grid.curves(specs, pool, grid_progress)?;
     let jobs: Vec<(usize, usize)> = (0..specs.len())
         .flat_map(|t| (0..controllers.len()).map(move |c| (t, c)))
         .collect();
