@@ -3,7 +3,7 @@
 //! updates, publishes, logs one JSON line per update, redraws the plots and checkpoints.
 //!
 //! A run lives in one folder: `config.toml` (fixed at the start), `metrics.jsonl`, `progress.png`,
-//! `checkpoint.bin` (written atomically) and, at the end, `policy.lhp`. `--resume` reloads the
+//! `checkpoint.bin` (rewritten atomically after every update) and, at the end, `policy.lhp`. `--resume` reloads the
 //! checkpoint and drops metrics lines written after it, so a killed run loses at most the update
 //! in progress.
 
@@ -25,7 +25,8 @@ use crate::pool::Pool;
 use crate::ppo::PpoConfig;
 use crate::ppo::learner::{Episode, Learner, LearnerState, UpdateStats};
 use crate::ppo::rollout::{
-    EpisodeReport, PRIVILEGED_DIM, PolicySnapshot, RolloutConfig, SharedPolicy, Workers,
+    EpisodeReport, PRIVILEGED_DIM, PolicySnapshot, RolloutConfig, SharedPolicy, WorkerContext,
+    Workers,
 };
 
 /// File names inside a run folder.
@@ -49,8 +50,8 @@ pub struct MetaTrainConfig {
     pub preset: String,
     /// Updates to run in total (a resumed run continues up to this number).
     pub updates: u64,
-    /// Write a checkpoint (and redraw the plots) every this many updates.
-    pub checkpoint_every: u64,
+    /// Redraw the plots every this many updates (a checkpoint is written after every update).
+    pub plot_every: u64,
     /// Name written into exported policies.
     pub name: String,
     /// PPO settings (spec §7).
@@ -65,7 +66,7 @@ impl Default for MetaTrainConfig {
             seed: 0,
             preset: "tiny".into(),
             updates: 200,
-            checkpoint_every: 2,
+            plot_every: 2,
             name: "lhopt-meta-trained".into(),
             ppo: PpoConfig::default(),
             rollout: RolloutConfig::default(),
@@ -85,9 +86,9 @@ impl MetaTrainConfig {
                 path.display()
             )));
         }
-        if cfg.rollout.families.is_empty() || cfg.checkpoint_every == 0 {
+        if cfg.rollout.families.is_empty() || cfg.plot_every == 0 {
             return Err(Error::Usage(format!(
-                "config {}: rollout.families must not be empty and checkpoint_every must be at least 1",
+                "config {}: rollout.families must not be empty and plot_every must be at least 1",
                 path.display()
             )));
         }
@@ -174,12 +175,13 @@ impl Checkpoint {
             .map(|f| f.name())
             .collect();
         format!(
-            "lhopt meta-train, preset {}, seed {}, {} PPO updates, {} episodes, {} inner steps, {:.2} h wall; \
+            "lhopt meta-train, preset {}, seed {}, {} PPO updates, {} episodes, {} decisions, {} inner steps, {:.2} h wall; \
              tasks {} at {:?} scale, T<={}; feature set {}; licence MIT OR Apache-2.0",
             self.config.preset,
             self.config.seed,
             self.learner.version,
             self.progress.episodes,
+            self.progress.decisions,
             self.progress.inner_steps,
             self.progress.seconds / 3600.0,
             families.join(","),
@@ -205,8 +207,12 @@ pub struct MetricsLine {
     pub mean_return: f64,
     /// Geometric-mean speedup over the baseline of the fresh episodes, exp(mean return).
     pub speedup: f64,
-    /// Mean return of fresh episodes whose eval loss was hidden (NaN when none).
-    pub mean_return_hidden_eval: f64,
+    /// Mean return of fresh episodes whose eval loss was hidden (none when no episode hid it).
+    pub mean_return_hidden_eval: Option<f64>,
+    /// Decisions so far.
+    pub decisions: u64,
+    /// Inner steps so far (episodes and baselines).
+    pub inner_steps: u64,
     /// Decisions per wall second over this update's collection.
     pub decisions_per_s: f64,
     /// Inner steps per wall second over this update's collection.
@@ -279,16 +285,15 @@ pub fn run(
     let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(snapshot(&learner))));
     let next_task = Arc::new(AtomicU64::new(progress.next_task));
     let (tx, rx) = mpsc::sync_channel::<Result<EpisodeReport>>(2 * cfg.rollout.workers.max(1));
-    let workers = Workers::start(
-        &cfg.rollout,
+    let ctx = WorkerContext {
         sizes,
-        cfg.ppo.norm_clip,
-        cfg.seed,
-        Arc::new(pool),
-        policy.clone(),
-        next_task.clone(),
-        tx,
-    )?;
+        norm_clip: cfg.ppo.norm_clip,
+        seed: cfg.seed,
+        pool: Arc::new(pool),
+        policy: policy.clone(),
+        next_task: next_task.clone(),
+    };
+    let workers = Workers::start(&cfg.rollout, &ctx, tx)?;
 
     let bar = if show_progress {
         ProgressBar::new(cfg.updates)
@@ -315,6 +320,8 @@ pub fn run(
                 progress.next_task = next_task.load(std::sync::atomic::Ordering::Relaxed);
                 line.seconds = progress.seconds;
                 line.episodes = progress.episodes;
+                line.decisions = progress.decisions;
+                line.inner_steps = progress.inner_steps;
                 *policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot(&learner));
                 append_metrics(&out.join(METRICS_FILE), &line)?;
                 bar.set_position(learner.version());
@@ -323,14 +330,15 @@ pub fn run(
                     line.mean_return, line.stats.entropy, line.decisions_per_s
                 ));
                 metrics.push(line);
-                let last = learner.version() == cfg.updates;
-                if learner.version() % cfg.checkpoint_every == 0 || last {
-                    let ckpt = Checkpoint {
-                        config: cfg.clone(),
-                        progress,
-                        learner: learner.state(),
-                    };
-                    ckpt.save(&ckpt_path)?;
+                let ckpt = Checkpoint {
+                    config: cfg.clone(),
+                    progress,
+                    learner: learner.state(),
+                };
+                ckpt.save(&ckpt_path)?;
+                if learner.version().is_multiple_of(cfg.plot_every)
+                    || learner.version() == cfg.updates
+                {
                     plot_metrics(&out.join(PLOT_FILE), &metrics)?;
                 }
             }
@@ -405,7 +413,9 @@ fn one_update(
         fresh_episodes: fresh.len(),
         mean_return,
         speedup: mean_return.exp(),
-        mean_return_hidden_eval: mean(&hidden_returns),
+        mean_return_hidden_eval: (!hidden_returns.is_empty()).then(|| mean(&hidden_returns)),
+        decisions: 0,
+        inner_steps: 0,
         decisions_per_s: decisions as f64 / wall,
         inner_steps_per_s: inner_steps as f64 / wall,
         stats,
@@ -541,4 +551,74 @@ pub fn export_checkpoint(checkpoint: &Path, out: &Path, name: Option<&str>) -> R
     let bytes = export::encode_policy(&net.actor, name.unwrap_or(&ckpt.config.name), &ckpt.card())?;
     write_atomic(out, &bytes)?;
     Ok(out.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_cpu_config_is_the_builtin_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/meta-train-cpu.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut cfg = MetaTrainConfig::from_toml(&text, &path).unwrap();
+        let mut default = MetaTrainConfig::default();
+        // Only the worker count (cores of this machine) and the policy name may differ.
+        cfg.rollout.workers = 0;
+        default.rollout.workers = 0;
+        default.name = cfg.name.clone();
+        assert_eq!(cfg, default);
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let p = Path::new("x.toml");
+        let err = MetaTrainConfig::from_toml("[ppo]\nclip_range = 0.1\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clip_range"), "{err}");
+        let err = MetaTrainConfig::from_toml("preset = \"huge\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("huge") && err.contains("tiny"), "{err}");
+        let err = MetaTrainConfig::from_toml("[rollout]\nfamilies = [\"Ncf\"]\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("held-out"), "{err}");
+    }
+
+    #[test]
+    fn resume_keeps_metrics_up_to_the_checkpoint_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS_FILE);
+        let line = |update| MetricsLine {
+            update,
+            seconds: update as f64,
+            episodes: 0,
+            fresh_episodes: 1,
+            mean_return: -0.5,
+            speedup: (-0.5f64).exp(),
+            mean_return_hidden_eval: None,
+            decisions: 0,
+            inner_steps: 0,
+            decisions_per_s: 1.0,
+            inner_steps_per_s: 10.0,
+            stats: UpdateStats::default(),
+        };
+        for u in 1..=4 {
+            append_metrics(&path, &line(u)).unwrap();
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        write!(f, "{{\"update\":5,\"seco").unwrap();
+        let kept = read_metrics(&path, 3).unwrap();
+        assert_eq!(
+            kept.iter().map(|m| m.update).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        rewrite_metrics(&path, &kept).unwrap();
+        assert_eq!(read_metrics(&path, 100).unwrap().len(), 3);
+    }
 }

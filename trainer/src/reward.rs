@@ -147,7 +147,7 @@ fn least_squares(pts: &[(f64, f64)], alpha: f64) -> Option<(f64, f64)> {
         (f64::NAN, f64::NAN)
     };
     // The problem is convex, so when the unconstrained c is negative the optimum has c = 0.
-    if !(c >= 0.0) {
+    if c.is_nan() || c < 0.0 {
         c = 0.0;
         b = sxy / sxx;
     }

@@ -114,6 +114,24 @@ pub struct EpisodeSummary {
     pub inner_steps: u64,
 }
 
+/// What every worker shares: the policy shape, the run seed, where tasks are built, where the
+/// policy is published and the task counter.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// Network sizes.
+    pub sizes: PolicySizes,
+    /// Input-normalisation clip.
+    pub norm_clip: f64,
+    /// Run seed.
+    pub seed: u64,
+    /// Builds tasks.
+    pub pool: Arc<Pool>,
+    /// The latest policy.
+    pub policy: SharedPolicy,
+    /// Number of the next task configuration.
+    pub next_task: Arc<AtomicU64>,
+}
+
 /// Running rollout workers.
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
@@ -121,45 +139,29 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `cfg.workers` threads. Task configurations are numbered from `next_task` on (a
+    /// Starts `cfg.workers` threads. Task configurations are numbered from `ctx.next_task` on (a
     /// resumed run continues the sequence); each worker takes the next number when it needs a
     /// task. Episodes, or the error that stopped a worker, go to `tx`.
     pub fn start(
         cfg: &RolloutConfig,
-        sizes: PolicySizes,
-        norm_clip: f64,
-        seed: u64,
-        pool: Arc<Pool>,
-        policy: SharedPolicy,
-        next_task: Arc<AtomicU64>,
+        ctx: &WorkerContext,
         tx: SyncSender<Result<EpisodeReport>>,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for w in 0..cfg.workers.max(1) {
-            let (cfg, pool, policy, next_task, tx, stop) = (
-                cfg.clone(),
-                pool.clone(),
-                policy.clone(),
-                next_task.clone(),
-                tx.clone(),
-                stop.clone(),
-            );
             let worker = Worker {
-                cfg,
-                sizes,
-                norm_clip,
-                seed,
-                pool,
-                policy,
-                stop,
+                cfg: cfg.clone(),
+                ctx: ctx.clone(),
+                stop: stop.clone(),
             };
+            let tx = tx.clone();
             let handle = thread::Builder::new()
                 .name(format!("rollout-{w}"))
                 .stack_size(64 << 20)
                 .spawn(move || {
                     crate::device::init_worker_thread();
-                    if let Err(e) = worker.run(&next_task, &tx) {
+                    if let Err(e) = worker.run(&tx) {
                         let _ = tx.send(Err(e));
                     }
                 })
@@ -184,20 +186,21 @@ impl Workers {
 
 struct Worker {
     cfg: RolloutConfig,
-    sizes: PolicySizes,
-    norm_clip: f64,
-    seed: u64,
-    pool: Arc<Pool>,
-    policy: SharedPolicy,
+    ctx: WorkerContext,
     stop: Arc<AtomicBool>,
 }
 
 impl Worker {
-    fn run(&self, next_task: &AtomicU64, tx: &SyncSender<Result<EpisodeReport>>) -> Result<()> {
-        let mut net = ActorCritic::new(Device::Cpu, self.sizes, PRIVILEGED_DIM, self.norm_clip);
+    fn run(&self, tx: &SyncSender<Result<EpisodeReport>>) -> Result<()> {
+        let mut net = ActorCritic::new(
+            Device::Cpu,
+            self.ctx.sizes,
+            PRIVILEGED_DIM,
+            self.ctx.norm_clip,
+        );
         let mut version = None;
         while !self.stop.load(Ordering::Relaxed) {
-            let index = next_task.fetch_add(1, Ordering::Relaxed);
+            let index = self.ctx.next_task.fetch_add(1, Ordering::Relaxed);
             let Some(job) = self.prepare(index)? else {
                 continue;
             };
@@ -206,6 +209,7 @@ impl Worker {
                     return Ok(());
                 }
                 let snapshot = self
+                    .ctx
                     .policy
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
@@ -226,7 +230,7 @@ impl Worker {
     /// Samples task configuration `index` and fits its baseline; `None` when the baseline cannot
     /// define a reward (the task is skipped).
     fn prepare(&self, index: u64) -> Result<Option<TaskJob>> {
-        let seed = mix(self.seed, index);
+        let seed = mix(self.ctx.seed, index);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let family = self.cfg.families[rng.gen_range(0..self.cfg.families.len())];
         let spec = tasks::sample(family, seed, self.cfg.scale);
@@ -236,7 +240,7 @@ impl Worker {
         let decisions = log_uniform_u32(&mut rng, lo.max(1), hi.max(lo))
             .min(most)
             .max(1);
-        let mut task = self.pool.build(&spec)?;
+        let mut task = self.ctx.pool.build(&spec)?;
         let trace = env::run_fixed(
             &mut *task,
             steps,
@@ -273,7 +277,7 @@ impl Worker {
             hide_eval,
         };
         let start = Instant::now();
-        let mut task = self.pool.build(&job.spec)?;
+        let mut task = self.ctx.pool.build(&job.spec)?;
         let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, rng.r#gen());
         let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
         let record = agent.record;
