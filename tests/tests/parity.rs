@@ -38,7 +38,7 @@ fn core_replays_the_trainer_logits_and_greedy_actions() {
     let text = String::from_utf8(fixture("parity_tiny.txt")).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(
-        lines.len() >= 3 * 8 && lines.len() % 3 == 0,
+        lines.len() >= 3 * 8 && lines.len().is_multiple_of(3),
         "fixture has {} data lines",
         lines.len()
     );
