@@ -7,7 +7,7 @@
 //! };
 //! # let mut file = vec![0u8; FrozenPolicy::<32, 32, 32>::MAX_ENCODED_LEN];
 //! # let n = FrozenPolicy::new(Tiny::neutral(), "doc", "").unwrap().encode(&mut file).unwrap();
-//! # let policy_bytes = &file[..n]; // in firmware: include_bytes!("policy.lhpo")
+//! # let policy_bytes = &file[..n]; // in firmware: include_bytes!("policy.lhp")
 //! let policy = FrozenPolicy::<32, 32, 32>::decode(policy_bytes)?;
 //! let cfg = RunConfig { total_steps: 1000, decisions: 20 };
 //! let mut ctl = Controller::new(policy, cfg, Hyperparams::INITIAL, Mode::Greedy)?;

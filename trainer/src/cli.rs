@@ -29,10 +29,10 @@ T/2, T, 2T) and reports speedups against it.
 Examples:
   lhopt tasks --family quadratic,image-mlp --seeds 3     list sampled task configurations
   lhopt run --family quadratic --seed 0 --plot run.png   one run at the default hyperparameters
-  lhopt run --family char-lm --policy policies/default.lhopt --plot run.png
+  lhopt run --family char-lm --policy policies/default.lhp --plot run.png
   lhopt run --family algorithmic --hyper lr=3e-3,wd=0   fixed hyperparameters
   lhopt baseline --family quadratic --seeds 2            compute and cache the AdamW grids
-  lhopt eval --policy policies/default.lhopt --family ncf --seeds 3 --out eval/
+  lhopt eval --policy policies/default.lhp --family ncf --seeds 3 --out eval/
 
 Environment: LHOPT_DATA (datasets, default ~/.cache/lhopt/data; fetch with scripts/fetch-data.sh),
 LHOPT_CACHE (baseline results, default ~/.cache/lhopt).

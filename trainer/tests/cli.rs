@@ -106,7 +106,7 @@ fn exit_codes_say_what_went_wrong() {
                 "--family",
                 "quadratic",
                 "--policy",
-                "/nonexistent.lhopt"
+                "/nonexistent.lhp"
             ]
         )),
         4

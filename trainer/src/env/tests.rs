@@ -309,7 +309,7 @@ fn neutral_policy_file(dir: &std::path::Path) -> std::path::PathBuf {
     let policy = lhopt_core::FrozenPolicy::new(net, "neutral", "test policy").unwrap();
     let mut buf = vec![0u8; lhopt_core::FrozenPolicy::<32, 32, 32>::MAX_ENCODED_LEN];
     let n = policy.encode(&mut buf).unwrap();
-    let path = dir.join("neutral.lhopt");
+    let path = dir.join("neutral.lhp");
     std::fs::write(&path, &buf[..n]).unwrap();
     path
 }
@@ -349,6 +349,6 @@ fn a_damaged_or_missing_policy_file_is_a_policy_error() {
     std::fs::write(&path, &bytes).unwrap();
     let err = PolicyFile::read(&path, lhopt_core::Mode::Greedy).unwrap_err();
     assert!(matches!(err, Error::Policy { .. }), "{err}");
-    let missing = PolicyFile::read(&dir.path().join("nope.lhopt"), lhopt_core::Mode::Greedy);
+    let missing = PolicyFile::read(&dir.path().join("nope.lhp"), lhopt_core::Mode::Greedy);
     assert!(matches!(missing.unwrap_err(), Error::Policy { .. }));
 }
