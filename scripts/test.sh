@@ -27,15 +27,12 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "host tests: every crate, the trainer included"
+# Includes tests/tests/firmware.rs: the Cortex-M4F firmware built with panic-never (links only
+# without a reachable panic or an allocator) and run under QEMU against the host's decisions.
+step "host tests: every crate, the trainer included, and the firmware under QEMU"
 cargo test --workspace --locked
 
 step "no_std core for Cortex-M4F"
 cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked
-
-if [ -x runtime-bins/firmware/check.sh ]; then
-    step "firmware: no allocator, no reachable panic, same decisions under QEMU"
-    runtime-bins/firmware/check.sh
-fi
 
 step "all tests passed"
