@@ -541,23 +541,7 @@ mod tests {
     use super::*;
     use crate::math::phi;
     use crate::reductions::inner_features;
-
-    fn tensor() -> TensorReductions {
-        TensorReductions {
-            numel: 4,
-            grad_norm: 2.0,
-            mhat_norm: 1.0,
-            mhat_minus_grad_norm: 1.5,
-            param_norm: 3.0,
-            update_norm: 0.5,
-            lr_p: 0.01,
-            grad_dot_mhat: 1.0,
-            grad_dot_param: -3.0,
-            grad_dot_update: 0.25,
-            count_v_gt_eps: 3.0,
-            sum_log_abs_update: -8.0,
-        }
-    }
+    use crate::reductions::tests::example;
 
     fn observer(total_steps: u64, decisions: u32) -> Observer {
         let cfg = RunConfig {
@@ -569,7 +553,7 @@ mod tests {
 
     /// Runs `interval` steps at a constant loss, sampling reductions when asked.
     fn run_interval(o: &mut Observer, loss: f32, clipped: bool) -> StepStatus {
-        let tensors = [tensor()];
+        let tensors = [example()];
         let mut status = StepStatus::Continue;
         for _ in 0..o.interval() {
             let r = o.wants_reductions().then_some(StepReductions {
@@ -664,7 +648,7 @@ mod tests {
             eval_loss: 3.0,
         });
         assert_eq!(obs1[OBS_PROGRESS], 0.5);
-        let raw = inner_features(&tensor(), false);
+        let raw = inner_features(&example(), false);
         for (j, r) in raw.iter().enumerate() {
             assert_eq!(obs1[OBS_INNER + 6 * j], *r, "raw inner feature {j}");
             assert_eq!(group(&obs1, OBS_INNER + 6 * j + 1, 5), &[0.5; 5]);

@@ -96,10 +96,11 @@ pub fn mean_inner_features(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn example() -> TensorReductions {
+    /// A tensor with hand-picked reductions, shared by the feature tests of other modules.
+    pub(crate) fn example() -> TensorReductions {
         TensorReductions {
             numel: 4,
             grad_norm: 2.0,
