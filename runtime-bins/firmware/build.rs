@@ -1,11 +1,10 @@
 //! Puts `memory.x` on the linker's search path (cortex-m-rt's `link.x` includes it) and writes
-//! the policy to embed: the file named by `$LHOPT_FIRMWARE_POLICY`, or else the untrained Tiny
-//! policy the host tests generate from the same seed. The network sizes the firmware is compiled
+//! the policy to embed: the file named by `$LHOPT_FIRMWARE_POLICY`, or else the shipped default
+//! policy `policies/default.lhp` (which the host test replays too). The network sizes the firmware is compiled
 //! for are read from the policy's header (`policy_sizes.rs`).
 use std::{env, fs, path::PathBuf};
 
 use lhopt_core::read_header;
-use lhopt_embed::untrained;
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -14,15 +13,11 @@ fn main() {
     println!("cargo:rerun-if-changed=memory.x");
 
     println!("cargo:rerun-if-env-changed=LHOPT_FIRMWARE_POLICY");
-    let policy = match env::var_os("LHOPT_FIRMWARE_POLICY") {
-        Some(path) => {
-            println!("cargo:rerun-if-changed={}", PathBuf::from(&path).display());
-            fs::read(&path).unwrap_or_else(|e| {
-                panic!("cannot read LHOPT_FIRMWARE_POLICY={}: {e}", path.display())
-            })
-        }
-        None => untrained::tiny_policy_bytes(untrained::TEST_SEED),
-    };
+    let path = env::var_os("LHOPT_FIRMWARE_POLICY")
+        .map_or_else(|| PathBuf::from("../../policies/default.lhp"), PathBuf::from);
+    println!("cargo:rerun-if-changed={}", path.display());
+    let policy = fs::read(&path)
+        .unwrap_or_else(|e| panic!("cannot read the policy to embed, {}: {e}", path.display()));
     let header = read_header(&policy)
         .unwrap_or_else(|e| panic!("the policy to embed is not a valid policy file: {e}"));
     fs::write(

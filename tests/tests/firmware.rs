@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lhopt_embed::scenario::{Scenario, reference_decisions_tiny};
-use lhopt_embed::untrained::{TEST_SEED, tiny_policy_bytes};
+
+/// The shipped default policy, which the firmware embeds unless `LHOPT_FIRMWARE_POLICY` says otherwise.
+const DEFAULT_POLICY: &[u8] = include_bytes!("../../policies/default.lhp");
 
 const QEMU: &str = "qemu-system-arm";
 const TARGET: &str = "thumbv7em-none-eabihf";
@@ -139,8 +141,8 @@ fn firmware_decisions_match_the_host_bit_for_bit() {
     let stdout = run_qemu(&build_firmware());
     eprintln!("firmware output:\n{stdout}");
     let got = parse(&stdout);
-    let expected = reference_decisions_tiny(&tiny_policy_bytes(TEST_SEED), &Scenario::DEFAULT)
-        .expect("host reference run");
+    let expected =
+        reference_decisions_tiny(DEFAULT_POLICY, &Scenario::DEFAULT).expect("host reference run");
     assert_eq!(got.len(), expected.len(), "number of decisions");
     for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(

@@ -17,7 +17,7 @@ use panic_never as _;
 #[cfg(not(feature = "panic-never"))]
 use panic_semihosting as _;
 
-/// The embedded policy: `$LHOPT_FIRMWARE_POLICY` at build time, else an untrained Tiny policy
+/// The embedded policy: `$LHOPT_FIRMWARE_POLICY` at build time, else `policies/default.lhp`
 /// (see build.rs).
 static POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy.lhp"));
 
