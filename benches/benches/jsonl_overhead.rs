@@ -12,6 +12,7 @@ use lhopt_core::{Hyperparams, Mode, RunConfig};
 use lhopt_embed::scenario::Scenario;
 use lhopt_embed::steer::load_any;
 use lhopt_embed::untrained::{TEST_SEED, tiny_policy_bytes};
+use lhopt_jsonl::protocol::Tensor;
 use lhopt_jsonl::session::Session;
 
 const RUN: RunConfig = RunConfig {
@@ -31,23 +32,7 @@ fn lines() -> Vec<String> {
     let tensor_json: Vec<String> = tensors
         .iter()
         .chain(&tensors[..1])
-        .map(|r| {
-            format!(
-                r#"{{"numel":{},"grad_norm":{},"mhat_norm":{},"mhat_minus_grad_norm":{},"param_norm":{},"update_norm":{},"lr_p":{},"grad_dot_mhat":{},"grad_dot_param":{},"grad_dot_update":{},"count_v_gt_eps":{},"sum_log_abs_update":{}}}"#,
-                r.numel,
-                r.grad_norm,
-                r.mhat_norm,
-                r.mhat_minus_grad_norm,
-                r.param_norm,
-                r.update_norm,
-                r.lr_p,
-                r.grad_dot_mhat,
-                r.grad_dot_param,
-                r.grad_dot_update,
-                r.count_v_gt_eps,
-                r.sum_log_abs_update
-            )
-        })
+        .map(|r| serde_json::to_string(&Tensor::from(r)).expect("reductions encode"))
         .collect();
     let reductions = format!(
         r#","reductions":{{"clipped":false,"tensors":[{}]}}"#,

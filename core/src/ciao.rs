@@ -162,6 +162,38 @@ fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut Tenso
 mod tests {
     use super::*;
 
+    /// A tensor that owns its parameters, moments and state, lent to [`step`] as a slot.
+    struct Owned<const N: usize> {
+        param: [f32; N],
+        m: [f32; N],
+        v: [f32; N],
+        state: TensorState,
+        is_matrix: bool,
+    }
+
+    impl<const N: usize> Owned<N> {
+        fn new(param: [f32; N], is_matrix: bool) -> Self {
+            Owned {
+                param,
+                m: [0.0; N],
+                v: [0.0; N],
+                state: TensorState::default(),
+                is_matrix,
+            }
+        }
+
+        fn slot<'a>(&'a mut self, grad: &'a mut [f32; N]) -> ParamSlot<'a> {
+            ParamSlot {
+                param: &mut self.param,
+                grad,
+                m: &mut self.m,
+                v: &mut self.v,
+                state: &mut self.state,
+                is_matrix: self.is_matrix,
+            }
+        }
+    }
+
     fn close(a: f32, b: f64) -> bool {
         (a as f64 - b).abs() <= 1e-5 * b.abs().max(1e-3)
     }
@@ -205,43 +237,23 @@ mod tests {
             clip_ombeta: 0.01,
             lamb_ombeta: 0.05,
         };
-        let (mut p0, mut m0, mut v0, mut s0) =
-            ([1.0, -2.0], [0.0; 2], [0.0; 2], TensorState::default());
-        let (mut p1, mut m1, mut v1, mut s1) = (
-            [0.5, 0.25, -0.5, 1.0],
-            [0.0; 4],
-            [0.0; 4],
-            TensorState::default(),
-        );
+        let mut t0 = Owned::new([1.0, -2.0], false);
+        let mut t1 = Owned::new([0.5, 0.25, -0.5, 1.0], true);
         let mut g0 = [0.5, 1.0];
         let mut g1 = [0.1, -0.2, 0.0, 0.3];
         let mut st = CiaoState::default();
         let mut red = [TensorReductions::default(); 2];
-        let clipped = {
-            let mut slots = [
-                ParamSlot {
-                    param: &mut p0,
-                    grad: &mut g0,
-                    m: &mut m0,
-                    v: &mut v0,
-                    state: &mut s0,
-                    is_matrix: false,
-                },
-                ParamSlot {
-                    param: &mut p1,
-                    grad: &mut g1,
-                    m: &mut m1,
-                    v: &mut v1,
-                    state: &mut s1,
-                    is_matrix: true,
-                },
-            ];
-            step(&mut slots, &h, &mut st, Some(&mut red))
-        };
+        let clipped = step(
+            &mut [t0.slot(&mut g0), t1.slot(&mut g1)],
+            &h,
+            &mut st,
+            Some(&mut red),
+        );
         // G = √(0.25 + 1 + 0.01 + 0.04 + 0.09) = 1.17898, clip 0.8·G / (G + 1e-6) < 1.
         assert!(clipped);
         assert!(close(st.rolling_max, 1.178_982_612_255_159_7));
-        for (a, e) in p0
+        for (a, e) in t0
+            .param
             .iter()
             .zip([0.899_000_249_999_587, -2.097_999_875_000_050_4])
         {
@@ -253,14 +265,14 @@ mod tests {
             -0.499_640_656_813_608_64,
             0.927_412_975_800_608_9,
         ];
-        for (a, e) in p1.iter().zip(e1) {
+        for (a, e) in t1.param.iter().zip(e1) {
             assert!(close(*a, e), "{a} vs {e}");
         }
-        assert!(close(m1[3], 0.023_999_979_643_482_956));
-        assert!(close(v1[1], 0.159_999_864_289_886_38));
-        assert!(close(s1.un_ema, 0.086_964_220_231_426_7));
+        assert!(close(t1.m[3], 0.023_999_979_643_482_956));
+        assert!(close(t1.v[1], 0.159_999_864_289_886_38));
+        assert!(close(t1.state.un_ema, 0.086_964_220_231_426_7));
         assert_eq!(
-            (s0.un_ema, s0.un_bc),
+            (t0.state.un_ema, t0.state.un_bc),
             (0.0, 0.0),
             "vectors get no trust ratio"
         );
@@ -302,30 +314,16 @@ mod tests {
         // Second step: a small gradient no longer reaches the decayed rolling max.
         let mut g0 = [0.05, -0.1];
         let mut g1 = [0.01, 0.02, -0.03, 0.0];
-        let clipped = {
-            let mut slots = [
-                ParamSlot {
-                    param: &mut p0,
-                    grad: &mut g0,
-                    m: &mut m0,
-                    v: &mut v0,
-                    state: &mut s0,
-                    is_matrix: false,
-                },
-                ParamSlot {
-                    param: &mut p1,
-                    grad: &mut g1,
-                    m: &mut m1,
-                    v: &mut v1,
-                    state: &mut s1,
-                    is_matrix: true,
-                },
-            ];
-            step(&mut slots, &h, &mut st, Some(&mut red))
-        };
+        let clipped = step(
+            &mut [t0.slot(&mut g0), t1.slot(&mut g1)],
+            &h,
+            &mut st,
+            Some(&mut red),
+        );
         assert!(!clipped);
         assert!(close(st.rolling_max, 1.167_192_786_132_608_1));
-        for (a, e) in p0
+        for (a, e) in t0
+            .param
             .iter()
             .zip([0.843_609_090_385_214_7, -2.137_103_306_036_351])
         {
@@ -337,7 +335,7 @@ mod tests {
             -0.453_388_483_768_091_3,
             0.884_952_390_635_436_3,
         ];
-        for (a, e) in p1.iter().zip(e1) {
+        for (a, e) in t1.param.iter().zip(e1) {
             assert!(close(*a, e), "{a} vs {e}");
         }
         assert_reductions(
@@ -383,18 +381,13 @@ mod tests {
             ..Hyperparams::INITIAL
         };
         let run = |param: [f32; 4]| {
-            let (mut p, mut g, mut m, mut v, mut s) =
-                (param, [1.0; 4], [0.0; 4], [0.0; 4], TensorState::default());
             let mut red = [TensorReductions::default()];
-            let mut slots = [ParamSlot {
-                param: &mut p,
-                grad: &mut g,
-                m: &mut m,
-                v: &mut v,
-                state: &mut s,
-                is_matrix: true,
-            }];
-            step(&mut slots, &h, &mut CiaoState::default(), Some(&mut red));
+            step(
+                &mut [Owned::new(param, true).slot(&mut [1.0; 4])],
+                &h,
+                &mut CiaoState::default(),
+                Some(&mut red),
+            );
             red[0].lr_p
         };
         assert_eq!(run([0.0; 4]), 0.5, "‖p‖ = 0: no trust ratio");
@@ -407,24 +400,9 @@ mod tests {
 
     #[test]
     fn reductions_feed_finite_inner_features() {
-        let (mut p, mut g, mut m, mut v, mut s) = (
-            [0.3; 6],
-            [0.2, -0.1, 0.4, 0.0, 0.1, -0.3],
-            [0.0; 6],
-            [0.0; 6],
-            TensorState::default(),
-        );
         let mut red = [TensorReductions::default()];
-        let mut slots = [ParamSlot {
-            param: &mut p,
-            grad: &mut g,
-            m: &mut m,
-            v: &mut v,
-            state: &mut s,
-            is_matrix: true,
-        }];
         let clipped = step(
-            &mut slots,
+            &mut [Owned::new([0.3; 6], true).slot(&mut [0.2, -0.1, 0.4, 0.0, 0.1, -0.3])],
             &Hyperparams::INITIAL,
             &mut CiaoState::default(),
             Some(&mut red),

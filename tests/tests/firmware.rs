@@ -1,7 +1,9 @@
 //! Builds the Cortex-M4F firmware (`runtime-bins/firmware`) in its panic-never configuration,
 //! which only links if the decode and decision path has no reachable panic and needs no
 //! allocator, runs it under `qemu-system-arm -machine mps2-an386`, and checks that its decisions
-//! are bit for bit the host library's for the same embedded policy and inputs.
+//! are bit for bit the host library's for the same embedded policy and inputs. The firmware also
+//! replays the trainer's parity fixture (feature `parity-fixture`): its logits must be within
+//! 1e-5 of tch's, bit for bit the host core's, with the same greedy actions.
 //!
 //! Skipped, with a message, only when `qemu-system-arm` is not installed
 //! (`apt-get install qemu-system-arm`).
@@ -11,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lhopt_core::{FrozenPolicy, LstmState, NUM_ACTION_LOGITS, NUM_HEADS};
 use lhopt_embed::scenario::{Scenario, reference_decisions_tiny};
+use lhopt_tests::{PARITY_TOLERANCE, max_abs_diff, parity_fixture};
 
 /// The shipped default policy, which the firmware embeds unless `LHOPT_FIRMWARE_POLICY` says otherwise.
 const DEFAULT_POLICY: &[u8] = include_bytes!("../../policies/default.lhp");
@@ -32,7 +36,7 @@ fn qemu_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `cargo build --release --features panic-never` in the firmware's own workspace and target
+/// `cargo build --release --features panic-never,parity-fixture` in the firmware's own workspace and target
 /// directory; returns the ELF.
 fn build_firmware() -> PathBuf {
     let dir = firmware_dir();
@@ -40,7 +44,12 @@ fn build_firmware() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
         .current_dir(&dir)
-        .args(["build", "--release", "--features", "panic-never"])
+        .args([
+            "build",
+            "--release",
+            "--features",
+            "panic-never,parity-fixture",
+        ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("LHOPT_FIRMWARE_POLICY")
         .env_remove("RUSTFLAGS")
@@ -127,6 +136,68 @@ fn parse(stdout: &str) -> Vec<FirmwareDecision> {
             }
         })
         .collect()
+}
+
+/// One `parity K l1 .. l40 greedy g1 .. g9` line.
+struct FirmwareParity {
+    logits: [f32; NUM_ACTION_LOGITS],
+    greedy: [u8; NUM_HEADS],
+}
+
+fn parse_parity(stdout: &str) -> Vec<FirmwareParity> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("parity "))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(
+                words.len(),
+                3 + NUM_ACTION_LOGITS + NUM_HEADS,
+                "unexpected parity line {line:?}"
+            );
+            let logits = std::array::from_fn(|i| {
+                f32::from_bits(u32::from_str_radix(words[2 + i], 16).expect("hex float bits"))
+            });
+            let greedy = std::array::from_fn(|i| {
+                words[3 + NUM_ACTION_LOGITS + i]
+                    .parse()
+                    .expect("greedy choice")
+            });
+            FirmwareParity { logits, greedy }
+        })
+        .collect()
+}
+
+#[test]
+fn firmware_replays_the_trainer_parity_fixture() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED firmware_replays_the_trainer_parity_fixture: {QEMU} is not installed \
+             (apt-get install qemu-system-arm)"
+        );
+        return;
+    }
+    let got = parse_parity(&run_qemu(&build_firmware()));
+    let (bytes, steps) = parity_fixture();
+    assert_eq!(got.len(), steps.len(), "parity decisions replayed");
+    let policy = FrozenPolicy::<32, 32, 32>::decode(&bytes).expect("the fixture policy decodes");
+    let mut state = LstmState::<32>::default();
+    let mut worst = 0f32;
+    for (k, (g, step)) in got.iter().zip(&steps).enumerate() {
+        let host = policy.forward(&step.obs, &mut state);
+        assert_eq!(
+            g.logits.map(f32::to_bits),
+            host.map(f32::to_bits),
+            "parity decision {}: logits differ between Cortex-M4F and host",
+            k + 1
+        );
+        assert_eq!(g.greedy, step.greedy, "parity decision {}: greedy", k + 1);
+        worst = worst.max(max_abs_diff(&g.logits, &step.logits));
+    }
+    assert!(
+        worst <= PARITY_TOLERANCE,
+        "max |Cortex-M4F − tch| logit difference {worst}"
+    );
 }
 
 #[test]

@@ -83,6 +83,10 @@ pub struct MetaTrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// PPO updates to train up to, overriding the config; with --resume, raise it to continue a
+    /// run that has finished (its checkpoint and metrics carry on).
+    #[arg(long, value_name = "N")]
+    pub updates: Option<u64>,
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
@@ -347,6 +351,7 @@ pub fn execute(cli: Cli) -> Result<()> {
                 &args.out,
                 args.config.as_deref(),
                 args.resume,
+                args.updates,
                 pool(workers)?,
                 !args.quiet,
             )?;

@@ -222,16 +222,18 @@ pub struct MetricsLine {
 }
 
 /// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is required for a
-/// new run and refused with `resume` (a run's configuration is fixed at its start).
+/// new run and refused with `resume` (a run's configuration is fixed at its start), except for
+/// `updates`, the total to train up to, which may also be raised to continue a finished run.
 pub fn run(
     out: &Path,
     config: Option<&Path>,
     resume: bool,
+    updates: Option<u64>,
     pool: Pool,
     show_progress: bool,
 ) -> Result<Checkpoint> {
     let ckpt_path = out.join(CHECKPOINT_FILE);
-    let (cfg, resumed) = if resume {
+    let (mut cfg, resumed) = if resume {
         if config.is_some() {
             return Err(Error::Usage(
                 "--resume continues with the run's own config.toml; drop --config".into(),
@@ -261,11 +263,14 @@ pub fn run(
             path: out.to_owned(),
             source,
         })?;
-        let text =
-            toml::to_string_pretty(&cfg).map_err(|e| Error::Usage(format!("config: {e}")))?;
-        write_atomic(&out.join(CONFIG_FILE), text.as_bytes())?;
         (cfg, None)
     };
+    if let Some(n) = updates {
+        cfg.updates = n;
+    }
+    // config.toml always states what the run trains up to (a raised total included).
+    let text = toml::to_string_pretty(&cfg).map_err(|e| Error::Usage(format!("config: {e}")))?;
+    write_atomic(&out.join(CONFIG_FILE), text.as_bytes())?;
     let sizes = cfg.sizes()?;
     let mut learner = Learner::new(
         cfg.ppo,

@@ -120,3 +120,95 @@ fn exit_codes_say_what_went_wrong() {
     );
     assert!(String::from_utf8_lossy(&missing_data.stderr).contains("fetch-data.sh"));
 }
+
+/// A meta-training run small enough for a test: noisy quadratics only, short episodes, tiny
+/// minibatches, so one PPO update needs a handful of episodes.
+const TINY_META_TRAIN: &str = r#"
+updates = 1
+plot_every = 1
+[ppo]
+minibatch = 16
+minibatches = 2
+buffer = 64
+chunk_len = 4
+[rollout]
+workers = 1
+families = ["NoisyQuadratic"]
+max_steps = 48
+decisions = [4, 6]
+min_interval = 8
+"#;
+
+#[test]
+fn meta_train_writes_its_outputs_and_a_finished_run_can_be_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, TINY_META_TRAIN).unwrap();
+    let run = dir.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    let metrics_lines = || {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+
+    let out = lhopt(
+        dir.path(),
+        &[
+            "meta-train",
+            "--quiet",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            run_arg,
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    for file in [
+        "config.toml",
+        "checkpoint.bin",
+        "progress.png",
+        "policy.lhp",
+    ] {
+        assert!(run.join(file).is_file(), "{file} is missing");
+    }
+    assert_eq!(metrics_lines(), 1);
+
+    // Starting over in the same folder is refused; raising the total continues the run.
+    let again = lhopt(dir.path(), &["meta-train", "--quiet", "--out", run_arg]);
+    assert_eq!(
+        code(&again),
+        2,
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    let out = lhopt(
+        dir.path(),
+        &[
+            "meta-train",
+            "--quiet",
+            "--resume",
+            "--updates",
+            "2",
+            "--out",
+            run_arg,
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(metrics_lines(), 2);
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("updates = 2"), "{saved}");
+
+    let inspect = lhopt(
+        dir.path(),
+        &["inspect", run.join("policy.lhp").to_str().unwrap()],
+    );
+    assert_eq!(
+        code(&inspect),
+        0,
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+}

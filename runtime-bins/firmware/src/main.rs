@@ -23,7 +23,7 @@ static POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy.lhp"));
 
 // `PRE`, `HIDDEN`, `POST`: the network sizes of the embedded policy, read from its header by
 // build.rs, so the weights are fixed arrays of exactly that size.
-include!(concat!(env!("OUT_DIR"), "/policy_sizes.rs"));
+include!(concat!(env!("OUT_DIR"), "/policy.sizes.rs"));
 
 /// Instructions per SysTick tick under `-icount shift=0` (1 ns per instruction, 25 MHz SysTick).
 const INSTRUCTIONS_PER_TICK: u32 = 40;
@@ -105,7 +105,53 @@ fn run() -> Result<(), ()> {
     out.text(b" mean observe instructions ");
     out.dec(observe_ticks.saturating_mul(INSTRUCTIONS_PER_TICK) / scenario.total_steps as u32);
     out.text(b"\n");
+    #[cfg(feature = "parity-fixture")]
+    parity::replay(&mut out)?;
     Ok(())
+}
+
+/// The trainer's parity fixture replayed on the device: one `parity K` line per recorded
+/// observation with the 40 logits as raw f32 bits, then `greedy` and the 9 chosen actions.
+#[cfg(feature = "parity-fixture")]
+mod parity {
+    use lhopt_core::{FrozenPolicy, LstmState, OBS_DIM, greedy};
+
+    use super::Out;
+
+    static POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parity.lhp"));
+    static OBS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parity_obs.bin"));
+    include!(concat!(env!("OUT_DIR"), "/parity.sizes.rs"));
+
+    pub(super) fn replay(out: &mut Out) -> Result<(), ()> {
+        let Ok(policy) = FrozenPolicy::<PARITY_PRE, PARITY_HIDDEN, PARITY_POST>::decode(POLICY)
+        else {
+            out.text(b"error: the parity fixture policy does not decode\n");
+            return Err(());
+        };
+        let mut state = LstmState::default();
+        for (k, bytes) in OBS.chunks_exact(4 * OBS_DIM).enumerate() {
+            let mut obs = [0f32; OBS_DIM];
+            for (x, b) in obs.iter_mut().zip(bytes.chunks_exact(4)) {
+                if let [b0, b1, b2, b3] = *b {
+                    *x = f32::from_le_bytes([b0, b1, b2, b3]);
+                }
+            }
+            let logits = policy.forward(&obs, &mut state);
+            out.text(b"parity ");
+            out.dec(k as u32 + 1);
+            for value in logits {
+                out.text(b" ");
+                out.hex(value.to_bits());
+            }
+            out.text(b" greedy");
+            for choice in greedy(&logits).choices {
+                out.text(b" ");
+                out.dec(u32::from(choice));
+            }
+            out.text(b"\n");
+        }
+        Ok(())
+    }
 }
 
 /// A name for each decode error, printed without `core::fmt`.

@@ -47,8 +47,10 @@ pub struct Reductions {
     pub tensors: Vec<Tensor>,
 }
 
-/// One tensor's reductions (spec §2), field for field [`TensorReductions`].
-#[derive(Debug, Deserialize)]
+/// One tensor's reductions (spec §2), field for field [`TensorReductions`]. It serialises too,
+/// so a Rust runtime (and this crate's tests and benches) encodes the line the way the process
+/// reads it.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct Tensor {
@@ -92,6 +94,25 @@ impl From<&Tensor> for TensorReductions {
             grad_dot_update: t.grad_dot_update,
             count_v_gt_eps: t.count_v_gt_eps,
             sum_log_abs_update: t.sum_log_abs_update,
+        }
+    }
+}
+
+impl From<&TensorReductions> for Tensor {
+    fn from(r: &TensorReductions) -> Self {
+        Tensor {
+            numel: r.numel,
+            grad_norm: r.grad_norm,
+            mhat_norm: r.mhat_norm,
+            mhat_minus_grad_norm: r.mhat_minus_grad_norm,
+            param_norm: r.param_norm,
+            update_norm: r.update_norm,
+            lr_p: r.lr_p,
+            grad_dot_mhat: r.grad_dot_mhat,
+            grad_dot_param: r.grad_dot_param,
+            grad_dot_update: r.grad_dot_update,
+            count_v_gt_eps: r.count_v_gt_eps,
+            sum_log_abs_update: r.sum_log_abs_update,
         }
     }
 }

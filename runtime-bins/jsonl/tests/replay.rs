@@ -9,6 +9,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use lhopt_core::{Decision, Hyperparams, TensorReductions};
 use lhopt_embed::scenario::{Scenario, reference_decisions_tiny};
 use lhopt_embed::untrained::{TEST_SEED, tiny_policy_bytes};
+use lhopt_jsonl::protocol::Tensor;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -67,13 +68,7 @@ fn loss_json(x: f32) -> Value {
 }
 
 fn tensor_json(r: &TensorReductions) -> Value {
-    json!({
-        "numel": r.numel, "grad_norm": r.grad_norm, "mhat_norm": r.mhat_norm,
-        "mhat_minus_grad_norm": r.mhat_minus_grad_norm, "param_norm": r.param_norm,
-        "update_norm": r.update_norm, "lr_p": r.lr_p, "grad_dot_mhat": r.grad_dot_mhat,
-        "grad_dot_param": r.grad_dot_param, "grad_dot_update": r.grad_dot_update,
-        "count_v_gt_eps": r.count_v_gt_eps, "sum_log_abs_update": r.sum_log_abs_update,
-    })
+    serde_json::to_value(Tensor::from(r)).expect("a tensor's reductions encode")
 }
 
 fn assert_error(reply: &Value, containing: &str) {
