@@ -7,6 +7,7 @@
 //! the LAMB β mid-run stays exact.
 
 use crate::hyper::Hyperparams;
+use crate::math::LnSum;
 use crate::moments::ema_update;
 use crate::reductions::TensorReductions;
 
@@ -97,6 +98,7 @@ fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut Tenso
         ..TensorReductions::default()
     };
     let (mut u_sq, mut p_sq, mut g_sq, mut mhat_sq, mut diff_sq) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut ln_sum = LnSum::new();
     for (((p, g), m), v) in slot
         .param
         .iter()
@@ -119,7 +121,7 @@ fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut Tenso
             if *v > h.eps {
                 r.count_v_gt_eps += 1.0;
             }
-            r.sum_log_abs_update += libm::logf(u.abs() + LOG_UPDATE_DELTA);
+            ln_sum.push(u.abs() + LOG_UPDATE_DELTA);
         }
     }
     let update_norm = libm::sqrtf(u_sq);
@@ -148,6 +150,7 @@ fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut Tenso
     }
 
     if let Some(out) = out {
+        r.sum_log_abs_update = ln_sum.value();
         r.grad_norm = libm::sqrtf(g_sq);
         r.mhat_norm = libm::sqrtf(mhat_sq);
         r.mhat_minus_grad_norm = libm::sqrtf(diff_sq);

@@ -122,11 +122,23 @@ fn draw_panel(
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)?;
+    // Linear axes label their ticks with as many decimals as the tick spacing needs, so
+    // neighbouring labels differ; log axes show three significant digits of the value.
     let log_y = panel.log_y;
-    let y_format = move |v: &f64| short_number(if log_y { 10f64.powf(*v) } else { *v });
-    let x_format = |v: &f64| short_number(*v);
+    let y_decimals = tick_decimals(y0, y1, AXIS_LABELS);
+    let y_format = move |v: &f64| {
+        if log_y {
+            short_number(10f64.powf(*v))
+        } else {
+            tick_label(*v, y_decimals)
+        }
+    };
+    let x_decimals = tick_decimals(x0, x1, AXIS_LABELS);
+    let x_format = move |v: &f64| tick_label(*v, x_decimals);
     chart
         .configure_mesh()
+        .x_labels(AXIS_LABELS)
+        .y_labels(AXIS_LABELS)
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .y_label_formatter(&y_format)
@@ -152,6 +164,37 @@ fn draw_panel(
         .border_style(BLACK.mix(0.3))
         .draw()?;
     Ok(())
+}
+
+/// Labelled ticks per axis at most.
+const AXIS_LABELS: usize = 8;
+
+/// Decimals that tell apart the ticks of `lo..hi` when at most `labels` are drawn: plotters
+/// spaces them by a 1, 2 or 5 × 10^k step, at least (hi − lo) / labels.
+fn tick_decimals(lo: f64, hi: f64, labels: usize) -> usize {
+    let raw = (hi - lo) / labels as f64;
+    if !(raw.is_finite() && raw > 0.0) {
+        return 2;
+    }
+    let decade = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * decade)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * decade);
+    (-step.log10().floor()).clamp(0.0, 6.0) as usize
+}
+
+/// A tick value with `decimals` decimals, in scientific notation when it is very large or small.
+fn tick_label(v: f64, decimals: usize) -> String {
+    let a = v.abs();
+    if a < 1e-12 {
+        "0".into()
+    } else if a >= 1e5 || decimals > 4 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.decimals$}")
+    }
 }
 
 /// Three significant digits, in plain notation where that stays short.
@@ -324,6 +367,21 @@ mod tests {
         write_png(&path, "test plot", &panels, 2).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
+    }
+
+    #[test]
+    fn tick_labels_tell_neighbouring_ticks_apart() {
+        // PPO updates 1..24: ticks 5 apart, whole numbers.
+        assert_eq!(tick_decimals(1.0, 24.0, 8), 0);
+        assert_eq!(tick_label(10.0, 0), "10");
+        // An entropy between 11.97 and 12.50: ticks 0.1 apart.
+        assert_eq!(tick_decimals(11.97, 12.50, 8), 1);
+        assert_eq!(tick_label(12.3, 1), "12.3");
+        // A narrow range 12.43..12.45: ticks 0.005 apart.
+        assert_eq!(tick_decimals(12.43, 12.45, 8), 3);
+        assert_eq!(tick_label(-0.5, 1), "-0.5");
+        assert_eq!(tick_label(1e-17, 1), "0");
+        assert_eq!(tick_label(2.5e-6, 6), "2.50e-6");
     }
 
     #[test]
