@@ -337,21 +337,56 @@ impl Task for NcfTask {
             .double_value(&[])
     }
 
-    /// `hit_ratio@10` and `ndcg@10`: the held-out item's rank among its 100 candidates (ties
-    /// counted against it).
+    /// `hit_ratio@10` and `ndcg@10` of the current model, see [`rank_metrics`].
     fn metrics(&mut self) -> Vec<(&'static str, f64)> {
         let _guard = tch::no_grad_guard();
-        let scores = self.eval_logits();
-        let positive = scores.narrow(1, 0, 1);
-        let rank = scores
-            .narrow(1, 1, EVAL_NEGATIVES as i64)
-            .ge_tensor(&positive)
-            .sum_dim_intlist(1, false, Kind::Float);
-        let hit = rank.lt(TOP_K as f64).to_kind(Kind::Float);
-        let ndcg = &hit / (rank + 2.0).log2();
-        let both = Tensor::stack(&[hit.mean(Kind::Float), ndcg.mean(Kind::Float)], 0);
-        let values = Vec::<f64>::try_from(both.to_kind(Kind::Double).to_device(Device::Cpu))
-            .expect("two f64 metrics");
+        let values = rank_metrics(&self.eval_logits());
         vec![("hit_ratio@10", values[0]), ("ndcg@10", values[1])]
+    }
+}
+
+/// `[hit_ratio@10, ndcg@10]` from `[users, 1 + negatives]` scores (the held-out item first): the
+/// held-out item's rank among its candidates, ties and non-finite negatives counted against it,
+/// and a non-finite held-out score a miss, so a diverged model scores 0 rather than a perfect 1.
+fn rank_metrics(scores: &Tensor) -> [f64; 2] {
+    let positive = scores.narrow(1, 0, 1);
+    let negatives = scores.narrow(1, 1, scores.size()[1] - 1);
+    let rank = negatives
+        .ge_tensor(&positive)
+        .logical_or(&negatives.isnan())
+        .sum_dim_intlist(1, false, Kind::Float);
+    let hit = rank
+        .lt(TOP_K as f64)
+        .logical_and(&positive.squeeze_dim(1).isfinite())
+        .to_kind(Kind::Float);
+    let ndcg = &hit / (rank + 2.0).log2();
+    let both = Tensor::stack(&[hit.mean(Kind::Float), ndcg.mean(Kind::Float)], 0);
+    let values = Vec::<f64>::try_from(both.to_kind(Kind::Double).to_device(Device::Cpu))
+        .expect("two f64 metrics");
+    [values[0], values[1]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_metrics_count_ties_and_non_finite_scores_against_the_held_out_item() {
+        let nan = f32::NAN;
+        // 12 candidates each: the held-out item first.
+        let rows: [[f32; 12]; 4] = [
+            // Beaten by one negative: rank 1, a hit, NDCG 1/log2(3).
+            [0.5, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
+            // Ties count against it: rank 11, a miss.
+            [0.5; 12],
+            // A diverged model: the held-out score is NaN, a miss.
+            [nan; 12],
+            // NaN negatives count against it: rank 10, a miss.
+            [0.5, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, 0.1],
+        ];
+        let scores = Tensor::from_slice(rows.as_flattened()).view([4, 12]);
+        let [hit, ndcg] = rank_metrics(&scores);
+        assert!((hit - 0.25).abs() < 1e-6, "hit ratio {hit}");
+        assert!((ndcg - 0.25 / 3f64.log2()).abs() < 1e-6, "ndcg {ndcg}");
     }
 }
