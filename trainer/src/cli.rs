@@ -61,7 +61,8 @@ pub enum Command {
     Run(RunArgs),
     /// Compute (or load from the cache) the 105-run AdamW grid of tasks and print the best runs.
     Baseline(BaselineArgs),
-    /// Speedup table of a policy and of the untuned default against the AdamW grid.
+    /// Speedup table of a policy and of the untuned default against the AdamW grid, and of the
+    /// policy against the untuned default.
     Eval(EvalArgs),
     /// Meta-train a policy with PPO over the task distribution (resumable).
     MetaTrain(MetaTrainArgs),

@@ -1,5 +1,6 @@
 //! Spec §9 evaluation: run each task under each controller, and score every run's final eval
-//! loss against the tuned AdamW grid of that task. Writes the table as CSV and JSON and one PNG of
+//! loss against the tuned AdamW grid of that task and against the untuned default (CIAO at its
+//! initial hyperparameters, held constant, run to the largest budget). Writes the table as CSV and JSON and one PNG of
 //! loss curves and hyperparameter traces per task.
 
 use std::fmt::Write as _;
@@ -96,6 +97,9 @@ pub struct EvalRow {
     pub grid_loss_at_t: f64,
     /// Speedup against the grid.
     pub speedup: Speedup,
+    /// Speedup against the untuned default: the steps the constant default needs to reach
+    /// this run's final loss, over T (the default itself scores 1 up to run-to-run noise).
+    pub speedup_vs_default: Speedup,
     /// The task's extra metrics at the end of the run.
     pub metrics: Vec<(String, f64)>,
 }
@@ -105,10 +109,14 @@ pub struct EvalRow {
 pub struct EvalReport {
     /// One row per task and controller.
     pub rows: Vec<EvalRow>,
-    /// Geometric-mean speedup per controller across tasks.
+    /// Geometric-mean speedup against the grid per controller across tasks.
     pub means: Vec<(String, Option<MeanSpeedup>)>,
+    /// Geometric-mean speedup against the untuned default per controller across tasks.
+    pub means_vs_default: Vec<(String, Option<MeanSpeedup>)>,
     /// The grid of every task.
     pub grids: Vec<(String, GridCurve)>,
+    /// The untuned default's loss per budget of every task.
+    pub default_curves: Vec<(String, GridCurve)>,
 }
 
 /// Runs every task in `specs` under every controller (in parallel on `pool`), computes or loads
@@ -123,14 +131,48 @@ pub fn evaluate(
     run_progress: &ProgressBar,
 ) -> Result<(EvalReport, Vec<Vec<Trace>>)> {
     let grids = grid.curves(specs, pool, grid_progress)?;
-    let jobs: Vec<(usize, usize)> = (0..specs.len())
-        .flat_map(|t| (0..controllers.len()).map(move |c| (t, c)))
+    // Job (t, Some(c)) runs task t under controller c; (t, None) runs the untuned default to the
+    // largest budget, evaluated at every budget.
+    let jobs: Vec<(usize, Option<usize>)> = (0..specs.len())
+        .flat_map(|t| {
+            (0..controllers.len())
+                .map(Some)
+                .chain([None])
+                .map(move |c| (t, c))
+        })
         .collect();
     run_progress.set_length(jobs.len() as u64);
-    let traces = pool.run(jobs, run_progress, |(t, c)| {
+    let mut traces = pool.run(jobs, run_progress, |(t, c)| {
         let mut task = pool.build(&specs[t])?;
-        controllers[c].run(task.as_mut(), specs[t].steps, decisions, false)
+        match c {
+            Some(c) => controllers[c].run(task.as_mut(), specs[t].steps, decisions, false),
+            None => {
+                let budgets = grid.budgets(specs[t].steps);
+                let longest = budgets.last().copied().unwrap_or(specs[t].steps);
+                env::run_fixed(task.as_mut(), longest, Hyperparams::INITIAL, &budgets)
+            }
+        }
     })?;
+    let per_task = controllers.len() + 1;
+    let default_curves: Vec<GridCurve> = specs
+        .iter()
+        .enumerate()
+        .map(|(t, spec)| {
+            let trace = &traces[t * per_task + controllers.len()];
+            GridCurve::of_constant_run(
+                spec.steps,
+                &grid.budgets(spec.steps),
+                &trace.evals,
+                f64::from(Hyperparams::INITIAL.lr),
+            )
+        })
+        .collect();
+    // Keep the controllers' traces only.
+    let mut index = 0;
+    traces.retain(|_| {
+        index += 1;
+        index % per_task != 0
+    });
     let mut traces = traces.into_iter();
     let traces: Vec<Vec<Trace>> = specs
         .iter()
@@ -138,7 +180,9 @@ pub fn evaluate(
         .collect();
 
     let mut rows = Vec::new();
-    for ((spec, grid), runs) in specs.iter().zip(&grids).zip(&traces) {
+    for (((spec, grid), default), runs) in
+        specs.iter().zip(&grids).zip(&default_curves).zip(&traces)
+    {
         for (controller, trace) in controllers.iter().zip(runs) {
             rows.push(EvalRow {
                 task: spec.key(),
@@ -149,6 +193,7 @@ pub fn evaluate(
                 final_eval_loss: trace.final_eval_loss,
                 grid_loss_at_t: grid.at(spec.steps).map_or(f64::NAN, |p| p.loss),
                 speedup: grid.speedup(trace.final_eval_loss),
+                speedup_vs_default: default.speedup(trace.final_eval_loss),
                 metrics: trace
                     .metrics
                     .iter()
@@ -157,20 +202,28 @@ pub fn evaluate(
             });
         }
     }
-    let means = controllers
-        .iter()
-        .map(|c| {
-            let name = c.name();
-            let mean = MeanSpeedup::of(
-                rows.iter()
-                    .filter(|r| r.controller == name)
-                    .map(|r| r.speedup),
-            );
-            (name, mean)
-        })
-        .collect();
-    let grids = specs.iter().map(|s| s.key()).zip(grids).collect();
-    Ok((EvalReport { rows, means, grids }, traces))
+    let means_of = |speedup: fn(&EvalRow) -> Speedup| -> Vec<(String, Option<MeanSpeedup>)> {
+        controllers
+            .iter()
+            .map(|c| {
+                let name = c.name();
+                let mean =
+                    MeanSpeedup::of(rows.iter().filter(|r| r.controller == name).map(speedup));
+                (name, mean)
+            })
+            .collect()
+    };
+    let means = means_of(|r| r.speedup);
+    let means_vs_default = means_of(|r| r.speedup_vs_default);
+    let keys = || specs.iter().map(|s| s.key());
+    let report = EvalReport {
+        rows,
+        means,
+        means_vs_default,
+        grids: keys().zip(grids).collect(),
+        default_curves: keys().zip(default_curves).collect(),
+    };
+    Ok((report, traces))
 }
 
 impl EvalReport {
@@ -189,26 +242,31 @@ impl EvalReport {
             width(|r| r.controller.len(), "controller"),
         );
         let mut out = format!(
-            "{:<tw$} {:>4} {:>6} {:<cw$} {:>11} {:>11} {:>9}\n",
-            "task", "seed", "T", "controller", "final loss", "grid at T", "speedup"
+            "{:<tw$} {:>4} {:>6} {:<cw$} {:>11} {:>11} {:>9} {:>10}\n",
+            "task", "seed", "T", "controller", "final loss", "grid at T", "vs grid", "vs default"
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:<tw$} {:>4} {:>6} {:<cw$} {:>11.4e} {:>11.4e} {:>9}",
+                "{:<tw$} {:>4} {:>6} {:<cw$} {:>11.4e} {:>11.4e} {:>9} {:>10}",
                 r.task,
                 r.seed,
                 r.steps,
                 r.controller,
                 r.final_eval_loss,
                 r.grid_loss_at_t,
-                r.speedup.to_string()
+                r.speedup.to_string(),
+                r.speedup_vs_default.to_string()
             );
         }
-        for (name, mean) in &self.means {
-            match mean {
-                Some(m) => _ = writeln!(out, "geometric-mean speedup, {name}: {m}"),
-                None => _ = writeln!(out, "geometric-mean speedup, {name}: n/a"),
+        for (against, means) in [("grid", &self.means), ("default", &self.means_vs_default)] {
+            for (name, mean) in means {
+                match mean {
+                    Some(m) => {
+                        _ = writeln!(out, "geometric-mean speedup vs {against}, {name}: {m}")
+                    }
+                    None => _ = writeln!(out, "geometric-mean speedup vs {against}, {name}: n/a"),
+                }
             }
         }
         out
@@ -217,18 +275,21 @@ impl EvalReport {
     /// The rows as CSV (speedup as kind and value, so bounds stay machine-readable).
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "task,family,seed,steps,controller,final_eval_loss,grid_loss_at_t,speedup_kind,speedup\n",
+            "task,family,seed,steps,controller,final_eval_loss,grid_loss_at_t,speedup_kind,speedup,\
+             vs_default_kind,vs_default\n",
         );
+        let parts = |s: Speedup| match s {
+            Speedup::Measured(x) => ("measured", x),
+            Speedup::Below(x) => ("below", x),
+            Speedup::Above(x) => ("above", x),
+            Speedup::Unmeasured => ("unmeasured", f64::NAN),
+        };
         for r in &self.rows {
-            let (kind, value) = match r.speedup {
-                Speedup::Measured(x) => ("measured", x),
-                Speedup::Below(x) => ("below", x),
-                Speedup::Above(x) => ("above", x),
-                Speedup::Unmeasured => ("unmeasured", f64::NAN),
-            };
+            let (kind, value) = parts(r.speedup);
+            let (d_kind, d_value) = parts(r.speedup_vs_default);
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{kind},{value}",
+                "{},{},{},{},{},{},{},{kind},{value},{d_kind},{d_value}",
                 r.task,
                 r.family,
                 r.seed,

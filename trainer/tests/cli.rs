@@ -66,11 +66,14 @@ fn eval_scores_against_a_cached_grid() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("geometric-mean speedup, default"),
+        stdout.contains("geometric-mean speedup vs grid, default"),
         "{stdout}"
     );
     let csv = std::fs::read_to_string(out_dir.join("eval.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
+    // The default against its own longer run: the same loss at T, so exactly 1.
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(&row[row.len() - 2..], ["measured", "1"], "{csv}");
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache/baselines"))
         .unwrap()
         .collect();

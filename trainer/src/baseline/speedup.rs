@@ -54,6 +54,35 @@ impl GridCurve {
         GridCurve { steps, points }
     }
 
+    /// The curve of one run at constant hyperparameters (learning rate `lr`) with eval losses
+    /// `evals` (`(step, loss)`): with nothing scheduled, a run of budget B is the first B steps
+    /// of the longer run, so its loss at each of `budgets` is the eval at that step. Budgets
+    /// without an eval are left out; a non-finite loss counts as +inf, as a diverged grid run.
+    pub fn of_constant_run(steps: u64, budgets: &[u64], evals: &[(u64, f64)], lr: f64) -> Self {
+        let points = budgets
+            .iter()
+            .filter_map(|&budget| {
+                let loss = evals.iter().find(|(s, _)| *s == budget)?.1;
+                Some(BudgetBest {
+                    budget,
+                    loss: if loss.is_finite() {
+                        loss
+                    } else {
+                        f64::INFINITY
+                    },
+                    lr,
+                    schedule: Schedule::Constant,
+                    curve: evals
+                        .iter()
+                        .filter(|(s, _)| *s <= budget)
+                        .map(|&(s, l)| (s, l.is_finite().then_some(l)))
+                        .collect(),
+                })
+            })
+            .collect();
+        GridCurve { steps, points }
+    }
+
     /// The best point at budget `budget`, if it was measured.
     pub fn at(&self, budget: u64) -> Option<&BudgetBest> {
         self.points.iter().find(|p| p.budget == budget)
@@ -171,6 +200,27 @@ impl fmt::Display for MeanSpeedup {
 mod tests {
     use super::*;
     use crate::baseline::RunKey;
+
+    #[test]
+    fn a_constant_run_is_its_own_curve_over_budgets() {
+        let evals = [
+            (0, 2.0),
+            (250, 1.5),
+            (500, 1.0),
+            (1000, 0.5),
+            (2000, f64::NAN),
+        ];
+        let c = GridCurve::of_constant_run(1000, &[500, 1000, 2000], &evals, 1e-3);
+        let losses: Vec<f64> = c.points.iter().map(|p| p.loss).collect();
+        assert_eq!(losses, [1.0, 0.5, f64::INFINITY]);
+        assert_eq!(c.points[1].curve.len(), 4);
+        // The run itself at T scores exactly 1; a run that ends where it was at T/2 scores 0.5.
+        assert_eq!(c.speedup(0.5), Speedup::Measured(1.0));
+        assert_eq!(c.speedup(1.0), Speedup::Measured(0.5));
+        // Budgets the run was not evaluated at are left out rather than guessed.
+        let sparse = GridCurve::of_constant_run(1000, &[500, 1000], &evals[3..], 1e-3);
+        assert_eq!(sparse.points.len(), 1);
+    }
 
     /// A grid for T = 1000 whose best losses at T/2, T, 2T are 1.0, 0.5, 0.25.
     fn grid() -> GridCurve {
