@@ -53,6 +53,16 @@ pub enum Mode {
     },
 }
 
+impl Mode {
+    /// The PRNG seed (unused, 0, for greedy).
+    fn seed(self) -> u64 {
+        match self {
+            Mode::Greedy => 0,
+            Mode::Sample { seed } => seed,
+        }
+    }
+}
+
 /// What a saved state must match to be restored: the hidden size and the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct StateHeader {
@@ -84,17 +94,39 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         initial: Hyperparams,
         mode: Mode,
     ) -> Result<Self, Error> {
-        let seed = match mode {
-            Mode::Greedy => 0,
-            Mode::Sample { seed } => seed,
-        };
         Ok(Self {
             policy,
             observer: Observer::new(cfg, initial)?,
             state: LstmState::default(),
-            rng: Rng::new(seed),
+            rng: Rng::new(mode.seed()),
             mode,
         })
+    }
+
+    /// A controller that holds every hyperparameter where it is ([`FrozenPolicy::holding`],
+    /// greedy): a constant baseline behind the same integration code, and where stack is
+    /// scarce the way to build a controller whose weights exist only once: create this one in
+    /// place, then [`Controller::load`] the real policy into it.
+    pub fn holding(cfg: RunConfig, initial: Hyperparams) -> Result<Self, Error> {
+        Self::new(FrozenPolicy::holding(), cfg, initial, Mode::Greedy)
+    }
+
+    /// Decodes a policy file into this controller in place ([`FrozenPolicy::decode_into`]) and
+    /// starts a new run, as [`Controller::new`] would. On error `self` is unchanged.
+    pub fn load(
+        &mut self,
+        policy: &[u8],
+        cfg: RunConfig,
+        initial: Hyperparams,
+        mode: Mode,
+    ) -> Result<(), Error> {
+        let observer = Observer::new(cfg, initial)?;
+        self.policy.decode_into(policy)?;
+        self.observer = observer;
+        self.state = LstmState::default();
+        self.rng = Rng::new(mode.seed());
+        self.mode = mode;
+        Ok(())
     }
 
     /// Whether the step about to run should report reductions.
@@ -267,6 +299,53 @@ mod tests {
                 },
             })
         })
+    }
+
+    #[test]
+    fn a_holding_controller_keeps_its_hyperparameters_and_loads_a_policy_in_place() {
+        let mut ctl = Ctl::holding(CFG, Hyperparams::INITIAL).unwrap();
+        let mut decisions = 0;
+        for t in 0..CFG.total_steps {
+            if let Some(d) = drive(&mut ctl, t) {
+                assert_eq!((d.hyper, d.restart), (Hyperparams::INITIAL, Restart::None));
+                decisions += 1;
+            }
+        }
+        assert_eq!(decisions, CFG.decisions);
+
+        // load = new(decode): the same decisions, bit for bit.
+        let policy = FrozenPolicy::new(random_net(3), "t", "").unwrap();
+        let mut file = vec![0u8; FrozenPolicy::<8, 4, 6>::MAX_ENCODED_LEN];
+        let n = policy.encode(&mut file).unwrap();
+        let mode = Mode::Sample { seed: 5 };
+        ctl.load(&file[..n], CFG, Hyperparams::INITIAL, mode)
+            .unwrap();
+        let mut fresh = Controller::new(policy, CFG, Hyperparams::INITIAL, mode).unwrap();
+        let mut state = vec![0u8; Ctl::STATE_MAX_LEN];
+        for t in 0..CFG.total_steps / 2 {
+            assert_eq!(drive(&mut ctl, t), drive(&mut fresh, t));
+        }
+
+        // A truncated file or a bad run configuration changes nothing, mid-run included.
+        let saved = ctl.save_state(&mut state).unwrap();
+        let bad_cfg = RunConfig {
+            total_steps: 0,
+            decisions: 1,
+        };
+        assert!(
+            ctl.load(&file[..n - 1], CFG, Hyperparams::INITIAL, mode)
+                .is_err()
+        );
+        assert!(
+            ctl.load(&file[..n], bad_cfg, Hyperparams::INITIAL, mode)
+                .is_err()
+        );
+        let mut again = vec![0u8; Ctl::STATE_MAX_LEN];
+        assert_eq!(ctl.save_state(&mut again).unwrap(), saved);
+        assert_eq!(again, state);
+        for t in CFG.total_steps / 2..CFG.total_steps {
+            assert_eq!(drive(&mut ctl, t), drive(&mut fresh, t));
+        }
     }
 
     #[test]

@@ -12,11 +12,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{HEAD_SIZES, NUM_HEADS};
+use crate::action::{Action, HEAD_SIZES, NUM_HEADS};
 use crate::crc32::{Crc32, crc32};
 use crate::error::Error;
 use crate::observation::{FEATURE_SET_VERSION, OBS_DIM};
-use crate::policy::{LstmState, PolicyNet};
+use crate::policy::{LstmState, PolicyNet, valid_param};
+use crate::weights::Vector;
 
 /// First four bytes of a policy file.
 pub const POLICY_MAGIC: [u8; 4] = *b"LHPO";
@@ -240,17 +241,54 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// ([`Error::TooLong`]), weights that are not finite ([`Error::NonFinite`]).
     pub fn new(net: PolicyNet<PRE, H, POST>, name: &str, card: &str) -> Result<Self, Error> {
         let too_long = |which, max| move |_| Error::TooLong { which, max };
-        let header = PolicyHeader {
+        let name = heapless::String::try_from(name).map_err(too_long("name", NAME_CAPACITY))?;
+        let card = heapless::String::try_from(card).map_err(too_long("card", CARD_CAPACITY))?;
+        for (which, n) in [
+            ("obs_dim", OBS_DIM),
+            ("pre", PRE),
+            ("hidden", H),
+            ("post", POST),
+        ] {
+            size_u16(which, n)?;
+        }
+        Self::from_parts(Self::header_for(name, card), net)
+    }
+
+    /// The header of a policy of this build's sizes (checked to fit a `u16` by
+    /// [`FrozenPolicy::new`]).
+    fn header_for(
+        name: heapless::String<NAME_CAPACITY>,
+        card: heapless::String<CARD_CAPACITY>,
+    ) -> PolicyHeader {
+        let narrow = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        PolicyHeader {
             feature_set_version: FEATURE_SET_VERSION,
-            obs_dim: size_u16("obs_dim", OBS_DIM)?,
-            pre: size_u16("pre", PRE)?,
-            hidden: size_u16("hidden", H)?,
-            post: size_u16("post", POST)?,
+            obs_dim: narrow(OBS_DIM),
+            pre: narrow(PRE),
+            hidden: narrow(H),
+            post: narrow(POST),
             head_sizes: HEAD_SIZES.map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
-            name: heapless::String::try_from(name).map_err(too_long("name", NAME_CAPACITY))?,
-            card: heapless::String::try_from(card).map_err(too_long("card", CARD_CAPACITY))?,
-        };
-        Self::from_parts(header, net)
+            name,
+            card,
+        }
+    }
+
+    /// The policy that holds every hyperparameter where it is: zero weights, and head biases
+    /// that make each head's hold choice ([`Action::HOLD`]) the most likely. A placeholder to
+    /// [`FrozenPolicy::decode_into`] a real policy into, and a constant-hyperparameter baseline
+    /// that runs through the same integration code.
+    pub fn holding() -> Self {
+        let mut net = PolicyNet::neutral();
+        net.heads_b = Vector(Action::HOLD.one_hot());
+        let mut name = heapless::String::new();
+        // Fits: NAME_CAPACITY is 32 bytes.
+        let _ = name.push_str("hold");
+        Self {
+            header: Self::header_for(name, heapless::String::new()),
+            fingerprint: fingerprint(&net),
+            input_scale: net.input_scale(),
+            net,
+        }
     }
 
     fn from_parts(header: PolicyHeader, net: PolicyNet<PRE, H, POST>) -> Result<Self, Error> {
@@ -270,6 +308,22 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// Decodes and validates a policy file (see the module docs for the order of checks). The
     /// weights are decoded straight from `bytes` into the fixed arrays of the result.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        // Every field is overwritten by a successful decode_into.
+        let mut policy = Self {
+            header: Self::header_for(heapless::String::new(), heapless::String::new()),
+            net: PolicyNet::neutral(),
+            fingerprint: 0,
+            input_scale: [1.0; OBS_DIM],
+        };
+        policy.decode_into(bytes)?;
+        Ok(policy)
+    }
+
+    /// [`FrozenPolicy::decode`] into `self`, in place: the weights are written straight from
+    /// `bytes` into `self`'s arrays, so no second copy of them ever exists on the stack (what a
+    /// small device needs; see [`crate::Controller::load`]). On error `self` is unchanged: every
+    /// check, the weights' validity included, runs before anything is written.
+    pub fn decode_into(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let (header, body) = split_header(bytes)?;
         if header.feature_set_version != FEATURE_SET_VERSION {
             return Err(Error::FeatureSetMismatch {
@@ -287,17 +341,32 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
         if body.len() != Self::BODY_LEN {
             return Err(Error::Malformed);
         }
-        let mut net = PolicyNet::neutral();
-        let (mut words, _) = body.as_chunks::<4>();
-        net.for_each_param_mut(|_, values| {
-            for v in values {
-                if let Some((word, rest)) = words.split_first() {
-                    *v = f32::from_le_bytes(*word);
-                    words = rest;
-                }
-            }
+        let (all_words, _) = body.as_chunks::<4>();
+        // First pass: validate the file's values against the layout (names and lengths) of
+        // `self`'s tensors; second pass: write them.
+        let (mut words, mut valid) = (all_words, true);
+        self.net.for_each_param(|name, values| {
+            let (these, rest) = words.split_at(values.len().min(words.len()));
+            valid &= these
+                .iter()
+                .all(|w| valid_param(name, f32::from_le_bytes(*w)));
+            words = rest;
         });
-        Self::from_parts(header, net)
+        if !valid {
+            return Err(Error::NonFinite);
+        }
+        let mut words = all_words;
+        self.net.for_each_param_mut(|_, values| {
+            let (these, rest) = words.split_at(values.len().min(words.len()));
+            for (v, w) in values.iter_mut().zip(these) {
+                *v = f32::from_le_bytes(*w);
+            }
+            words = rest;
+        });
+        self.header = header;
+        self.fingerprint = fingerprint(&self.net);
+        self.input_scale = self.net.input_scale();
+        Ok(())
     }
 
     /// Encodes into `buf` ([`FrozenPolicy::MAX_ENCODED_LEN`] bytes always suffice) and returns
@@ -538,6 +607,38 @@ mod tests {
         bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
         reseal(&mut bytes);
         assert_eq!(Tiny::decode(&bytes), Err(Error::NonFinite));
+    }
+
+    #[test]
+    fn decode_into_matches_decode_and_changes_nothing_on_error() {
+        let bytes = encoded(&policy());
+        let mut p = Tiny::holding();
+        p.decode_into(&bytes).unwrap();
+        assert_eq!(p, Tiny::decode(&bytes).unwrap());
+        let before = p.clone();
+        let other = encoded(&Tiny::new(random_net(2), "other", "").unwrap());
+        let mut bad = other.clone();
+        bad[20] ^= 1;
+        assert!(matches!(p.decode_into(&bad), Err(Error::Corrupt { .. })));
+        // Valid CRCs around a NaN weight, a negative variance and a zero input clip: each is
+        // caught before anything is written.
+        for (word_from_end, value) in [(10, f32::NAN), (2, -1.0), (1, 0.0)] {
+            let mut bad = other.clone();
+            let at = bad.len() - 4 - 4 * word_from_end;
+            bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            reseal(&mut bad);
+            assert_eq!(p.decode_into(&bad), Err(Error::NonFinite), "{value}");
+            assert_eq!(p, before);
+        }
+        p.decode_into(&other).unwrap();
+        assert_eq!(p.header().name.as_str(), "other");
+    }
+
+    #[test]
+    fn the_holding_policy_picks_every_heads_hold_choice() {
+        let p = Tiny::holding();
+        let logits = p.forward(&[0.3; OBS_DIM], &mut LstmState::default());
+        assert_eq!(crate::policy::greedy(&logits), Action::HOLD);
     }
 
     #[test]

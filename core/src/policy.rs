@@ -75,6 +75,17 @@ pub type Medium = PolicyNet<128, 128, 128>;
 /// The paper's size: 256/256/256.
 pub type Paper = PolicyNet<256, 256, 256>;
 
+/// Whether `x` may be a value of the stored tensor `name`: finite, and ≥ 0 for a variance and
+/// > 0 for the input clip ([`PolicyNet::is_valid`] over a whole network).
+pub(crate) fn valid_param(name: &str, x: f32) -> bool {
+    x.is_finite()
+        && match name {
+            "norm.var" => x >= 0.0,
+            "norm.clip" => x > 0.0,
+            _ => true,
+        }
+}
+
 /// The recurrent state carried between decisions.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LstmState<const H: usize> {
@@ -306,9 +317,9 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
     /// Whether every number is finite, every variance ≥ 0 and the clip > 0 (what a loaded file
     /// must satisfy for [`PolicyNet::forward`] to stay finite on finite inputs).
     pub fn is_valid(&self) -> bool {
-        let mut finite = true;
-        self.for_each_param(|_, v| finite &= v.iter().all(|x| x.is_finite()));
-        finite && self.norm_var.0.iter().all(|&v| v >= 0.0) && self.norm_clip > 0.0
+        let mut valid = true;
+        self.for_each_param(|name, v| valid &= v.iter().all(|&x| valid_param(name, x)));
+        valid
     }
 
     /// `1 / sqrt(var + 1e-5)` per input: the scale of the input normalisation. A

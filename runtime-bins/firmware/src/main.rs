@@ -10,7 +10,7 @@
 use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio};
-use lhopt_core::{Controller, Error, FrozenPolicy, Hyperparams, Mode};
+use lhopt_core::{Controller, Error, Hyperparams, Mode};
 use lhopt_embed::scenario::{Scenario, lstm_fingerprint, replay};
 #[cfg(feature = "panic-never")]
 use panic_never as _;
@@ -30,6 +30,7 @@ const INSTRUCTIONS_PER_TICK: u32 = 40;
 
 #[entry]
 fn main() -> ! {
+    stack::paint();
     let status = match run() {
         Ok(()) => debug::EXIT_SUCCESS,
         Err(()) => debug::EXIT_FAILURE,
@@ -47,34 +48,36 @@ fn run() -> Result<(), ()> {
     };
     let clock = Clock::start(peripherals.SYST);
 
-    let start = clock.now();
-    let policy = FrozenPolicy::<PRE, HIDDEN, POST>::decode(POLICY);
-    let decode_ticks = clock.since(start);
-    let policy = match policy {
-        Ok(policy) => policy,
-        Err(e) => {
-            out.text(b"error: the embedded policy does not decode: ");
-            out.text(error_name(&e));
-            out.text(b"\n");
-            return Err(());
-        }
+    // The controller is built holding its hyperparameters and the policy decoded into it in
+    // place, so the weights exist once in RAM (Controller::new(FrozenPolicy::decode(..)) would
+    // hold them several times over on the stack while moving them).
+    let scenario = Scenario::DEFAULT;
+    let Ok(mut ctrl) =
+        Controller::<PRE, HIDDEN, POST>::holding(scenario.run_config(), Hyperparams::INITIAL)
+    else {
+        out.text(b"error: the scenario's run configuration was rejected\n");
+        return Err(());
     };
+    let start = clock.now();
+    let loaded = ctrl.load(
+        POLICY,
+        scenario.run_config(),
+        Hyperparams::INITIAL,
+        Mode::Greedy,
+    );
+    let decode_ticks = clock.since(start);
+    if let Err(e) = loaded {
+        out.text(b"error: the embedded policy does not decode: ");
+        out.text(error_name(&e));
+        out.text(b"\n");
+        return Err(());
+    }
     out.text(b"policy bytes ");
     out.dec(POLICY.len() as u32);
     out.text(b" decode instructions ");
     out.dec(decode_ticks.saturating_mul(INSTRUCTIONS_PER_TICK));
     out.text(b"\n");
 
-    let scenario = Scenario::DEFAULT;
-    let Ok(mut ctrl) = Controller::new(
-        policy,
-        scenario.run_config(),
-        Hyperparams::INITIAL,
-        Mode::Greedy,
-    ) else {
-        out.text(b"error: the scenario's run configuration was rejected\n");
-        return Err(());
-    };
     let (mut decision_ticks, mut decisions) = (0u32, 0u32);
     let run_start = clock.now();
     replay(&mut ctrl, &scenario, |ctrl, k, inputs| {
@@ -107,7 +110,57 @@ fn run() -> Result<(), ()> {
     out.text(b"\n");
     #[cfg(feature = "parity-fixture")]
     parity::replay(&mut out)?;
+    out.text(b"peak stack bytes ");
+    out.dec(stack::peak_bytes());
+    out.text(b" controller bytes ");
+    out.dec(core::mem::size_of::<Controller<PRE, HIDDEN, POST>>() as u32);
+    out.text(b"\n");
     Ok(())
+}
+
+/// Peak stack use, measured by painting: every free word below the stack pointer is filled
+/// with a pattern at start, and at the end the lowest word no longer holding it marks the
+/// deepest the stack went (decode, controller construction and decisions included).
+mod stack {
+    use core::ptr::{addr_of, read_volatile, write_volatile};
+
+    const PAINT: u32 = 0x5afe_c0de;
+    /// Left unpainted below the stack pointer, for `paint`'s own frame.
+    const MARGIN: usize = 1024;
+
+    unsafe extern "C" {
+        // cortex-m-rt's link.x: the top of the stack and the end of static data, where the
+        // stack may grow down to.
+        static _stack_start: u32;
+        static _stack_end: u32;
+    }
+
+    fn bounds() -> (usize, usize) {
+        (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+    }
+
+    #[inline(never)]
+    pub(super) fn paint() {
+        let (bottom, _) = bounds();
+        let top = cortex_m::register::msp::read() as usize - MARGIN;
+        let mut p = bottom;
+        while p < top {
+            // SAFETY: [bottom, top) lies between the end of static data and the live stack
+            // frames, memory nothing else uses yet; word-aligned (cortex-m-rt asserts it).
+            unsafe { write_volatile(p as *mut u32, PAINT) };
+            p += 4;
+        }
+    }
+
+    pub(super) fn peak_bytes() -> u32 {
+        let (bottom, top) = bounds();
+        let mut p = bottom;
+        // SAFETY: reads of word-aligned RAM between the end of static data and the stack top.
+        while p < top && unsafe { read_volatile(p as *const u32) } == PAINT {
+            p += 4;
+        }
+        (top - p) as u32
+    }
 }
 
 /// The trainer's parity fixture replayed on the device: one `parity K` line per recorded
@@ -123,11 +176,11 @@ mod parity {
     include!(concat!(env!("OUT_DIR"), "/parity.sizes.rs"));
 
     pub(super) fn replay(out: &mut Out) -> Result<(), ()> {
-        let Ok(policy) = FrozenPolicy::<PARITY_PRE, PARITY_HIDDEN, PARITY_POST>::decode(POLICY)
-        else {
+        let mut policy = FrozenPolicy::<PARITY_PRE, PARITY_HIDDEN, PARITY_POST>::holding();
+        if policy.decode_into(POLICY).is_err() {
             out.text(b"error: the parity fixture policy does not decode\n");
             return Err(());
-        };
+        }
         let mut state = LstmState::default();
         for (k, bytes) in OBS.chunks_exact(4 * OBS_DIM).enumerate() {
             let mut obs = [0f32; OBS_DIM];
