@@ -334,6 +334,10 @@ pub struct EvalArgs {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub grid: GridArgs,
+    /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
+    /// "vs default" column (one run to the largest; outside the range only a bound is reported).
+    #[arg(long, value_delimiter = ',', default_values_t = eval::DEFAULT_BUDGET_FACTORS)]
+    pub default_budgets: Vec<f64>,
     /// Folder for eval.csv, eval.json and one PNG per task.
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
@@ -566,6 +570,7 @@ fn run_baselines(args: &BaselineArgs, pool: Pool) -> Result<()> {
 fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
     let specs = args.tasks.specs()?;
     let grid = args.grid.grid()?;
+    baseline::check_budget_factors(&args.default_budgets)?;
     let mut controllers = vec![Controller::Fixed(Hyperparams::INITIAL)];
     if let Some(file) = args.policy.read()? {
         let initial = Hyperparams::INITIAL;
@@ -583,6 +588,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         args.policy.decisions,
         &pool,
         &grid,
+        &args.default_budgets,
         &grid_bar,
         &run_bar,
     )?;

@@ -11,12 +11,16 @@ use indicatif::ProgressBar;
 use lhopt_core::Hyperparams;
 use serde::Serialize;
 
-use crate::baseline::{Grid, GridCurve, MeanSpeedup, Speedup};
+use crate::baseline::{self, Grid, GridCurve, MeanSpeedup, Speedup};
 use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
 use crate::plot::{self, Line, PlottedRun};
 use crate::pool::Pool;
 use crate::tasks::{Task, TaskSpec};
+
+/// Budgets, as multiples of T, at which the untuned default is measured for speedups against
+/// it: one run to the largest, so a wide range is cheap (the grid's default range stops at 2x).
+pub const DEFAULT_BUDGET_FACTORS: [f64; 6] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
 
 /// What steers a run.
 #[derive(Clone, Debug)]
@@ -120,13 +124,15 @@ pub struct EvalReport {
 }
 
 /// Runs every task in `specs` under every controller (in parallel on `pool`), computes or loads
-/// the grids, and scores the runs. Returns the report and the traces, indexed `[task][controller]`.
+/// the grids, runs the untuned default to the largest of `default_factors` × T, and scores the
+/// runs against both. Returns the report and the traces, indexed `[task][controller]`.
 pub fn evaluate(
     specs: &[TaskSpec],
     controllers: &[Controller],
     decisions: u32,
     pool: &Pool,
     grid: &Grid,
+    default_factors: &[f64],
     grid_progress: &ProgressBar,
     run_progress: &ProgressBar,
 ) -> Result<(EvalReport, Vec<Vec<Trace>>)> {
@@ -147,7 +153,7 @@ pub fn evaluate(
         match c {
             Some(c) => controllers[c].run(task.as_mut(), specs[t].steps, decisions, false),
             None => {
-                let budgets = grid.budgets(specs[t].steps);
+                let budgets = baseline::budgets(default_factors, specs[t].steps);
                 let longest = budgets.last().copied().unwrap_or(specs[t].steps);
                 env::run_fixed(task.as_mut(), longest, Hyperparams::INITIAL, &budgets)
             }
@@ -161,7 +167,7 @@ pub fn evaluate(
             let trace = &traces[t * per_task + controllers.len()];
             GridCurve::of_constant_run(
                 spec.steps,
-                &grid.budgets(spec.steps),
+                &baseline::budgets(default_factors, spec.steps),
                 &trace.evals,
                 f64::from(Hyperparams::INITIAL.lr),
             )

@@ -87,6 +87,13 @@ fn eval_scores_against_a_cached_grid() {
     // A second evaluation finds the grid in the cache and reports the same table.
     let again = lhopt(dir.path(), &args);
     assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+    // Budgets must be positive multiples of T.
+    let bad = lhopt(
+        dir.path(),
+        &[&args[..], &["--default-budgets", "1,-2"]].concat(),
+    );
+    assert_eq!(code(&bad), 2, "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("positive multiples of T"));
 }
 
 #[test]

@@ -27,6 +27,28 @@ const CURVE_POINTS: u64 = 8;
 /// The budgets of spec §9 as multiples of T: T/2, T and 2T.
 pub const BUDGET_FACTORS: [f64; 3] = [0.5, 1.0, 2.0];
 
+/// Budget factors must be positive multiples of T, at least one.
+pub fn check_budget_factors(factors: &[f64]) -> Result<()> {
+    if factors.is_empty() || factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err(Error::Usage(format!(
+            "budget factors must be positive multiples of T, e.g. 0.5,1,2; got {factors:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Budgets of a task of `steps` steps: each factor × T, rounded down (at least one step),
+/// ascending, without repeats.
+pub fn budgets(factors: &[f64], steps: u64) -> Vec<u64> {
+    let mut budgets: Vec<u64> = factors
+        .iter()
+        .map(|f| ((steps as f64 * f).floor() as u64).max(1))
+        .collect();
+    budgets.sort_unstable();
+    budgets.dedup();
+    budgets
+}
+
 /// The AdamW grid of a set of budgets, with its cache.
 #[derive(Clone, Debug)]
 pub struct Grid {
@@ -39,29 +61,16 @@ pub struct Grid {
 impl Grid {
     /// The grid at budgets `budget_factors` × T, cached in `cache`.
     pub fn new(cache: Cache, budget_factors: &[f64]) -> Result<Grid> {
-        if budget_factors.is_empty() || budget_factors.iter().any(|f| !(f.is_finite() && *f > 0.0))
-        {
-            return Err(Error::Usage(format!(
-                "budget factors must be positive multiples of T, e.g. 0.5,1,2; got {budget_factors:?}"
-            )));
-        }
+        check_budget_factors(budget_factors)?;
         Ok(Grid {
             cache,
             budget_factors: budget_factors.to_vec(),
         })
     }
 
-    /// The measured budgets of a task of `steps` steps: each factor × T, rounded down (at least one
-    /// step), ascending, without repeats.
+    /// The measured budgets of a task of `steps` steps (see [`budgets`]).
     pub fn budgets(&self, steps: u64) -> Vec<u64> {
-        let mut budgets: Vec<u64> = self
-            .budget_factors
-            .iter()
-            .map(|f| ((steps as f64 * f).floor() as u64).max(1))
-            .collect();
-        budgets.sort_unstable();
-        budgets.dedup();
-        budgets
+        budgets(&self.budget_factors, steps)
     }
 
     /// Every run of the grid for `spec`: budgets × 5 learning rates × 7 schedules.
