@@ -587,8 +587,10 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         &controllers,
         args.policy.decisions,
         &pool,
-        &grid,
-        &args.default_budgets,
+        eval::References {
+            grid: &grid,
+            default_factors: &args.default_budgets,
+        },
         &grid_bar,
         &run_bar,
     )?;

@@ -123,19 +123,32 @@ pub struct EvalReport {
     pub default_curves: Vec<(String, GridCurve)>,
 }
 
+/// What runs are scored against.
+#[derive(Clone, Copy, Debug)]
+pub struct References<'a> {
+    /// The tuned AdamW grid.
+    pub grid: &'a Grid,
+    /// Budgets, as multiples of T, at which the untuned default is measured
+    /// ([`DEFAULT_BUDGET_FACTORS`] by default).
+    pub default_factors: &'a [f64],
+}
+
 /// Runs every task in `specs` under every controller (in parallel on `pool`), computes or loads
-/// the grids, runs the untuned default to the largest of `default_factors` × T, and scores the
-/// runs against both. Returns the report and the traces, indexed `[task][controller]`.
+/// the grids, runs the untuned default to the largest of its budgets, and scores the runs
+/// against both references. Returns the report and the traces, indexed `[task][controller]`.
 pub fn evaluate(
     specs: &[TaskSpec],
     controllers: &[Controller],
     decisions: u32,
     pool: &Pool,
-    grid: &Grid,
-    default_factors: &[f64],
+    references: References<'_>,
     grid_progress: &ProgressBar,
     run_progress: &ProgressBar,
 ) -> Result<(EvalReport, Vec<Vec<Trace>>)> {
+    let References {
+        grid,
+        default_factors,
+    } = references;
     let grids = grid.curves(specs, pool, grid_progress)?;
     // Job (t, Some(c)) runs task t under controller c; (t, None) runs the untuned default to the
     // largest budget, evaluated at every budget.
