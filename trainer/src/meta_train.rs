@@ -65,7 +65,7 @@ impl Default for MetaTrainConfig {
         Self {
             seed: 0,
             preset: "tiny".into(),
-            updates: 200,
+            updates: 300,
             plot_every: 2,
             name: "lhopt-meta-trained".into(),
             ppo: PpoConfig::default(),
