@@ -168,16 +168,24 @@ fn parse_parity(stdout: &str) -> Vec<FirmwareParity> {
         .collect()
 }
 
+/// The firmware's output under QEMU, or `None` (with a message naming `test`) when
+/// `qemu-system-arm` is not installed.
+fn firmware_output(test: &str) -> Option<String> {
+    if !qemu_available() {
+        eprintln!("SKIPPED {test}: {QEMU} is not installed (apt-get install qemu-system-arm)");
+        return None;
+    }
+    let stdout = run_qemu(&build_firmware());
+    eprintln!("firmware output:\n{stdout}");
+    Some(stdout)
+}
+
 #[test]
 fn firmware_replays_the_trainer_parity_fixture() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED firmware_replays_the_trainer_parity_fixture: {QEMU} is not installed \
-             (apt-get install qemu-system-arm)"
-        );
+    let Some(stdout) = firmware_output("firmware_replays_the_trainer_parity_fixture") else {
         return;
-    }
-    let got = parse_parity(&run_qemu(&build_firmware()));
+    };
+    let got = parse_parity(&stdout);
     let (bytes, steps) = parity_fixture();
     assert_eq!(got.len(), steps.len(), "parity decisions replayed");
     let policy = FrozenPolicy::<32, 32, 32>::decode(&bytes).expect("the fixture policy decodes");
@@ -202,15 +210,9 @@ fn firmware_replays_the_trainer_parity_fixture() {
 
 #[test]
 fn firmware_decisions_match_the_host_bit_for_bit() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED firmware_decisions_match_the_host_bit_for_bit: {QEMU} is not installed \
-             (apt-get install qemu-system-arm)"
-        );
+    let Some(stdout) = firmware_output("firmware_decisions_match_the_host_bit_for_bit") else {
         return;
-    }
-    let stdout = run_qemu(&build_firmware());
-    eprintln!("firmware output:\n{stdout}");
+    };
     let got = parse(&stdout);
     let expected =
         reference_decisions_tiny(DEFAULT_POLICY, &Scenario::DEFAULT).expect("host reference run");
