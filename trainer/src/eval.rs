@@ -161,7 +161,7 @@ pub fn evaluate(
         })
         .collect();
     run_progress.set_length(jobs.len() as u64);
-    let mut traces = pool.run(jobs, run_progress, |(t, c)| {
+    let traces = pool.run(jobs, run_progress, |(t, c)| {
         let mut task = pool.build(&specs[t])?;
         match c {
             Some(c) => controllers[c].run(task.as_mut(), specs[t].steps, decisions, false),
@@ -172,30 +172,23 @@ pub fn evaluate(
             }
         }
     })?;
-    let per_task = controllers.len() + 1;
-    let default_curves: Vec<GridCurve> = specs
-        .iter()
-        .enumerate()
-        .map(|(t, spec)| {
-            let trace = &traces[t * per_task + controllers.len()];
-            GridCurve::of_constant_run(
-                spec.steps,
-                &baseline::budgets(default_factors, spec.steps),
-                &trace.evals,
-                f64::from(Hyperparams::INITIAL.lr),
-            )
-        })
-        .collect();
-    // Keep the controllers' traces only.
-    let mut index = 0;
-    traces.retain(|_| {
-        index += 1;
-        index % per_task != 0
-    });
+    // Per task, in job order: the controllers' traces, then the default's long run.
     let mut traces = traces.into_iter();
+    let mut default_curves = Vec::with_capacity(specs.len());
     let traces: Vec<Vec<Trace>> = specs
         .iter()
-        .map(|_| traces.by_ref().take(controllers.len()).collect())
+        .map(|spec| {
+            let runs: Vec<Trace> = traces.by_ref().take(controllers.len()).collect();
+            if let Some(long) = traces.next() {
+                default_curves.push(GridCurve::of_constant_run(
+                    spec.steps,
+                    &baseline::budgets(default_factors, spec.steps),
+                    &long.evals,
+                    f64::from(Hyperparams::INITIAL.lr),
+                ));
+            }
+            runs
+        })
         .collect();
 
     let mut rows = Vec::new();
