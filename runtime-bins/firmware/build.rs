@@ -7,7 +7,7 @@
 //! file is copied as is and the recorded observations become raw little-endian f32s.
 use std::{env, fs, path::Path, path::PathBuf};
 
-use lhopt_core::{OBS_DIM, read_header};
+use lhopt_core::read_header;
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -16,13 +16,14 @@ fn main() {
     println!("cargo:rerun-if-changed=memory.x");
 
     println!("cargo:rerun-if-env-changed=LHOPT_FIRMWARE_POLICY");
-    let path = env::var_os("LHOPT_FIRMWARE_POLICY")
-        .map_or_else(|| PathBuf::from("../../policies/default.lhp"), PathBuf::from);
+    let path = env::var_os("LHOPT_FIRMWARE_POLICY").map_or_else(
+        || PathBuf::from("../../policies/default.lhp"),
+        PathBuf::from,
+    );
     embed_policy(&read_policy(&path), "", &out.join("policy.lhp"));
 
-    if env::var_os("CARGO_FEATURE_PARITY_FIXTURE").is_some() {
-        write_parity_fixture(&out);
-    }
+    #[cfg(feature = "parity-fixture")]
+    write_parity_fixture(&out);
 }
 
 /// Copies `policy` to `to` and writes `{to stem}.sizes.rs` with its network sizes as constants
@@ -44,24 +45,21 @@ fn read_policy(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|e| panic!("cannot read the policy {}: {e}", path.display()))
 }
 
-/// `parity.lhp` (with `parity.sizes.rs`) and `parity_obs.bin` (every `obs` line of the fixture, in order).
+/// `parity.lhp` (with `parity.sizes.rs`) and `parity_obs.bin` (the recorded observations, in
+/// order), read by the host tests' own fixture reader.
+#[cfg(feature = "parity-fixture")]
 fn write_parity_fixture(out: &Path) {
-    let fixtures = Path::new("../../tests/fixtures");
-    let policy = read_policy(&fixtures.join("parity_tiny.lhp"));
-    embed_policy(&policy, "PARITY_", &out.join("parity.lhp"));
-
-    let text_path = fixtures.join("parity_tiny.txt");
-    println!("cargo:rerun-if-changed={}", text_path.display());
-    let text = fs::read_to_string(&text_path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", text_path.display()));
-    let mut obs = Vec::new();
-    for line in text.lines().filter_map(|l| l.strip_prefix("obs ")) {
-        let values: Vec<f32> = line
-            .split_whitespace()
-            .map(|x| x.parse().expect("parity fixture: a number on an obs line"))
-            .collect();
-        assert_eq!(values.len(), OBS_DIM, "parity fixture: obs line length");
-        obs.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    for name in lhopt_tests::PARITY_FIXTURE_FILES {
+        println!(
+            "cargo:rerun-if-changed={}",
+            lhopt_tests::fixture_path(name).display()
+        );
     }
+    let (policy, steps) = lhopt_tests::parity_fixture();
+    embed_policy(&policy, "PARITY_", &out.join("parity.lhp"));
+    let obs: Vec<u8> = steps
+        .iter()
+        .flat_map(|step| step.obs.iter().flat_map(|v| v.to_le_bytes()))
+        .collect();
     fs::write(out.join("parity_obs.bin"), obs).expect("write parity_obs.bin to OUT_DIR");
 }

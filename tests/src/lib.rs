@@ -1,7 +1,7 @@
 //! Shared helpers for the cross-crate tests: the trainer's parity fixture, read once here and
 //! replayed by `tests/parity.rs` (host) and `tests/firmware.rs` (Cortex-M4F under QEMU).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lhopt_core::{NUM_ACTION_LOGITS, NUM_HEADS, OBS_DIM};
 
@@ -21,8 +21,9 @@ pub struct ParityStep {
 /// The parity fixture written by lhopt-trainer's `export::tests::write_parity_fixture`: the
 /// exported Tiny policy file and its recorded decisions, in order.
 pub fn parity_fixture() -> (Vec<u8>, Vec<ParityStep>) {
-    let policy = fixture("parity_tiny.lhp");
-    let text = String::from_utf8(fixture("parity_tiny.txt")).expect("the fixture is UTF-8");
+    let [policy_file, text_file] = PARITY_FIXTURE_FILES;
+    let policy = fixture(policy_file);
+    let text = String::from_utf8(fixture(text_file)).expect("the fixture is UTF-8");
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(
         lines.len() >= 3 * 8 && lines.len().is_multiple_of(3),
@@ -40,10 +41,18 @@ pub fn parity_fixture() -> (Vec<u8>, Vec<ParityStep>) {
     (policy, steps)
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The parity fixture's files, for build scripts that watch them.
+pub const PARITY_FIXTURE_FILES: [&str; 2] = ["parity_tiny.lhp", "parity_tiny.txt"];
+
+/// Where the checked-in fixture `name` lives.
+pub fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
-        .join(name);
+        .join(name)
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = fixture_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -136,7 +136,10 @@ mod stack {
     }
 
     fn bounds() -> (usize, usize) {
-        (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+        (
+            addr_of!(_stack_end) as usize,
+            addr_of!(_stack_start) as usize,
+        )
     }
 
     #[inline(never)]
