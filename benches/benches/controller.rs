@@ -12,8 +12,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use lhopt_benches::{ThreadCpuTime, random_policy, reductions};
 use lhopt_core::policy::{LstmState, greedy};
 use lhopt_core::{
-    Controller, DecisionInputs, FrozenPolicy, Hyperparams, Mode, Observer, PolicyNet, RunConfig,
-    StepReductions, inner_features, observation::OBS_DIM,
+    Controller, DecisionInputs, FeatureSet, FrozenPolicy, Hyperparams, Mode, Observer, PolicyNet,
+    RunConfig, StepReductions, inner_features, observation::OBS_DIM,
 };
 
 /// A run long enough that benchmarks never reach a decision or the end.
@@ -30,7 +30,7 @@ const INPUTS: DecisionInputs = DecisionInputs {
 
 fn observe<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("observe");
-    let mut o = Observer::new(ENDLESS, Hyperparams::INITIAL).unwrap();
+    let mut o = Observer::new(ENDLESS, Hyperparams::INITIAL, FeatureSet::CURRENT).unwrap();
     group.bench_function("step_without_reductions", |b| {
         b.iter(|| o.observe_step(black_box(0.5), None))
     });
@@ -60,7 +60,7 @@ fn features<M: Measurement>(c: &mut Criterion<M>) {
     group.bench_function("inner_features_one_tensor", |b| {
         b.iter(|| inner_features(black_box(&r), false))
     });
-    let mut o = Observer::new(ENDLESS, Hyperparams::INITIAL).unwrap();
+    let mut o = Observer::new(ENDLESS, Hyperparams::INITIAL, FeatureSet::CURRENT).unwrap();
     let tensors = [reductions(4096, 1), reductions(1024, 2)];
     o.observe_step(
         0.5,

@@ -95,8 +95,8 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         mode: Mode,
     ) -> Result<Self, Error> {
         Ok(Self {
+            observer: Observer::new(cfg, initial, policy.feature_set())?,
             policy,
-            observer: Observer::new(cfg, initial)?,
             state: LstmState::default(),
             rng: Rng::new(mode.seed()),
             mode,
@@ -120,9 +120,10 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         initial: Hyperparams,
         mode: Mode,
     ) -> Result<(), Error> {
-        let observer = Observer::new(cfg, initial)?;
+        cfg.interval()?;
         self.policy.decode_into(policy)?;
-        self.observer = observer;
+        // Cannot fail: the configuration was checked before anything was written.
+        self.observer = Observer::new(cfg, initial, self.policy.feature_set())?;
         self.state = LstmState::default();
         self.rng = Rng::new(mode.seed());
         self.mode = mode;
@@ -231,6 +232,9 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
                 .map_err(|_| Error::Malformed)?;
         if !trailing.is_empty() {
             return Err(Error::Malformed);
+        }
+        if observer.feature_set() != self.policy.feature_set() {
+            return Err(Error::PolicyMismatch);
         }
         self.observer = observer;
         self.state = state;

@@ -88,8 +88,8 @@ impl fmt::Display for Error {
             ),
             Self::FeatureSetMismatch { found, expected } => write!(
                 f,
-                "policy was trained on feature set {found}, this build computes feature set \
-                 {expected}; use a policy trained for this version"
+                "policy was trained on feature set {found}, this build computes feature sets 1 \
+                 to {expected}; use a newer lhopt, or a policy trained for one of these"
             ),
             Self::SizeMismatch {
                 which,

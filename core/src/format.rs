@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::{Action, HEAD_SIZES, NUM_HEADS};
 use crate::crc32::{Crc32, crc32};
 use crate::error::Error;
-use crate::observation::{FEATURE_SET_VERSION, OBS_DIM};
+use crate::observation::{FEATURE_SET_VERSION, FeatureSet, OBS_DIM};
 use crate::policy::{LstmState, PolicyNet, valid_param};
 use crate::weights::Vector;
 
@@ -325,7 +325,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// check, the weights' validity included, runs before anything is written.
     pub fn decode_into(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let (header, body) = split_header(bytes)?;
-        if header.feature_set_version != FEATURE_SET_VERSION {
+        if FeatureSet::from_version(header.feature_set_version).is_none() {
             return Err(Error::FeatureSetMismatch {
                 found: header.feature_set_version,
                 expected: FEATURE_SET_VERSION,
@@ -400,6 +400,12 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// The header.
     pub fn header(&self) -> &PolicyHeader {
         &self.header
+    }
+
+    /// The feature set the policy was trained on, which its controller must compute.
+    pub fn feature_set(&self) -> FeatureSet {
+        // Decoding admits only versions `from_version` knows; the fallback is unreachable.
+        FeatureSet::from_version(self.header.feature_set_version).unwrap_or(FeatureSet::CURRENT)
     }
 
     /// The network.
@@ -576,14 +582,19 @@ mod tests {
             Err(Error::SizeMismatch { which: "pre", .. })
         ));
         let mut p = policy();
-        p.header.feature_set_version = 2;
+        p.header.feature_set_version = 3;
         assert_eq!(
             Tiny::decode(&encoded(&p)),
             Err(Error::FeatureSetMismatch {
-                found: 2,
-                expected: 1
+                found: 3,
+                expected: 2
             })
         );
+        // Feature set 1 policies still load, and say which features they need.
+        p.header.feature_set_version = 1;
+        let v1 = Tiny::decode(&encoded(&p)).unwrap();
+        assert_eq!(v1.feature_set(), FeatureSet::V1);
+        assert_eq!(policy().feature_set(), FeatureSet::CURRENT);
         let mut p = policy();
         p.header.head_sizes[0] = 5;
         assert_eq!(

@@ -47,7 +47,8 @@ pub use error::Error;
 pub use format::{FrozenPolicy, PolicyHeader, encoded_len, read_header};
 pub use hyper::{BOUNDS, Hyperparams, NUM_HYPERS};
 pub use observation::{
-    DecisionInputs, FEATURE_SET_VERSION, OBS_DIM, Observer, RunConfig, StepReductions, StepStatus,
+    DecisionInputs, FEATURE_SET_VERSION, FeatureSet, OBS_DIM, Observer, RunConfig, StepReductions,
+    StepStatus,
 };
 pub use policy::{LstmState, Medium, Paper, PolicyNet, Rng, Small, Tiny, greedy, log_prob, sample};
 pub use reductions::{NUM_INNER_FEATURES, TensorReductions, inner_features};

@@ -1,4 +1,4 @@
-//! The outer features and the 166-number observation vector, feature set version 1 (spec §3).
+//! The outer features and the 166-number observation vector, feature sets 1 and 2 (spec §3).
 //!
 //! [`Observer`] is the runtime-statistics → observation half of the controller: it counts inner
 //! steps, aggregates the inner features of sampled steps, keeps the CDF moments and the
@@ -49,8 +49,44 @@ use crate::math::{finite_or_zero, logit};
 use crate::moments::{CdfFeatures, NUM_CDF, progress_weights};
 use crate::reductions::{NUM_INNER_FEATURES, TensorReductions, mean_inner_features};
 
-/// Version of the observation definition. A policy file records the version it was trained on.
-pub const FEATURE_SET_VERSION: u16 = 1;
+/// Version of the observation definition that new policies are trained and exported with. A
+/// policy file records the version it was trained on; [`FeatureSet`] lists those this build reads.
+pub const FEATURE_SET_VERSION: u16 = FeatureSet::CURRENT.version();
+
+/// The feature sets this build computes. They share the 166-number layout and differ only in
+/// which inner steps report reductions, so a policy of either runs on the same runtime code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeatureSet {
+    /// Reductions on every [`REDUCTION_PERIOD`]th *global* step, plus the last step of an
+    /// interval that had none. The policies shipped before feature set 2 were trained on it.
+    V1,
+    /// Reductions on steps 0, 4, 8, … counted from the last decision (the official CIAO resets
+    /// its counter at every outer step), so every interval is sampled from its first step on,
+    /// whatever its length.
+    V2,
+}
+
+impl FeatureSet {
+    /// The feature set new policies use.
+    pub const CURRENT: FeatureSet = FeatureSet::V2;
+
+    /// The number a policy file records.
+    pub const fn version(self) -> u16 {
+        match self {
+            FeatureSet::V1 => 1,
+            FeatureSet::V2 => 2,
+        }
+    }
+
+    /// The feature set of a recorded version, `None` when this build does not compute it.
+    pub const fn from_version(version: u16) -> Option<FeatureSet> {
+        match version {
+            1 => Some(FeatureSet::V1),
+            2 => Some(FeatureSet::V2),
+            _ => None,
+        }
+    }
+}
 
 /// Length of the observation vector.
 pub const OBS_DIM: usize = 166;
@@ -150,6 +186,7 @@ struct Checkpoint {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Observer {
     config: RunConfig,
+    feature_set: FeatureSet,
     interval: u64,
     initial: Hyperparams,
     hyper: Hyperparams,
@@ -249,18 +286,24 @@ impl ObsWriter {
 
 impl Observer {
     /// Largest postcard encoding of an `Observer`, in bytes (varints at their widest): the run
-    /// config and interval (25), two hyperparameter sets (64), step, decision index and progress
+    /// config, feature set and interval (26), two hyperparameter sets (64), step, decision index and progress
     /// (19), the loss accumulators (15), the inner-feature accumulators (57), the previous values
     /// and action (25), 18 series × 5 scales × 3 moments (1080), the registers (27).
-    pub const MAX_ENCODED_LEN: usize = 25 + 64 + 19 + 15 + 57 + 25 + 1080 + 27;
+    pub const MAX_ENCODED_LEN: usize = 26 + 64 + 19 + 15 + 57 + 25 + 1080 + 27;
 
-    /// A fresh run. `initial` (clamped to bounds) is both the starting hyperparameters and the
-    /// reference `h_initial` of the hyperparameter features.
-    pub fn new(config: RunConfig, initial: Hyperparams) -> Result<Self, Error> {
+    /// A fresh run computing `feature_set` (the one the policy was trained on). `initial`
+    /// (clamped to bounds) is both the starting hyperparameters and the reference `h_initial` of
+    /// the hyperparameter features.
+    pub fn new(
+        config: RunConfig,
+        initial: Hyperparams,
+        feature_set: FeatureSet,
+    ) -> Result<Self, Error> {
         let interval = config.interval()?;
         let initial = initial.clamped();
         Ok(Self {
             config,
+            feature_set,
             interval,
             initial,
             hyper: initial,
@@ -288,15 +331,35 @@ impl Observer {
         })
     }
 
-    /// Whether the inner step about to run should report reductions: every
-    /// [`REDUCTION_PERIOD`]th step, and the last step of an interval that has no sample yet.
+    /// Whether the inner step about to run should report reductions (see [`FeatureSet`]). In
+    /// feature set 2 the steps after the last decision (when K does not divide T) are never
+    /// sampled: no decision would read them.
     pub fn wants_reductions(&self) -> bool {
         if self.step >= self.config.total_steps {
             return false;
         }
-        let next = self.step + 1;
-        next.is_multiple_of(REDUCTION_PERIOD)
-            || (next.is_multiple_of(self.interval) && self.inner_samples == 0)
+        match self.feature_set {
+            FeatureSet::V1 => {
+                let next = self.step + 1;
+                next.is_multiple_of(REDUCTION_PERIOD)
+                    || (next.is_multiple_of(self.interval) && self.inner_samples == 0)
+            }
+            FeatureSet::V2 => {
+                // `checked_rem` keeps a zero interval (only in corrupted restored state) from
+                // reaching a division panic.
+                let decided = self.step / self.interval.max(1);
+                decided < u64::from(self.config.decisions)
+                    && self
+                        .step
+                        .checked_rem(self.interval)
+                        .is_some_and(|s| s.is_multiple_of(REDUCTION_PERIOD))
+            }
+        }
+    }
+
+    /// The feature set this observer computes.
+    pub fn feature_set(&self) -> FeatureSet {
+        self.feature_set
     }
 
     /// Records one inner step: its training loss and, when sampled, its reductions.
@@ -538,6 +601,9 @@ impl Observer {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use super::*;
     use crate::math::phi;
     use crate::reductions::inner_features;
@@ -548,7 +614,7 @@ mod tests {
             total_steps,
             decisions,
         };
-        Observer::new(cfg, Hyperparams::INITIAL).unwrap()
+        Observer::new(cfg, Hyperparams::INITIAL, FeatureSet::V1).unwrap()
     }
 
     /// Runs `interval` steps at a constant loss, sampling reductions when asked.
@@ -617,6 +683,50 @@ mod tests {
         assert_eq!(wanted, expected);
     }
 
+    /// Which of the steps of a `total_steps`/`decisions` run feature set 2 samples.
+    fn v2_sampled(total_steps: u64, decisions: u32) -> Vec<u64> {
+        let cfg = RunConfig {
+            total_steps,
+            decisions,
+        };
+        let mut o = Observer::new(cfg, Hyperparams::INITIAL, FeatureSet::V2).unwrap();
+        let mut sampled = Vec::new();
+        for step in 0..total_steps {
+            if o.wants_reductions() {
+                sampled.push(step);
+            }
+            if o.observe_step(1.0, None) == StepStatus::DecisionDue {
+                o.observation(&DecisionInputs {
+                    param_norm: 1.0,
+                    displacement: 1.0,
+                    eval_loss: f32::NAN,
+                });
+            }
+        }
+        sampled
+    }
+
+    #[test]
+    fn feature_set_2_samples_steps_0_4_8_of_every_interval() {
+        // I = 10: steps 0, 4, 8 of each interval, counted from the last decision.
+        assert_eq!(v2_sampled(30, 3), [0, 4, 8, 10, 14, 18, 20, 24, 28]);
+        // I = 3: the first step of each interval; nothing after the last decision (step 9).
+        assert_eq!(v2_sampled(10, 3), [0, 3, 6]);
+        // I = 6, not a multiple of 4: the phase restarts at every decision (v1 would sample
+        // global steps 3, 7, 11, 15, ... instead).
+        assert_eq!(v2_sampled(24, 4), [0, 4, 6, 10, 12, 16, 18, 22]);
+    }
+
+    #[test]
+    fn feature_sets_round_trip_through_their_versions() {
+        for fs in [FeatureSet::V1, FeatureSet::V2] {
+            assert_eq!(FeatureSet::from_version(fs.version()), Some(fs));
+        }
+        assert_eq!(FeatureSet::from_version(0), None);
+        assert_eq!(FeatureSet::from_version(3), None);
+        assert_eq!(FEATURE_SET_VERSION, 2);
+    }
+
     #[test]
     fn invalid_configs_are_rejected() {
         let hp = Hyperparams::INITIAL;
@@ -625,7 +735,7 @@ mod tests {
             decisions: 0,
         };
         assert!(matches!(
-            Observer::new(zero, hp),
+            Observer::new(zero, hp, FeatureSet::CURRENT),
             Err(Error::InvalidConfig(_))
         ));
         let short = RunConfig {
@@ -633,7 +743,7 @@ mod tests {
             decisions: 4,
         };
         assert!(matches!(
-            Observer::new(short, hp),
+            Observer::new(short, hp, FeatureSet::CURRENT),
             Err(Error::InvalidConfig(_))
         ));
     }
@@ -861,7 +971,7 @@ mod tests {
             total_steps: 4,
             decisions: 2,
         };
-        let mut o = Observer::new(cfg, start).unwrap();
+        let mut o = Observer::new(cfg, start, FeatureSet::CURRENT).unwrap();
         run_interval(&mut o, 1.0, false);
         let inputs = DecisionInputs {
             param_norm: 1.0,

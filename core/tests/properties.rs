@@ -4,8 +4,9 @@
 
 use lhopt_core::observation::OBS_DIM;
 use lhopt_core::{
-    Action, Controller, DecisionInputs, FrozenPolicy, HEAD_SIZES, Hyperparams, Mode, Observer,
-    PolicyNet, Rng, RunConfig, StepReductions, StepStatus, TensorReductions, apply, inner_features,
+    Action, Controller, DecisionInputs, FeatureSet, FrozenPolicy, HEAD_SIZES, Hyperparams, Mode,
+    Observer, PolicyNet, Rng, RunConfig, StepReductions, StepStatus, TensorReductions, apply,
+    inner_features,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -145,7 +146,7 @@ proptest! {
         initial in hyper(),
         decisions in 1_u32..20,
     ) {
-        let mut o = Observer::new(config(steps.len(), decisions), initial).unwrap();
+        let mut o = Observer::new(config(steps.len(), decisions), initial, FeatureSet::CURRENT).unwrap();
         prop_assert!(o.hyper().in_bounds());
         let mut k = 0;
         for step in &steps {

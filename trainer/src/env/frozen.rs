@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lhopt_core::{
-    Action, FrozenPolicy, LstmState, Mode, OBS_DIM, PolicyHeader, Rng, greedy, read_header, sample,
+    Action, FeatureSet, FrozenPolicy, LstmState, Mode, OBS_DIM, PolicyHeader, Rng, greedy, read_header, sample,
 };
 
 use super::Agent;
@@ -43,6 +43,10 @@ fn seed_of(mode: Mode) -> u64 {
 }
 
 impl<const PRE: usize, const H: usize, const POST: usize> Agent for FrozenAgent<PRE, H, POST> {
+    fn feature_set(&self) -> FeatureSet {
+        self.policy.feature_set()
+    }
+
     fn reset(&mut self) {
         self.state = LstmState::default();
         self.rng = Rng::new(seed_of(self.mode));

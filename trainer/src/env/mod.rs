@@ -12,7 +12,7 @@ mod tests;
 pub use frozen::{FrozenAgent, PolicyFile};
 
 use lhopt_core::{
-    Action, DecisionInputs, Hyperparams, OBS_DIM, Observer, Restart, RunConfig, StepReductions,
+    Action, DecisionInputs, FeatureSet, Hyperparams, OBS_DIM, Observer, Restart, RunConfig, StepReductions,
     StepStatus,
 };
 use serde::Serialize;
@@ -24,6 +24,11 @@ use crate::tasks::Task;
 
 /// Something that picks an action from an observation: the policy half of a controller.
 pub trait Agent {
+    /// The feature set the agent was trained on, which the run's observer computes (policies
+    /// being trained use the current one).
+    fn feature_set(&self) -> FeatureSet {
+        FeatureSet::CURRENT
+    }
     /// Forgets everything about the previous episode (recurrent state, sampling stream).
     fn reset(&mut self);
     /// The action for the raw (un-normalised) observation of one decision.
@@ -97,7 +102,8 @@ pub fn run_episode(
         total_steps: cfg.total_steps,
         decisions: cfg.decisions,
     };
-    let mut observer = Observer::new(config, cfg.initial).map_err(Error::Core)?;
+    let mut observer =
+        Observer::new(config, cfg.initial, agent.feature_set()).map_err(Error::Core)?;
     agent.reset();
     let params = shallow_copies(task.parameters());
     let buffers = shallow_copies(task.buffers());
