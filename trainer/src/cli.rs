@@ -64,8 +64,11 @@ pub enum Command {
     /// Speedup table of a policy and of the untuned default against the AdamW grid, and of the
     /// policy against the untuned default.
     Eval(EvalArgs),
-    /// Meta-train a policy with PPO over the task distribution (resumable).
+    /// Meta-train a policy: imitation warm start, then PPO over the task distribution (resumable).
     MetaTrain(MetaTrainArgs),
+    /// Only the imitation warm start of a new meta-training run: writes the run folder with
+    /// imitation.lhp and a checkpoint that `meta-train --resume` continues with PPO.
+    Imitate(ImitateArgs),
     /// Write a meta-training checkpoint's policy as a frozen policy file.
     Export(ExportArgs),
     /// Print a policy file's header, sizes and card.
@@ -88,6 +91,21 @@ pub struct MetaTrainArgs {
     /// run that has finished (its checkpoint and metrics carry on).
     #[arg(long, value_name = "N")]
     pub updates: Option<u64>,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `lhopt imitate`.
+#[derive(Debug, Args)]
+pub struct ImitateArgs {
+    /// Run folder (as for meta-train): config.toml, imitation.jsonl, imitation.lhp,
+    /// checkpoint.bin.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML configuration; its [imitation] section sets the phase [default: built-in defaults].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
@@ -357,6 +375,7 @@ pub fn execute(cli: Cli) -> Result<()> {
                 args.config.as_deref(),
                 args.resume,
                 args.updates,
+                meta_train::Phases::All,
                 pool(workers)?,
                 !args.quiet,
             )?;
@@ -366,6 +385,25 @@ pub fn execute(cli: Cli) -> Result<()> {
                 ckpt.progress.episodes,
                 ckpt.progress.seconds / 3600.0,
                 args.out.join(meta_train::POLICY_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Imitate(args) => {
+            meta_train::run(
+                &args.out,
+                args.config.as_deref(),
+                false,
+                None,
+                meta_train::Phases::ImitationOnly,
+                pool(workers)?,
+                !args.quiet,
+            )?;
+            eprintln!(
+                "warm start written: {} (policy), {} (metrics); continue with PPO: \
+                 lhopt meta-train --out {} --resume",
+                args.out.join(meta_train::IMITATION_POLICY_FILE).display(),
+                args.out.join(crate::imitate::IMITATION_FILE).display(),
+                args.out.display()
             );
             Ok(())
         }

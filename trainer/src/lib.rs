@@ -8,6 +8,8 @@ pub mod cli;
 pub mod env;
 pub mod eval;
 pub mod export;
+pub mod imitate;
+pub mod meta_task;
 pub mod meta_train;
 pub mod optim;
 pub mod plot;

@@ -1,11 +1,14 @@
-//! `lhopt meta-train`: the PPO loop over the task distribution. Rollout workers keep producing
-//! episodes with the latest published policy while the learner waits for enough fresh decisions,
-//! updates, publishes, logs one JSON line per update, redraws the plots and checkpoints.
+//! `lhopt meta-train`: an imitation warm start ([`crate::imitate`]), then the PPO loop over the
+//! task distribution. Rollout workers keep producing episodes with the latest published policy
+//! while the learner waits for enough fresh decisions, updates, publishes, logs one JSON line per
+//! update, redraws the plots and checkpoints.
 //!
-//! A run lives in one folder: `config.toml` (fixed at the start), `metrics.jsonl`, `progress.png`,
-//! `checkpoint.bin` (rewritten atomically after every update) and, at the end, `policy.lhp`. `--resume` reloads the
-//! checkpoint and drops metrics lines written after it, so a killed run loses at most the update
-//! in progress.
+//! A run lives in one folder: `config.toml` (fixed at the start), `imitation.jsonl` and
+//! `imitation.lhp` (the warm start's metrics and policy), `metrics.jsonl`, `progress.png`,
+//! `checkpoint.bin` (written after the warm start and rewritten atomically after every update)
+//! and, at the end, `policy.lhp`. `--resume` reloads the checkpoint and drops metrics lines
+//! written after it, so a killed run loses at most the update in progress (or, killed during the
+//! warm start, the warm start's demonstrations; their references stay cached).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::export::{self, write_atomic};
+use crate::imitate::{self, ImitationConfig};
+use crate::meta_task::ReferenceCache;
 use crate::plot::{self, Line, Panel};
 use crate::policy_net::{ActorCritic, PolicySizes};
 use crate::pool::Pool;
@@ -39,6 +44,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const PLOT_FILE: &str = "progress.png";
 /// See [`CONFIG_FILE`].
 pub const POLICY_FILE: &str = "policy.lhp";
+/// See [`CONFIG_FILE`].
+pub const IMITATION_POLICY_FILE: &str = "imitation.lhp";
 
 /// Everything a meta-training run is configured by (the TOML file; every field has a default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +61,8 @@ pub struct MetaTrainConfig {
     pub plot_every: u64,
     /// Name written into exported policies.
     pub name: String,
+    /// The imitation warm start before PPO (spec §6a).
+    pub imitation: ImitationConfig,
     /// PPO settings (spec §7).
     pub ppo: PpoConfig,
     /// Rollout settings.
@@ -68,6 +77,7 @@ impl Default for MetaTrainConfig {
             updates: 300,
             plot_every: 2,
             name: "lhopt-meta-trained".into(),
+            imitation: ImitationConfig::default(),
             ppo: PpoConfig::default(),
             rollout: RolloutConfig::default(),
         }
@@ -221,7 +231,17 @@ pub struct MetricsLine {
     pub stats: UpdateStats,
 }
 
-/// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is required for a
+/// Which phases [`run`] goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phases {
+    /// The warm start (for a new run), then PPO up to the configured number of updates.
+    All,
+    /// Only the warm start: the run folder then holds a checkpoint at update 0 that
+    /// `meta-train --resume` continues with PPO.
+    ImitationOnly,
+}
+
+/// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is optional for a
 /// new run and refused with `resume` (a run's configuration is fixed at its start), except for
 /// `updates`, the total to train up to, which may also be raised to continue a finished run.
 pub fn run(
@@ -229,6 +249,7 @@ pub fn run(
     config: Option<&Path>,
     resume: bool,
     updates: Option<u64>,
+    phases: Phases,
     pool: Pool,
     show_progress: bool,
 ) -> Result<Checkpoint> {
@@ -280,9 +301,27 @@ pub fn run(
         cfg.seed,
     );
     let mut progress = RunProgress::default();
+    let references = ReferenceCache::from_env()?;
     if let Some(ckpt) = resumed {
         learner.restore(ckpt.learner)?;
         progress = ckpt.progress;
+    } else if cfg.imitation.tasks > 0 {
+        warm_start(
+            out,
+            &cfg,
+            &mut learner,
+            &mut progress,
+            &pool,
+            &references,
+            show_progress,
+        )?;
+    }
+    if phases == Phases::ImitationOnly {
+        return Ok(Checkpoint {
+            config: cfg,
+            progress,
+            learner: learner.state(),
+        });
     }
     let mut metrics = read_metrics(&out.join(METRICS_FILE), learner.version())?;
     rewrite_metrics(&out.join(METRICS_FILE), &metrics)?;
@@ -295,6 +334,7 @@ pub fn run(
         norm_clip: cfg.ppo.norm_clip,
         seed: cfg.seed,
         pool: Arc::new(pool),
+        references,
         policy: policy.clone(),
         next_task: next_task.clone(),
     };
@@ -367,6 +407,61 @@ pub fn run(
         export::encode_policy(&ckpt.actor_critic()?.actor, &ckpt.config.name, &ckpt.card())?;
     write_atomic(&out.join(POLICY_FILE), &bytes)?;
     Ok(ckpt)
+}
+
+/// The imitation phase of a new run: demonstrations and behaviour cloning into `learner`, then
+/// a checkpoint at update 0 and the cloned policy as `imitation.lhp`. PPO's task sequence goes on
+/// after the demonstrated configurations.
+fn warm_start(
+    out: &Path,
+    cfg: &MetaTrainConfig,
+    learner: &mut Learner,
+    progress: &mut RunProgress,
+    pool: &Pool,
+    references: &ReferenceCache,
+    show_progress: bool,
+) -> Result<()> {
+    let start = Instant::now();
+    let bar = if show_progress {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("imitate [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let lines = imitate::run(learner, cfg, pool, references, out, &bar)?;
+    bar.finish_and_clear();
+    for line in &lines {
+        if let imitate::ImitationLine::Teachers { .. } = line {
+            eprintln!(
+                "imitation teachers: {}",
+                serde_json::to_string(line).expect("lines serialise")
+            );
+        }
+    }
+    if let Some(imitate::ImitationLine::Step { step, stats }) = lines.last() {
+        eprintln!(
+            "imitation: {step} cloning steps, cross-entropy {:.3}, lr-head accuracy {:.2}",
+            stats.cross_entropy, stats.lr_accuracy
+        );
+    }
+    progress.next_task = cfg.imitation.tasks;
+    progress.seconds += start.elapsed().as_secs_f64();
+    let ckpt = Checkpoint {
+        config: cfg.clone(),
+        progress: *progress,
+        learner: learner.state(),
+    };
+    ckpt.save(&out.join(CHECKPOINT_FILE))?;
+    let bytes = export::encode_policy(
+        &ckpt.actor_critic()?.actor,
+        &format!("{}-imitation", cfg.name),
+        &ckpt.card(),
+    )?;
+    write_atomic(&out.join(IMITATION_POLICY_FILE), &bytes)
 }
 
 /// Collects fresh episodes until one update's worth has arrived, ingests them and updates.

@@ -131,11 +131,16 @@ fn exit_codes_say_what_went_wrong() {
     assert!(String::from_utf8_lossy(&missing_data.stderr).contains("fetch-data.sh"));
 }
 
-/// A meta-training run small enough for a test: noisy quadratics only, short episodes, tiny
-/// minibatches, so one PPO update needs a handful of episodes.
+/// A meta-training run small enough for a test: noisy quadratics only, short episodes, a warm
+/// start on two configurations, tiny minibatches, so one PPO update needs a handful of episodes.
 const TINY_META_TRAIN: &str = r#"
 updates = 1
 plot_every = 1
+[imitation]
+tasks = 2
+peaks = [1e-2, 3e-2]
+steps = 3
+batch = 2
 [ppo]
 minibatch = 16
 minibatches = 2
@@ -163,16 +168,29 @@ fn meta_train_writes_its_outputs_and_a_finished_run_can_be_extended() {
             .count()
     };
 
+    // The warm start alone, then PPO from its checkpoint.
     let out = lhopt(
         dir.path(),
         &[
-            "meta-train",
+            "imitate",
             "--quiet",
             "--config",
             config.to_str().unwrap(),
             "--out",
             run_arg,
         ],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    for file in ["imitation.lhp", "imitation.jsonl", "checkpoint.bin"] {
+        assert!(run.join(file).is_file(), "{file} is missing");
+    }
+    assert!(!run.join("metrics.jsonl").exists());
+    let imitation = std::fs::read_to_string(run.join("imitation.jsonl")).unwrap();
+    assert!(imitation.contains("\"kind\":\"teachers\""), "{imitation}");
+    assert!(imitation.contains("\"step\":3"), "{imitation}");
+    let out = lhopt(
+        dir.path(),
+        &["meta-train", "--quiet", "--resume", "--out", run_arg],
     );
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     for file in [

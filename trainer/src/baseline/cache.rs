@@ -68,6 +68,23 @@ impl BaselineRun {
     }
 }
 
+/// `$LHOPT_CACHE`, or `~/.cache/lhopt` when it is unset: where the project keeps everything it
+/// computes or downloads once per machine.
+pub fn cache_dir() -> Result<PathBuf> {
+    match std::env::var_os("LHOPT_CACHE") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => {
+            let home = std::env::var_os("HOME").ok_or_else(|| {
+                Error::Usage(
+                    "neither LHOPT_CACHE nor HOME is set; set LHOPT_CACHE to a writable folder"
+                        .into(),
+                )
+            })?;
+            Ok(Path::new(&home).join(".cache").join("lhopt"))
+        }
+    }
+}
+
 /// A folder of cached baseline runs.
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -82,19 +99,7 @@ impl Cache {
 
     /// `$LHOPT_CACHE/baselines`, or `~/.cache/lhopt/baselines` when `LHOPT_CACHE` is unset.
     pub fn from_env() -> Result<Cache> {
-        let base = match std::env::var_os("LHOPT_CACHE") {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                let home = std::env::var_os("HOME").ok_or_else(|| {
-                    Error::Usage(
-                        "neither LHOPT_CACHE nor HOME is set; set LHOPT_CACHE to a writable folder"
-                            .into(),
-                    )
-                })?;
-                Path::new(&home).join(".cache").join("lhopt")
-            }
-        };
-        Ok(Cache::at(base.join("baselines")))
+        Ok(Cache::at(cache_dir()?.join("baselines")))
     }
 
     /// The folder this cache lives in.

@@ -6,13 +6,13 @@ mod cache;
 mod schedule;
 mod speedup;
 
-pub use cache::{BaselineRun, Cache, RunKey};
+pub use cache::{BaselineRun, Cache, RunKey, cache_dir};
 pub use schedule::Schedule;
 pub use speedup::{BudgetBest, GridCurve, MeanSpeedup, Speedup};
 
 use indicatif::ProgressBar;
 
-use crate::env::train_plain;
+use crate::env::{Trace, train_plain};
 use crate::error::{Error, Result};
 use crate::optim::AdamW;
 use crate::pool::Pool;
@@ -132,26 +132,38 @@ impl Grid {
 
 /// Trains a freshly built `task` with AdamW for `key.budget` steps at `key.lr` × the schedule.
 pub fn run_baseline(task: &mut dyn Task, key: RunKey) -> BaselineRun {
-    let params: Vec<_> = task
-        .parameters()
-        .iter()
-        .map(tch::Tensor::shallow_clone)
-        .collect();
-    let mut adamw = AdamW::new(&params);
     let budget = key.budget;
     let eval_at: Vec<u64> = (1..CURVE_POINTS)
         .map(|i| budget * i / CURVE_POINTS)
         .filter(|&s| s > 0)
         .collect();
-    let trace = train_plain(task, budget, &eval_at, |step, params| {
-        adamw.step(params, key.lr * key.schedule.factor(step, budget));
-    });
+    let trace = train_adamw(task, key.lr, key.schedule, budget, &eval_at);
     let curve = trace
         .evals
         .iter()
         .map(|&(step, loss)| (step, loss.is_finite().then_some(loss)))
         .collect();
     BaselineRun::new(key, curve, trace.stopped_at)
+}
+
+/// Trains a freshly built `task` with AdamW for `budget` steps at `lr` × `schedule` (fitted to
+/// the budget), evaluating after the step counts in `eval_at` and at the end.
+pub fn train_adamw(
+    task: &mut dyn Task,
+    lr: f64,
+    schedule: Schedule,
+    budget: u64,
+    eval_at: &[u64],
+) -> Trace {
+    let params: Vec<_> = task
+        .parameters()
+        .iter()
+        .map(tch::Tensor::shallow_clone)
+        .collect();
+    let mut adamw = AdamW::new(&params);
+    train_plain(task, budget, eval_at, |step, params| {
+        adamw.step(params, lr * schedule.factor(step, budget));
+    })
 }
 
 #[cfg(test)]

@@ -69,6 +69,32 @@ pub struct UpdateStats {
     pub buffer_decisions: usize,
 }
 
+/// What one behaviour-cloning step did.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ImitationStats {
+    /// Cross-entropy of the teacher's actions, summed over the heads, per decision.
+    pub cross_entropy: f64,
+    /// Share of decisions where the actor's most likely lr choice is the teacher's.
+    pub lr_accuracy: f64,
+    /// Value loss (normalised units).
+    pub value_loss: f64,
+}
+
+/// Σ_{j ≥ t} r_j for every t: the undiscounted return after each decision (γ = 1).
+fn returns_to_go(rewards: &[f32]) -> Vec<f32> {
+    let mut acc = 0.0;
+    let mut out: Vec<f32> = rewards
+        .iter()
+        .rev()
+        .map(|r| {
+            acc += r;
+            acc
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
 /// Everything a checkpoint needs to continue learning exactly.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LearnerState {
@@ -156,14 +182,89 @@ impl Learner {
     /// each episode (its LSTM state at every chunk start), computes GAE advantages and value
     /// targets, and stores the chunks.
     pub fn ingest(&mut self, episodes: &[Episode]) {
+        self.update_input_stats(episodes);
+        for ep in episodes.iter().filter(|e| !e.is_empty()) {
+            self.ingest_one(ep);
+        }
+    }
+
+    /// Folds the episodes' observations into the actor's and critic's input normalisation.
+    fn update_input_stats(&mut self, episodes: &[Episode]) {
         for ep in episodes {
             self.obs_stats.update(&ep.obs);
             self.critic_stats.update(&critic_rows(ep, self.privileged));
         }
         self.net.actor.set_input_stats(&self.obs_stats);
         self.net.critic.set_input_stats(&self.critic_stats);
-        for ep in episodes.iter().filter(|e| !e.is_empty()) {
-            self.ingest_one(ep);
+    }
+
+    /// Prepares behaviour cloning on teacher episodes (spec §6a): their observations set the
+    /// input normalisation and their returns the value scale, as PPO's first data would.
+    pub fn prepare_imitation(&mut self, demos: &[Episode]) {
+        self.update_input_stats(demos);
+        for ep in demos {
+            self.value_stats.update(&returns_to_go(&ep.rewards));
+        }
+    }
+
+    /// One behaviour-cloning step on a batch of whole teacher episodes, each from the zero LSTM
+    /// state: the actor's cross-entropy of the teacher's actions (summed over the heads) plus
+    /// the critic's value loss on the teacher's returns-to-go, with the PPO optimizer and its
+    /// gradient clip. The policy version does not advance.
+    pub fn imitation_step(&mut self, demos: &[&Episode]) -> ImitationStats {
+        let longest = demos.iter().map(|e| e.len()).max().unwrap_or(1).max(1);
+        let (hidden, dev) = (self.net.actor.sizes().hidden, self.net.vs.device());
+        let chunks: Vec<Chunk> = demos
+            .iter()
+            .map(|ep| {
+                let zeros = vec![0.0; hidden];
+                Chunk {
+                    version: self.version,
+                    len: ep.len(),
+                    obs: ep.obs.clone(),
+                    privileged: ep.privileged.clone(),
+                    actions: ep
+                        .actions
+                        .iter()
+                        .flat_map(|a| a.iter().map(|&c| c as i64))
+                        .collect(),
+                    behaviour_logp: vec![0.0; ep.len()],
+                    advantages: vec![0.0; ep.len()],
+                    returns: returns_to_go(&ep.rewards),
+                    actor_h0: zeros.clone(),
+                    actor_c0: zeros.clone(),
+                    critic_h0: zeros.clone(),
+                    critic_c0: zeros,
+                    uses: 0,
+                }
+            })
+            .collect();
+        let mb = buffer::batch(&chunks, longest, self.privileged, hidden, dev);
+        let (logits, _) = self.net.actor.forward(&mb.obs, &mb.actor_state);
+        let (logp, _) = log_prob_and_entropy(&logits, &mb.actions);
+        let cross_entropy = -masked_mean(&logp, &mb.mask);
+        let (mu, sigma) = self.value_scale();
+        let critic_in = Tensor::cat(&[&mb.obs, &mb.privileged], -1);
+        let (v, _) = self.net.critic.forward(&critic_in, &mb.critic_state);
+        let target = (&mb.returns - mu as f64) / sigma as f64;
+        let value_loss = masked_mean(&(v.squeeze_dim(-1) - target).square(), &mb.mask);
+        let loss = &cross_entropy + &value_loss * self.cfg.value_coef;
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+        loss.backward();
+        self.adam
+            .clip_and_step(&self.params, self.cfg.max_grad_norm);
+        let _guard = tch::no_grad_guard();
+        let lr_head = lhopt_core::HEAD_SIZES[0] as i64;
+        let lr_choice = logits.narrow(-1, 0, lr_head).argmax(-1, false);
+        let hits = lr_choice
+            .eq_tensor(&mb.actions.select(-1, 0))
+            .to_kind(Kind::Float);
+        ImitationStats {
+            cross_entropy: cross_entropy.double_value(&[]),
+            lr_accuracy: masked_mean(&hits, &mb.mask).double_value(&[]),
+            value_loss: value_loss.double_value(&[]),
         }
     }
 

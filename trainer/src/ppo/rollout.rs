@@ -1,7 +1,8 @@
-//! Rollout workers: each owns one inner task at a time. Per sampled task configuration a worker
-//! runs the baseline once (spec §6), then `episodes_per_task` episodes from perturbed initial
-//! hyperparameters (spec §4) with the latest policy it has been given, and sends each finished
-//! episode to the learner as plain data.
+//! Rollout workers: each owns one inner task at a time. Per sampled task configuration
+//! ([`MetaTask`]) a worker gets its tuned reference once (spec §6, cached on disk), then runs
+//! `episodes_per_task` episodes, most from perturbed initial hyperparameters (spec §4) and a share
+//! from the unperturbed ones (where deployment starts), with the latest policy it has been given,
+//! and sends each finished episode to the learner as plain data.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -20,14 +21,15 @@ use super::agent::{ActMode, PolicyAgent};
 use super::learner::Episode;
 use crate::env::{self, EpisodeConfig, Trace};
 use crate::error::Result;
+use crate::meta_task::{MetaTask, ReferenceCache, mix};
 use crate::policy_net::{ActorCritic, PolicySizes};
 use crate::pool::Pool;
-use crate::reward::{self, BaselineCurve};
-use crate::tasks::{self, Family, Scale, TaskSpec};
+use crate::reward::{self, ReferenceCurve};
+use crate::tasks::{Family, Scale};
 
 /// Inputs only the critic sees, per decision: the initial-hyperparameter perturbation (8), the
-/// raw log train and eval losses with non-finite flags (4), the baseline fit ln c, ln b, α (3),
-/// the baseline's log loss at this step (1) and the current potential (1).
+/// raw log train and eval losses with non-finite flags (4), the reference fit ln c, ln b, α (3),
+/// the reference's log loss at this step (1) and the current potential (1).
 pub const PRIVILEGED_DIM: usize = NUM_HYPERS + 4 + 3 + 2;
 
 /// Index of clip_frac in [`Hyperparams::to_array`] (perturbed in logit space).
@@ -43,16 +45,24 @@ pub struct RolloutConfig {
     pub families: Vec<Family>,
     /// Task size ranges.
     pub scale: Scale,
-    /// Inner steps per episode at most (the task's own T when smaller).
+    /// Inner steps T per episode, log-uniform in [min_steps, max_steps] (the task's own T when
+    /// smaller).
+    pub min_steps: u64,
+    /// See [`Self::min_steps`].
     pub max_steps: u64,
     /// Decisions per episode, sampled log-uniform in this range.
     pub decisions: (u32, u32),
     /// Inner steps per decision at least.
     pub min_interval: u64,
-    /// Episodes per sampled task configuration (one baseline run serves them all).
+    /// Episodes per sampled task configuration (one reference serves them all).
     pub episodes_per_task: u32,
     /// Fraction of episodes whose eval loss is hidden from the policy.
     pub hide_eval_fraction: f64,
+    /// Fraction of episodes that start from the unperturbed initial hyperparameters.
+    pub unperturbed_fraction: f64,
+    /// Per-tensor initial-weight rescaling, log-uniform in [1/weight_scale, weight_scale]
+    /// (1 disables it); see [`MetaTask::weight_scale`].
+    pub weight_scale: f64,
 }
 
 impl Default for RolloutConfig {
@@ -61,11 +71,14 @@ impl Default for RolloutConfig {
             workers: thread::available_parallelism().map_or(1, usize::from),
             families: Family::TRAINING.to_vec(),
             scale: Scale::Cpu,
-            max_steps: 300,
+            min_steps: 100,
+            max_steps: 400,
             decisions: (8, 32),
             min_interval: 8,
-            episodes_per_task: 4,
+            episodes_per_task: 8,
             hide_eval_fraction: 0.25,
+            unperturbed_fraction: 0.25,
+            weight_scale: 10.0,
         }
     }
 }
@@ -104,18 +117,21 @@ pub struct EpisodeSummary {
     pub steps: u64,
     /// Decisions taken.
     pub decisions: usize,
-    /// Final potential: the episode's log-speedup over the baseline (the undiscounted return).
+    /// Final potential: the episode's log-speedup over the tuned reference (the undiscounted
+    /// return).
     pub log_speedup: f64,
+    /// Whether the episode started from the unperturbed initial hyperparameters.
+    pub unperturbed: bool,
     /// Whether the eval loss was hidden from the policy.
     pub hide_eval: bool,
-    /// Wall seconds of the episode (not counting its share of the baseline).
+    /// Wall seconds of the episode (not counting its share of the reference).
     pub seconds: f64,
-    /// Inner steps run, this episode plus its share of the baseline run.
+    /// Inner steps run, this episode plus its share of the reference runs.
     pub inner_steps: u64,
 }
 
-/// What every worker shares: the policy shape, the run seed, where tasks are built, where the
-/// policy is published and the task counter.
+/// What every worker shares: the policy shape, the run seed, where tasks are built, where
+/// references are cached, where the policy is published and the task counter.
 #[derive(Clone)]
 pub struct WorkerContext {
     /// Network sizes.
@@ -126,6 +142,8 @@ pub struct WorkerContext {
     pub seed: u64,
     /// Builds tasks.
     pub pool: Arc<Pool>,
+    /// Tuned references by task configuration.
+    pub references: ReferenceCache,
     /// The latest policy.
     pub policy: SharedPolicy,
     /// Number of the next task configuration.
@@ -227,37 +245,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Samples task configuration `index` and fits its baseline; `None` when the baseline cannot
-    /// define a reward (the task is skipped).
+    /// Samples task configuration `index` and gets its reference; `None` when the reference
+    /// cannot define a reward (the configuration is skipped).
     fn prepare(&self, index: u64) -> Result<Option<TaskJob>> {
-        let seed = mix(self.ctx.seed, index);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let family = self.cfg.families[rng.gen_range(0..self.cfg.families.len())];
-        let spec = tasks::sample(family, seed, self.cfg.scale);
-        let steps = spec.steps.min(self.cfg.max_steps).max(1);
-        let (lo, hi) = self.cfg.decisions;
-        let most = (steps / self.cfg.min_interval.max(1)).max(1) as u32;
-        let decisions = log_uniform_u32(&mut rng, lo.max(1), hi.max(lo))
-            .min(most)
-            .max(1);
-        let mut task = self.ctx.pool.build(&spec)?;
-        let trace = env::run_fixed(
-            &mut *task,
-            steps,
-            Hyperparams::INITIAL,
-            &reward::baseline_eval_steps(steps),
-        )?;
-        let Ok(curve) = BaselineCurve::fit(&trace.evals, steps) else {
-            return Ok(None);
-        };
-        Ok(Some(TaskJob {
-            index,
-            seed,
-            spec,
-            steps,
-            decisions,
-            curve,
-        }))
+        let task = MetaTask::sample(&self.cfg, self.ctx.seed, index);
+        Ok(task
+            .reference(&self.ctx.pool, &self.ctx.references)?
+            .map(|curve| TaskJob { task, curve }))
     }
 
     fn episode(
@@ -267,21 +261,27 @@ impl Worker {
         version: u64,
         net: &ActorCritic,
     ) -> Result<EpisodeReport> {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(job.seed, 1 + e as u64));
-        let initial = perturb(&mut rng);
+        let t = &job.task;
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(t.seed, 1 + e as u64));
+        let unperturbed = rng.gen_bool(self.cfg.unperturbed_fraction.clamp(0.0, 1.0));
+        let initial = if unperturbed {
+            Hyperparams::INITIAL
+        } else {
+            perturb(&mut rng)
+        };
         let hide_eval = rng.gen_bool(self.cfg.hide_eval_fraction.clamp(0.0, 1.0));
         let cfg = EpisodeConfig {
-            total_steps: job.steps,
-            decisions: job.decisions,
+            total_steps: t.steps,
+            decisions: t.decisions,
             initial,
             hide_eval,
         };
         let start = Instant::now();
-        let mut task = self.ctx.pool.build(&job.spec)?;
+        let mut task = t.build(&self.ctx.pool)?;
         let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, rng.r#gen());
         let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
         let record = agent.record;
-        let potentials = episode_potentials(&job.curve, &trace, job.steps);
+        let potentials = episode_potentials(&job.curve, &trace, t.steps);
         let final_potential = potentials
             .last()
             .copied()
@@ -293,16 +293,17 @@ impl Worker {
             .collect();
         let privileged = privileged_inputs(&job.curve, &trace, &initial, &potentials);
         let summary = EpisodeSummary {
-            task: job.spec.key(),
-            family: job.spec.family,
-            task_index: job.index,
-            steps: job.steps,
+            task: t.key(),
+            family: t.spec.family,
+            task_index: t.index,
+            steps: t.steps,
             decisions: trace.decisions.len(),
             log_speedup: final_potential,
+            unperturbed,
             hide_eval,
             seconds: start.elapsed().as_secs_f64(),
             inner_steps: trace.train_losses.len() as u64
-                + job.steps / self.cfg.episodes_per_task.max(1) as u64,
+                + t.reference_steps() / u64::from(self.cfg.episodes_per_task.max(1)),
         };
         let episode = Episode {
             version,
@@ -318,18 +319,14 @@ impl Worker {
     }
 }
 
-/// A sampled task configuration with its fitted baseline.
+/// A sampled task configuration with its fitted reference.
 struct TaskJob {
-    index: u64,
-    seed: u64,
-    spec: TaskSpec,
-    steps: u64,
-    decisions: u32,
-    curve: BaselineCurve,
+    task: MetaTask,
+    curve: ReferenceCurve,
 }
 
 /// s_1..s_K at the decisions, then the end-of-run potential (−3 when the run stopped early).
-fn episode_potentials(curve: &BaselineCurve, trace: &Trace, steps: u64) -> Vec<f64> {
+pub(crate) fn episode_potentials(curve: &ReferenceCurve, trace: &Trace, steps: u64) -> Vec<f64> {
     let at_decisions: Vec<(u64, f64)> = trace
         .decisions
         .iter()
@@ -346,8 +343,8 @@ fn episode_potentials(curve: &BaselineCurve, trace: &Trace, steps: u64) -> Vec<f
 }
 
 /// The critic's extra inputs for every decision of `trace` (see [`PRIVILEGED_DIM`]).
-fn privileged_inputs(
-    curve: &BaselineCurve,
+pub(crate) fn privileged_inputs(
+    curve: &ReferenceCurve,
     trace: &Trace,
     initial: &Hyperparams,
     potentials: &[f64],
@@ -414,21 +411,6 @@ pub fn perturb(rng: &mut impl Rng) -> Hyperparams {
         lamb_ombeta,
     }
     .clamped()
-}
-
-fn log_uniform_u32(rng: &mut impl Rng, lo: u32, hi: u32) -> u32 {
-    let x = rng
-        .gen_range((lo as f64).ln()..((hi + 1) as f64).ln())
-        .exp();
-    (x.floor() as u32).clamp(lo, hi)
-}
-
-/// A 64-bit mix of a run seed and an index (SplitMix64 finaliser), for independent streams.
-fn mix(seed: u64, index: u64) -> u64 {
-    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

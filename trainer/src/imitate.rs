@@ -1,0 +1,474 @@
+//! Imitation warm start (spec §6a): before PPO, the policy learns by behaviour cloning to
+//! reproduce good schedules on the training distribution.
+//!
+//! The teacher is the inner optimizer itself (CIAO, so its learning rates are in the units the
+//! policy steers: the trust ratio makes lr relative to ‖p‖): per task configuration a small grid
+//! of peak learning rates, each followed through the lr head's own relative actions as closely as
+//! they allow (up as fast as ×2 per decision, then a linear decay to 0 by the end, the schedule
+//! measured to reach the tuned grid on Fashion-MNIST), every other hyperparameter steered back to
+//! its initial value. The best peak in hindsight (lowest final eval loss) is the demonstration;
+//! it is also replayed from perturbed starts, so the clone learns to recover from bad settings.
+//! Demonstrations carry the reward of spec §6, so the critic is fitted to them too and PPO starts
+//! with a value function that knows what these schedules earn.
+
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::ProgressBar;
+use lhopt_core::action::{CLIP_FRAC_SHIFTS, HALVE_HOLD_DOUBLE, LAMB_SCALES, LR_SCALES};
+use lhopt_core::math::logit;
+use lhopt_core::{Action, Hyperparams, OBS_DIM, observation::OBS_PROGRESS};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::env::{self, Agent, EpisodeConfig, Trace};
+use crate::error::{Error, Result};
+use crate::meta_task::{MetaTask, ReferenceCache, mix};
+use crate::meta_train::MetaTrainConfig;
+use crate::pool::Pool;
+use crate::ppo::learner::{Episode, ImitationStats, Learner};
+use crate::ppo::rollout;
+use crate::reward::{self, ReferenceCurve};
+use crate::tasks::Family;
+
+/// How the imitation phase runs (a section of the meta-training config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImitationConfig {
+    /// Task configurations to demonstrate on (0 skips the phase: PPO from a random policy).
+    pub tasks: u64,
+    /// The teacher's peak learning rates (CIAO units).
+    pub peaks: Vec<f64>,
+    /// Extra demonstrations per configuration from perturbed initial hyperparameters.
+    pub perturbed_demos: u32,
+    /// Behaviour-cloning gradient steps.
+    pub steps: u64,
+    /// Episodes per gradient step.
+    pub batch: usize,
+}
+
+impl Default for ImitationConfig {
+    fn default() -> Self {
+        Self {
+            tasks: 160,
+            peaks: vec![3e-3, 1e-2, 3e-2, 1e-1],
+            perturbed_demos: 1,
+            steps: 400,
+            batch: 32,
+        }
+    }
+}
+
+/// The teacher: follows `peak × (1 − p)` with the lr head's relative actions and steers every
+/// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
+/// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
+#[derive(Clone, Debug)]
+pub struct Teacher {
+    peak: f32,
+    start: Hyperparams,
+    h: Hyperparams,
+    decisions: u32,
+}
+
+impl Teacher {
+    /// A teacher aiming at peak learning rate `peak`, for a run starting from `start`.
+    pub fn new(peak: f32, start: Hyperparams) -> Self {
+        let start = start.clamped();
+        Self {
+            peak,
+            start,
+            h: start,
+            decisions: 0,
+        }
+    }
+
+    /// The learning rate the schedule wants over the interval that starts at progress `p` and
+    /// ends at `p + dp`: its value at the interval's midpoint.
+    fn target_lr(&self, p: f32, dp: f32) -> f32 {
+        (self.peak * (1.0 - (p + 0.5 * dp))).max(Hyperparams::INITIAL.lr * 1e-3)
+    }
+
+    /// The action that brings the hyperparameters `h` nearest to the schedule at progress `p`.
+    fn action(&self, p: f32, dp: f32) -> Action {
+        let h = &self.h;
+        let init = &Hyperparams::INITIAL;
+        let nearest_log = |value: f32, target: f32, table: &[f32]| -> u8 {
+            nearest(table, |m| ((value * m).ln() - target.ln()).abs())
+        };
+        let target_lr = self.target_lr(p, dp);
+        let clip_shift = nearest(&CLIP_FRAC_SHIFTS, |d| {
+            (logit(h.clip_frac) + d - logit(init.clip_frac)).abs()
+        });
+        Action {
+            choices: [
+                nearest_log(h.lr, target_lr, &LR_SCALES),
+                nearest_log(h.wd, init.wd, &HALVE_HOLD_DOUBLE),
+                nearest_log(h.eps, init.eps, &HALVE_HOLD_DOUBLE),
+                nearest_log(h.ombeta1, init.ombeta1, &HALVE_HOLD_DOUBLE),
+                nearest_log(h.ombeta2, init.ombeta2, &HALVE_HOLD_DOUBLE),
+                clip_shift,
+                nearest_log(h.clip_ombeta, init.clip_ombeta, &HALVE_HOLD_DOUBLE),
+                nearest_log(h.lamb_ombeta, init.lamb_ombeta, &LAMB_SCALES),
+                Action::HOLD.choices[8],
+            ],
+        }
+    }
+}
+
+/// Index of the entry of `table` with the smallest `distance`; on a tie the one nearest the
+/// middle of the table (every table's hold choice), so the teacher never moves for nothing.
+fn nearest(table: &[f32], distance: impl Fn(f32) -> f32) -> u8 {
+    let mid = table.len() / 2;
+    let key = |i: usize| (distance(table[i]), i.abs_diff(mid));
+    let best = (0..table.len())
+        .min_by(|&a, &b| {
+            key(a)
+                .partial_cmp(&key(b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .unwrap_or(mid);
+    best as u8
+}
+
+impl Agent for Teacher {
+    fn reset(&mut self) {
+        self.h = self.start;
+        self.decisions = 0;
+    }
+
+    fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action {
+        let p = obs[OBS_PROGRESS];
+        self.decisions += 1;
+        // Decisions are evenly spaced: the k-th comes at p = k·Δp.
+        let dp = p / self.decisions as f32;
+        let action = self.action(p, dp);
+        self.h = lhopt_core::apply(&self.h, &action);
+        action
+    }
+}
+
+/// The demonstrations of one task configuration.
+#[derive(Clone, Debug)]
+pub struct Demonstrations {
+    /// The configuration's family.
+    pub family: Family,
+    /// The peak that won.
+    pub peak: f64,
+    /// Final log-speedup over the tuned reference of each peak from the initial hyperparameters
+    /// (−3 when it diverged), in [`ImitationConfig::peaks`] order.
+    pub peak_log_speedups: Vec<f64>,
+    /// The winning run and its perturbed replays, as learner episodes.
+    pub episodes: Vec<Episode>,
+}
+
+/// Runs the teacher's grid on `task` and returns its demonstrations; `None` when the task's
+/// reference cannot define a reward.
+pub fn demonstrate(
+    task: &MetaTask,
+    cfg: &ImitationConfig,
+    pool: &Pool,
+    references: &ReferenceCache,
+) -> Result<Option<Demonstrations>> {
+    let Some(curve) = task.reference(pool, references)? else {
+        return Ok(None);
+    };
+    let run = |peak: f64, initial: Hyperparams| -> Result<Trace> {
+        let mut inner = task.build(pool)?;
+        let cfg = EpisodeConfig {
+            total_steps: task.steps,
+            decisions: task.decisions,
+            initial,
+            hide_eval: false,
+        };
+        env::run_episode(
+            inner.as_mut(),
+            &cfg,
+            &mut Teacher::new(peak as f32, initial),
+        )
+    };
+    let mut best: Option<(f64, f64, Trace)> = None;
+    let mut peak_log_speedups = Vec::with_capacity(cfg.peaks.len());
+    for &peak in &cfg.peaks {
+        let trace = run(peak, Hyperparams::INITIAL)?;
+        let s = *rollout::episode_potentials(&curve, &trace, task.steps)
+            .last()
+            .unwrap_or(&-reward::POTENTIAL_CLIP);
+        peak_log_speedups.push(s);
+        if best.as_ref().is_none_or(|(b, _, _)| s > *b) {
+            best = Some((s, peak, trace));
+        }
+    }
+    let Some((_, peak, trace)) = best else {
+        return Err(Error::Usage("imitation.peaks must not be empty".into()));
+    };
+    let mut episodes = vec![episode(&curve, &trace, &Hyperparams::INITIAL, task.steps)];
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(task.seed, 0x7EAC_4E50));
+    for _ in 0..cfg.perturbed_demos {
+        let initial = rollout::perturb(&mut rng);
+        let trace = run(peak, initial)?;
+        episodes.push(episode(&curve, &trace, &initial, task.steps));
+    }
+    Ok(Some(Demonstrations {
+        family: task.spec.family,
+        peak,
+        peak_log_speedups,
+        episodes,
+    }))
+}
+
+/// A teacher's run as a learner episode: observations, actions, the rewards of spec §6 and the
+/// critic's privileged inputs (no behaviour probabilities or actor states: cloning does not use
+/// them).
+fn episode(curve: &ReferenceCurve, trace: &Trace, initial: &Hyperparams, steps: u64) -> Episode {
+    let potentials = rollout::episode_potentials(curve, trace, steps);
+    let rewards = potentials
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f32)
+        .collect();
+    Episode {
+        version: 0,
+        obs: trace.decisions.iter().flat_map(|d| d.obs.clone()).collect(),
+        privileged: rollout::privileged_inputs(curve, trace, initial, &potentials),
+        actions: trace.decisions.iter().map(|d| d.action.choices).collect(),
+        behaviour_logp: Vec::new(),
+        actor_h: Vec::new(),
+        actor_c: Vec::new(),
+        rewards,
+    }
+}
+
+/// One line of `imitation.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImitationLine {
+    /// What the teachers achieved, once before cloning.
+    Teachers {
+        /// Configurations with demonstrations (the others had no usable reference).
+        tasks: usize,
+        /// Episodes demonstrated.
+        episodes: usize,
+        /// Mean final log-speedup over the tuned reference of the winning peak, from the initial
+        /// hyperparameters.
+        mean_best_log_speedup: f64,
+        /// Mean final log-speedup of each peak from the initial hyperparameters.
+        mean_log_speedup_per_peak: Vec<(f64, f64)>,
+        /// How often each peak won.
+        wins_per_peak: Vec<(f64, usize)>,
+        /// Mean winning log-speedup per family.
+        per_family: Vec<(String, f64)>,
+    },
+    /// A behaviour-cloning step (every tenth, and the last).
+    Step {
+        /// Gradient step (1-based).
+        step: u64,
+        /// Its statistics.
+        #[serde(flatten)]
+        stats: ImitationStats,
+    },
+}
+
+/// The imitation phase of the run configured by `run_cfg`: demonstrations on the first
+/// `imitation.tasks` configurations of its task sequence, then behaviour cloning into `learner`.
+/// Writes `imitation.jsonl` into `out`.
+pub fn run(
+    learner: &mut Learner,
+    run_cfg: &MetaTrainConfig,
+    pool: &Pool,
+    references: &ReferenceCache,
+    out: &Path,
+    progress: &ProgressBar,
+) -> Result<Vec<ImitationLine>> {
+    let (cfg, run_seed) = (&run_cfg.imitation, run_cfg.seed);
+    if cfg.peaks.is_empty() || cfg.batch == 0 {
+        return Err(Error::Usage(
+            "imitation.peaks must not be empty and imitation.batch must be at least 1".into(),
+        ));
+    }
+    let tasks: Vec<MetaTask> = (0..cfg.tasks)
+        .map(|i| MetaTask::sample(&run_cfg.rollout, run_seed, i))
+        .collect();
+    progress.set_message("teachers");
+    progress.set_length(tasks.len() as u64);
+    let demos: Vec<Demonstrations> = pool
+        .run(tasks, progress, |t| demonstrate(&t, cfg, pool, references))?
+        .into_iter()
+        .flatten()
+        .collect();
+    if demos.is_empty() {
+        return Err(Error::Usage(
+            "imitation: no task configuration had a usable reference; raise imitation.tasks".into(),
+        ));
+    }
+    let mut lines = vec![teachers_line(cfg, &demos)];
+    let episodes: Vec<&Episode> = demos
+        .iter()
+        .flat_map(|d| &d.episodes)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let owned: Vec<Episode> = episodes.iter().map(|&e| e.clone()).collect();
+    learner.prepare_imitation(&owned);
+
+    progress.set_message("cloning");
+    progress.set_position(0);
+    progress.set_length(cfg.steps);
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(run_seed, 0x0131_7A7E));
+    let mut order: Vec<usize> = Vec::new();
+    for step in 1..=cfg.steps {
+        if order.len() < cfg.batch {
+            let mut fresh: Vec<usize> = (0..episodes.len()).collect();
+            fresh.shuffle(&mut rng);
+            order.extend(fresh);
+        }
+        let batch: Vec<&Episode> = order
+            .drain(..cfg.batch.min(order.len()))
+            .map(|i| episodes[i])
+            .collect();
+        let stats = learner.imitation_step(&batch);
+        if step % 10 == 0 || step == cfg.steps {
+            lines.push(ImitationLine::Step { step, stats });
+        }
+        progress.inc(1);
+    }
+    write_lines(&out.join(IMITATION_FILE), &lines)?;
+    Ok(lines)
+}
+
+/// Metrics of the imitation phase, in a run folder.
+pub const IMITATION_FILE: &str = "imitation.jsonl";
+
+fn teachers_line(cfg: &ImitationConfig, demos: &[Demonstrations]) -> ImitationLine {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let best: Vec<f64> = demos
+        .iter()
+        .map(|d| d.peak_log_speedups.iter().copied().fold(f64::MIN, f64::max))
+        .collect();
+    let per_peak = cfg
+        .peaks
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let v: Vec<f64> = demos.iter().map(|d| d.peak_log_speedups[i]).collect();
+            (p, mean(&v))
+        })
+        .collect();
+    let wins = cfg
+        .peaks
+        .iter()
+        .map(|&p| (p, demos.iter().filter(|d| d.peak == p).count()))
+        .collect();
+    let mut families: Vec<Family> = demos.iter().map(|d| d.family).collect();
+    families.sort_by_key(|f| f.name());
+    families.dedup();
+    let per_family = families
+        .into_iter()
+        .map(|f| {
+            let v: Vec<f64> = demos
+                .iter()
+                .zip(&best)
+                .filter(|(d, _)| d.family == f)
+                .map(|(_, b)| *b)
+                .collect();
+            (f.name().to_owned(), mean(&v))
+        })
+        .collect();
+    ImitationLine::Teachers {
+        tasks: demos.len(),
+        episodes: demos.iter().map(|d| d.episodes.len()).sum(),
+        mean_best_log_speedup: mean(&best),
+        mean_log_speedup_per_peak: per_peak,
+        wins_per_peak: wins,
+        per_family,
+    }
+}
+
+fn write_lines(path: &Path, lines: &[ImitationLine]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::create(path).map_err(io)?;
+    for l in lines {
+        writeln!(f, "{}", serde_json::to_string(l).expect("lines serialise")).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a teacher through `k` evenly spaced decisions and returns the lr after each.
+    fn lr_path(peak: f32, start: Hyperparams, k: u32) -> Vec<f32> {
+        let mut t = Teacher::new(peak, start);
+        t.reset();
+        (1..=k)
+            .map(|i| {
+                let mut obs = [0.0; OBS_DIM];
+                obs[OBS_PROGRESS] = i as f32 / k as f32;
+                t.act(&obs);
+                t.h.lr
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_teacher_ramps_up_at_most_2x_per_decision_then_decays() {
+        let path = lr_path(3e-2, Hyperparams::INITIAL, 32);
+        // Up from 1e-3 as fast as the head allows: ×2 at each of the first four decisions.
+        assert_eq!(&path[..4], &[2e-3, 4e-3, 8e-3, 16e-3]);
+        // Once caught up, and while the line falls by less than ×0.9 per decision, it tracks
+        // 3e-2 · (1 − p) at the interval's midpoint to within half a step of the finest lr
+        // choices (×0.9 / ×1: half of ln(1/0.9)).
+        for (i, &lr) in path.iter().enumerate().take(21).skip(9) {
+            let target = 3e-2 * (1.0 - (i as f32 + 1.5) / 32.0);
+            let gap = (lr / target).ln().abs();
+            assert!(
+                gap <= (1.0f32 / 0.9).ln() / 2.0 + 1e-3,
+                "{i}: {lr} vs {target}"
+            );
+        }
+        assert!(*path.last().unwrap() < 3e-2 * 0.1, "{path:?}");
+    }
+
+    #[test]
+    fn the_teacher_brings_other_hyperparameters_back_and_holds_them() {
+        let start = Hyperparams {
+            wd: 8e-2,
+            eps: 1e-7,
+            clip_frac: 0.5,
+            ..Hyperparams::INITIAL
+        };
+        let mut t = Teacher::new(1e-3, start);
+        t.reset();
+        for i in 1..=16 {
+            let mut obs = [0.0; OBS_DIM];
+            obs[OBS_PROGRESS] = i as f32 / 16.0;
+            t.act(&obs);
+        }
+        let (h, init) = (t.h, Hyperparams::INITIAL);
+        assert!(
+            (h.wd / init.wd).ln().abs() <= 2f32.ln() / 2.0 + 1e-6,
+            "wd {}",
+            h.wd
+        );
+        assert!(
+            (h.eps / init.eps).ln().abs() <= 2f32.ln() / 2.0 + 1e-6,
+            "eps {}",
+            h.eps
+        );
+        assert!((logit(h.clip_frac) - logit(init.clip_frac)).abs() <= 0.15 + 1e-6);
+        // Unperturbed, every head but lr holds.
+        let mut t = Teacher::new(1e-3, Hyperparams::INITIAL);
+        t.reset();
+        let a = t.action(0.5, 0.0625);
+        assert_eq!(&a.choices[1..], &Action::HOLD.choices[1..]);
+    }
+
+    #[test]
+    fn nearest_prefers_the_hold_choice_on_ties() {
+        assert_eq!(nearest(&HALVE_HOLD_DOUBLE, |_| 1.0), 1);
+        assert_eq!(nearest(&LR_SCALES, |m| (m - 2.0).abs()), 6);
+    }
+}
