@@ -52,8 +52,8 @@ pub struct ImitationConfig {
 impl Default for ImitationConfig {
     fn default() -> Self {
         Self {
-            tasks: 160,
-            peaks: vec![3e-3, 1e-2, 3e-2, 1e-1],
+            tasks: 128,
+            peaks: vec![1e-2, 3e-2, 1e-1, 3e-1],
             perturbed_demos: 1,
             steps: 400,
             batch: 32,

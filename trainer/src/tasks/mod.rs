@@ -35,7 +35,8 @@ pub enum Family {
     ImageMlp,
     /// Small CNN on Fashion-MNIST or 8x8 digits.
     ImageCnn,
-    /// Recurrent spam/ham classifier on e-mails.
+    /// Recurrent spam/ham classifier on e-mails (held out from meta-training: a second unseen
+    /// family for the held-out table, of a modality no training family has).
     TextRnn,
     /// Byte-level transformer language model on Shakespeare.
     CharLm,
@@ -55,12 +56,11 @@ impl Family {
         Family::Ncf,
     ];
     /// The families meta-training samples from (all but the held-out ones).
-    pub const TRAINING: [Family; 6] = [
+    pub const TRAINING: [Family; 5] = [
         Family::NoisyQuadratic,
         Family::Algorithmic,
         Family::ImageMlp,
         Family::ImageCnn,
-        Family::TextRnn,
         Family::CharLm,
     ];
 
