@@ -219,11 +219,12 @@ pub struct TasksArgs {
 /// A policy file and how it picks actions.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
-    /// Frozen policy file (lhopt export).
-    #[arg(long)]
-    pub policy: Option<PathBuf>,
+    /// Frozen policy file (lhopt export). `eval` takes it repeatedly to compare policies in one
+    /// table (e.g. policies/v1.lhp beside a new one); `run` takes one.
+    #[arg(long = "policy")]
+    pub policies: Vec<PathBuf>,
     /// Sample the policy's actions with this seed instead of taking the most likely ones.
-    #[arg(long, requires = "policy")]
+    #[arg(long, requires = "policies")]
     pub sample: Option<u64>,
     /// Decisions per run (capped at T).
     #[arg(long, default_value_t = 32)]
@@ -231,15 +232,35 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// The policy file, read and checked, when one was given.
-    fn read(&self) -> Result<Option<PolicyFile>> {
+    /// The policy files, read and checked. Two policies with the same name are told apart by
+    /// their file names, so every table row and legend says which is which.
+    fn read(&self) -> Result<Vec<PolicyFile>> {
         let mode = self
             .sample
             .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
-        self.policy
-            .as_deref()
+        let mut files = self
+            .policies
+            .iter()
             .map(|path| PolicyFile::read(path, mode))
-            .transpose()
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+        for f in &mut files {
+            if names.iter().filter(|n| **n == f.name).count() > 1 {
+                f.name = format!("{} ({})", f.name, f.path.display());
+            }
+        }
+        Ok(files)
+    }
+
+    /// At most one policy file (for commands that run one controller).
+    fn read_one(&self) -> Result<Option<PolicyFile>> {
+        let mut files = self.read()?;
+        if files.len() > 1 {
+            return Err(Error::Usage(
+                "this command runs one policy; pass --policy once (eval compares several)".into(),
+            ));
+        }
+        Ok(files.pop())
     }
 }
 
@@ -346,8 +367,8 @@ impl GridArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub tasks: TaskSelection,
-    /// The policy to evaluate; the untuned default (CIAO at its initial hyperparameters, held
-    /// constant) is always evaluated beside it.
+    /// The policies to evaluate (--policy, repeated); the untuned default (CIAO at its initial
+    /// hyperparameters, held constant) is always evaluated beside them.
     #[command(flatten)]
     pub policy: PolicyArgs,
     #[command(flatten)]
@@ -481,7 +502,7 @@ fn run(args: &RunArgs, pool: Pool) -> Result<()> {
     let mut spec = tasks::sample(args.family, args.seed, args.scale.into());
     spec.steps = args.steps.unwrap_or(spec.steps);
     let initial = args.hyper.unwrap_or(Hyperparams::INITIAL);
-    let controller = match args.policy.read()? {
+    let controller = match args.policy.read_one()? {
         Some(file) => Controller::Policy {
             file: Box::new(file),
             initial,
@@ -610,13 +631,15 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
     let grid = args.grid.grid()?;
     baseline::check_budget_factors(&args.default_budgets)?;
     let mut controllers = vec![Controller::Fixed(Hyperparams::INITIAL)];
-    if let Some(file) = args.policy.read()? {
-        let initial = Hyperparams::INITIAL;
-        controllers.push(Controller::Policy {
-            file: Box::new(file),
-            initial,
-        });
-    }
+    controllers.extend(
+        args.policy
+            .read()?
+            .into_iter()
+            .map(|file| Controller::Policy {
+                file: Box::new(file),
+                initial: Hyperparams::INITIAL,
+            }),
+    );
     let bars = MultiProgress::new();
     let grid_bar = bars.add(progress_bar("baseline runs"));
     let run_bar = bars.add(progress_bar("evaluated runs"));

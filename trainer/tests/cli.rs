@@ -87,6 +87,35 @@ fn eval_scores_against_a_cached_grid() {
     // A second evaluation finds the grid in the cache and reports the same table.
     let again = lhopt(dir.path(), &args);
     assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+    // Several policies go into one table, one row each, told apart when their names clash.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/default.lhp");
+    let (a, b) = (dir.path().join("a.lhp"), dir.path().join("b.lhp"));
+    std::fs::copy(shipped, &a).unwrap();
+    std::fs::copy(shipped, &b).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let both = lhopt(
+        dir.path(),
+        &[&args[..], &["--policy", a, "--policy", b]].concat(),
+    );
+    assert_eq!(code(&both), 0, "{}", String::from_utf8_lossy(&both.stderr));
+    let csv = std::fs::read_to_string(out_dir.join("eval.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(4).unwrap())
+        .collect();
+    assert_eq!(names[0], "default", "{csv}");
+    assert!(
+        names[1].contains("a.lhp") && names[2].contains("b.lhp"),
+        "{csv}"
+    );
+    // `run` steers with one policy only.
+    let two = lhopt(
+        dir.path(),
+        &["run", "--family", "quadratic", "--policy", a, "--policy", b],
+    );
+    assert_eq!(code(&two), 2, "{}", String::from_utf8_lossy(&two.stderr));
     // Budgets must be positive multiples of T.
     let bad = lhopt(
         dir.path(),
