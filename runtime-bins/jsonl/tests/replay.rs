@@ -155,6 +155,8 @@ fn run(noise: bool) {
                 let mut bad = step.clone();
                 bad["reductions"]["tensors"][0]["grad_norm"] = json!(-1e300);
                 assert_error(&p.send(&bad.to_string()), "not a finite 32-bit float");
+                // One fault at a time: with both, the first field parsed names the error.
+                bad["reductions"]["tensors"][0]["grad_norm"] = json!(1.0);
                 bad["reductions"]["tensors"][0]["numel"] = json!(-3);
                 assert_error(&p.send(&bad.to_string()), "invalid value");
             }
