@@ -150,7 +150,14 @@ fn split_exponent(bits: u32) -> (i32, f32) {
 /// asserts `lo <= hi` (a panic path the decision code must not have), it never panics. A NaN `x`
 /// becomes `lo`.
 pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
-    x.max(lo).min(hi)
+    // `x.max(lo).min(hi)` written as comparisons: on thumbv7em `f32::max` and `f32::min` are
+    // calls into libm (the input normalisation made 332 of them per decision).
+    let above = if x < lo || x.is_nan() { lo } else { x };
+    if above > hi || above.is_nan() {
+        hi
+    } else {
+        above
+    }
 }
 
 /// `x` if it is finite, otherwise 0. Features use it so bad input feeds zeros.
