@@ -1,7 +1,14 @@
 //! Scalar math shared by the features, the policy and the actions.
 //!
 //! Everything goes through `libm`, so the host and a Cortex-M target run the same software
-//! routines and produce the same bits.
+//! routines and produce the same bits. With the `fast-math` feature, the exponentials and
+//! logarithms of the forward pass and of the features ([`exp`], [`ln`], [`tanh`]) use
+//! micromath's approximations instead: the host and a device built with the same features still
+//! agree bit for bit, but the values move away from the default build's (measured in the
+//! README). micromath has no `erfc`, so [`phi`] stays on libm.
+
+#[cfg(feature = "fast-math")]
+use micromath::F32Ext;
 
 use core::f32::consts::FRAC_1_SQRT_2;
 
@@ -17,6 +24,47 @@ pub const LOGIT_MAX: f32 = 18.420_681;
 /// From this |z| on, the exact `logit(Φ(z))` exceeds [`LOGIT_MAX`] (`logit(Φ(6)) ≈ 20.7`), so the
 /// clamped result is known without evaluating it.
 const LOGIT_PHI_Z_SATURATED: f32 = 6.0;
+
+/// `e^x`: libm's `expf`, or micromath's approximation with `fast-math`.
+#[cfg(not(feature = "fast-math"))]
+pub fn exp(x: f32) -> f32 {
+    libm::expf(x)
+}
+
+/// `e^x`: libm's `expf`, or micromath's approximation with `fast-math`.
+#[cfg(feature = "fast-math")]
+pub fn exp(x: f32) -> f32 {
+    F32Ext::exp(x)
+}
+
+/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
+/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
+#[cfg(not(feature = "fast-math"))]
+pub fn ln(x: f32) -> f32 {
+    libm::logf(x)
+}
+
+/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
+/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
+#[cfg(feature = "fast-math")]
+pub fn ln(x: f32) -> f32 {
+    F32Ext::ln(x)
+}
+
+/// `tanh x`: libm's `tanhf`, or with `fast-math` `(1 − e^−2|x|) / (1 + e^−2|x|)` with the sign
+/// of `x`, through [`exp`] (micromath has no `tanh`).
+#[cfg(not(feature = "fast-math"))]
+pub fn tanh(x: f32) -> f32 {
+    libm::tanhf(x)
+}
+
+/// `tanh x`: libm's `tanhf`, or with `fast-math` `(1 − e^−2|x|) / (1 + e^−2|x|)` with the sign
+/// of `x`, through [`exp`] (micromath has no `tanh`).
+#[cfg(feature = "fast-math")]
+pub fn tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
 
 /// Standard normal CDF `Φ(x) = ½·erfc(−x/√2)`.
 ///
@@ -37,7 +85,7 @@ pub fn logit_phi(z: f32) -> f32 {
     if z.abs() >= LOGIT_PHI_Z_SATURATED {
         return LOGIT_MAX.copysign(z);
     }
-    (libm::logf(phi(z)) - libm::logf(phi(-z))).clamp(-LOGIT_MAX, LOGIT_MAX)
+    clamp(ln(phi(z)) - ln(phi(-z)), -LOGIT_MAX, LOGIT_MAX)
 }
 
 /// `logit(p) = ln(p / (1 − p))` with p clipped to [δ, 1 − δ] (the result to ±[`LOGIT_MAX`]);
@@ -55,12 +103,22 @@ pub fn logit_unclipped(p: f32) -> f32 {
     libm::logf(p) - libm::log1pf(-p)
 }
 
-/// Logistic sigmoid `1 / (1 + e^−x)`, evaluated so that neither side overflows.
+/// Logistic sigmoid `1 / (1 + e^−x)`, evaluated so that neither side overflows. Always libm
+/// (the actions use it); the forward pass uses [`gate_sigmoid`].
 pub fn sigmoid(x: f32) -> f32 {
+    logistic(x, libm::expf)
+}
+
+/// [`sigmoid`] through [`exp`]: the LSTM gates', which `fast-math` approximates.
+pub fn gate_sigmoid(x: f32) -> f32 {
+    logistic(x, exp)
+}
+
+fn logistic(x: f32, exp: impl Fn(f32) -> f32) -> f32 {
     if x >= 0.0 {
-        1.0 / (1.0 + libm::expf(-x))
+        1.0 / (1.0 + exp(-x))
     } else {
-        let e = libm::expf(x);
+        let e = exp(x);
         e / (1.0 + e)
     }
 }
@@ -228,6 +286,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "fast-math"))]
     fn logit_phi_is_exact_in_the_middle_and_clamped_in_the_tails() {
         // logit(Φ(1)) = ln(0.8413447 / 0.1586553).
         let expected = (0.841_344_746_068_542_9_f64 / 0.158_655_253_931_457_05).ln();
@@ -261,6 +320,32 @@ mod tests {
         assert!((sigmoid(-2.0) - 0.119_202_92).abs() < 1e-6);
         assert_eq!(sigmoid(-200.0), 0.0);
         assert_eq!(sigmoid(200.0), 1.0);
+    }
+
+    #[test]
+    fn exp_ln_and_tanh_follow_the_exact_functions() {
+        // Worst errors over x in [−10, 10] (relative for exp, absolute for the others): libm's
+        // rounding by default; micromath's measured error with `fast-math` (its `ln` below 1
+        // goes through an approximate reciprocal, hence 0.12).
+        let (exp_tol, gate_tol, ln_tol) = if cfg!(feature = "fast-math") {
+            (3e-3, 1e-3, 0.12)
+        } else {
+            (1e-6, 1e-6, 1e-6)
+        };
+        let mut worst = [0f64; 3];
+        for i in -400..=400 {
+            let x = i as f32 / 40.0;
+            let x64 = x as f64;
+            worst[0] = worst[0].max(((exp(x) as f64 - x64.exp()) / x64.exp()).abs());
+            worst[1] = worst[1].max((tanh(x) as f64 - x64.tanh()).abs());
+            worst[1] = worst[1].max((gate_sigmoid(x) as f64 - 1.0 / (1.0 + (-x64).exp())).abs());
+            let y = libm::expf(x);
+            worst[2] = worst[2].max((ln(y) as f64 - (y as f64).ln()).abs());
+        }
+        assert!(
+            worst[0] <= exp_tol && worst[1] <= gate_tol && worst[2] <= ln_tol,
+            "worst errors (exp, tanh/sigmoid, ln) {worst:?}"
+        );
     }
 
     #[test]
