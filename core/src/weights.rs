@@ -139,9 +139,9 @@ const fn packed_index(rows: usize, cols: usize, r: usize, c: usize) -> usize {
     start * cols + c * width + (r - start)
 }
 
-/// `out[r] = Σ_k w[r][k]·x[k]` over a packed matrix `w` of `out.len()` rows and `C` columns, each sum in
-/// order of `k` from 0. A full panel keeps its [`PANEL`] sums in registers while it streams
-/// through its weights; the narrower last panel sums in `out`.
+/// `out[r] = Σ_k w[r][k]·x[k]` over a packed matrix `w` of `out.len()` rows and `C` columns,
+/// each sum in order of `k` from 0. A full panel keeps its [`PANEL`] sums in registers while it
+/// streams through its weights; the narrower last panel sums in `out`.
 pub fn matvec<const C: usize>(w: &[[f32; C]], x: &[f32; C], out: &mut [f32]) {
     let (out_panels, out_tail) = out.as_chunks_mut::<PANEL>();
     let (w_columns, _) = w.as_flattened().as_chunks::<PANEL>();
