@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lhopt_core::{
-    Action, FeatureSet, FrozenPolicy, LstmState, Mode, OBS_DIM, PolicyHeader, Rng, greedy,
-    read_header, sample,
+    Action, FeatureSet, FrozenPolicy, LstmState, Mode, OBS_DIM, PolicyHeader, Rng, greedy, read_header, sample,
 };
 
 use super::Agent;

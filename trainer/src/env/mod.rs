@@ -12,8 +12,8 @@ mod tests;
 pub use frozen::{FrozenAgent, PolicyFile};
 
 use lhopt_core::{
-    Action, DecisionInputs, FeatureSet, Hyperparams, OBS_DIM, Observer, Restart, RunConfig,
-    StepReductions, StepStatus,
+    Action, DecisionInputs, FeatureSet, Hyperparams, OBS_DIM, Observer, Restart, RunConfig, StepReductions,
+    StepStatus,
 };
 use serde::Serialize;
 use tch::{Kind, Tensor};
