@@ -32,7 +32,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "host tests: every crate, the trainer included, and the firmware under QEMU"
 cargo test --workspace --locked
 
-step "no_std core for Cortex-M4F"
+step "no_std core for Cortex-M4F, default and fast-math"
 cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked
+cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked --features fast-math
+cargo clippy -p lhopt-core --features fast-math --all-targets --locked -- -D warnings
 
 step "all tests passed"

@@ -355,14 +355,8 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
         if !valid {
             return Err(Error::NonFinite);
         }
-        let mut words = all_words;
-        self.net.for_each_param_mut(|_, values| {
-            let (these, rest) = words.split_at(values.len().min(words.len()));
-            for (v, w) in values.iter_mut().zip(these) {
-                *v = f32::from_le_bytes(*w);
-            }
-            words = rest;
-        });
+        self.net
+            .fill_in_file_order(&mut all_words.iter().map(|w| f32::from_le_bytes(*w)));
         self.header = header;
         self.fingerprint = fingerprint(&self.net);
         self.input_scale = self.net.input_scale();
@@ -437,6 +431,7 @@ mod tests {
 
     use super::*;
     use crate::policy::{PolicyNet, random_net};
+    use crate::weights::Packed;
 
     type Tiny = FrozenPolicy<8, 4, 6>;
 
@@ -473,9 +468,15 @@ mod tests {
             PREAMBLE_LEN + header_len + 4 * param_count(8, 4, 6) + 4
         );
         assert!(bytes.len() <= encoded_len(8, 4, 6));
-        // The body starts with pre.w as raw little-endian f32.
-        let first = f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap());
-        assert_eq!(first, p.net().pre_w.0[0][0]);
+        // The body starts with pre.w as raw little-endian f32, row-major whatever the layout
+        // in memory.
+        let word = |i: usize| {
+            let at = 10 + header_len + 4 * i;
+            f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+        };
+        assert_eq!(word(0), p.net().pre_w.get(0, 0).unwrap());
+        assert_eq!(word(1), p.net().pre_w.get(0, 1).unwrap());
+        assert_eq!(word(OBS_DIM), p.net().pre_w.get(1, 0).unwrap());
 
         let back = Tiny::decode(&bytes).unwrap();
         assert_eq!(back, p);

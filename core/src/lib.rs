@@ -52,4 +52,4 @@ pub use observation::{
 };
 pub use policy::{LstmState, Medium, Paper, PolicyNet, Rng, Small, Tiny, greedy, log_prob, sample};
 pub use reductions::{NUM_INNER_FEATURES, TensorReductions, inner_features};
-pub use weights::{GateMatrix, Matrix, Vector};
+pub use weights::{GateMatrix, Matrix, PANEL, Packed, PackedMatrix, Vector};

@@ -1,7 +1,14 @@
 //! Scalar math shared by the features, the policy and the actions.
 //!
-//! Everything goes through `libm`, so the host and a Cortex-M target run the same software
-//! routines and produce the same bits.
+//! Everything goes through `libm` or basic operations ([`exp_basic`]), so the host and a
+//! Cortex-M target run the same routines and produce the same bits. With the `fast-math`
+//! feature, the exponentials and logarithms of the forward pass and of the features ([`exp`],
+//! [`ln`]) use micromath's approximations instead: the host and a device built with the same
+//! features still agree bit for bit, but the values move away from the default build's
+//! (measured in the README). micromath has no `erfc`, so [`phi`] stays on libm.
+
+#[cfg(feature = "fast-math")]
+use micromath::F32Ext;
 
 use core::f32::consts::FRAC_1_SQRT_2;
 
@@ -17,6 +24,79 @@ pub const LOGIT_MAX: f32 = 18.420_681;
 /// From this |z| on, the exact `logit(Φ(z))` exceeds [`LOGIT_MAX`] (`logit(Φ(6)) ≈ 20.7`), so the
 /// clamped result is known without evaluating it.
 const LOGIT_PHI_Z_SATURATED: f32 = 6.0;
+
+/// `e^x` for the LSTM gates: [`exp_basic`], or micromath's approximation with `fast-math`.
+#[cfg(not(feature = "fast-math"))]
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    exp_basic(x)
+}
+
+/// `e^x` for the LSTM gates: [`exp_basic`], or micromath's approximation with `fast-math`.
+#[cfg(feature = "fast-math")]
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    // micromath asserts (in debug builds) that the result's exponent fits; clamped like
+    // `exp_basic`, it always does.
+    F32Ext::exp(clamp(x, -87.0, 88.0))
+}
+
+/// `e^x` within a few ulp for `x` in [−87, 88], and `e^−87` or `e^88` beyond (never 0, ∞ or
+/// NaN, also for a NaN `x`), from additions, multiplications and bit operations only: it
+/// inlines and vectorises across the LSTM's gates, where libm's `expf` and `tanhf` calls were a
+/// quarter of a host decision, and gives the same bits on every target.
+///
+/// `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2` (Cody–Waite: `ln 2` in a part exact for every `n` used
+/// and a small rest), `e^r` by its Taylor series to `r⁷` (truncation error below 6e-9), and
+/// `2^n` written into the exponent bits.
+#[inline]
+pub fn exp_basic(x: f32) -> f32 {
+    // Adding 1.5·2^23 rounds to an integer, which then sits in the low bits of the sum.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: n·LN2_HI is exact for |n| < 2^9
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = clamp(x, -87.0, 88.0);
+    let t = x * core::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + c;
+    }
+    // n is in [−126, 127]: 2^n is a normal number.
+    let exponent = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23;
+    p * f32::from_bits(exponent)
+}
+
+/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
+/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
+#[cfg(not(feature = "fast-math"))]
+pub fn ln(x: f32) -> f32 {
+    libm::logf(x)
+}
+
+/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
+/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
+#[cfg(feature = "fast-math")]
+pub fn ln(x: f32) -> f32 {
+    F32Ext::ln(x)
+}
+
+/// `tanh x` for the LSTM as `(1 − e^−2|x|) / (1 + e^−2|x|)` with the sign of `x`, through
+/// [`exp`] (absolute error about 1e-7 by default).
+#[inline]
+pub fn tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
 
 /// Standard normal CDF `Φ(x) = ½·erfc(−x/√2)`.
 ///
@@ -37,7 +117,7 @@ pub fn logit_phi(z: f32) -> f32 {
     if z.abs() >= LOGIT_PHI_Z_SATURATED {
         return LOGIT_MAX.copysign(z);
     }
-    (libm::logf(phi(z)) - libm::logf(phi(-z))).clamp(-LOGIT_MAX, LOGIT_MAX)
+    clamp(ln(phi(z)) - ln(phi(-z)), -LOGIT_MAX, LOGIT_MAX)
 }
 
 /// `logit(p) = ln(p / (1 − p))` with p clipped to [δ, 1 − δ] (the result to ±[`LOGIT_MAX`]);
@@ -55,7 +135,8 @@ pub fn logit_unclipped(p: f32) -> f32 {
     libm::logf(p) - libm::log1pf(-p)
 }
 
-/// Logistic sigmoid `1 / (1 + e^−x)`, evaluated so that neither side overflows.
+/// Logistic sigmoid `1 / (1 + e^−x)`, evaluated so that neither side overflows. Always libm
+/// (the actions use it); the forward pass uses [`gate_sigmoid`].
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + libm::expf(-x))
@@ -63,6 +144,13 @@ pub fn sigmoid(x: f32) -> f32 {
         let e = libm::expf(x);
         e / (1.0 + e)
     }
+}
+
+/// `1 / (1 + e^−x)` through [`exp`], without branches: the LSTM gates'. [`exp`] never
+/// overflows, so neither does the sum.
+#[inline]
+pub fn gate_sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
 }
 
 /// `ln(x + δ)`: the spec's safe logarithm of a norm. Finite for every finite `x ≥ 0`.
@@ -150,7 +238,14 @@ fn split_exponent(bits: u32) -> (i32, f32) {
 /// asserts `lo <= hi` (a panic path the decision code must not have), it never panics. A NaN `x`
 /// becomes `lo`.
 pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
-    x.max(lo).min(hi)
+    // `x.max(lo).min(hi)` written as comparisons: on thumbv7em `f32::max` and `f32::min` are
+    // calls into libm (the input normalisation made 332 of them per decision).
+    let above = if x < lo || x.is_nan() { lo } else { x };
+    if above > hi || above.is_nan() {
+        hi
+    } else {
+        above
+    }
 }
 
 /// `x` if it is finite, otherwise 0. Features use it so bad input feeds zeros.
@@ -221,6 +316,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "fast-math"))]
     fn logit_phi_is_exact_in_the_middle_and_clamped_in_the_tails() {
         // logit(Φ(1)) = ln(0.8413447 / 0.1586553).
         let expected = (0.841_344_746_068_542_9_f64 / 0.158_655_253_931_457_05).ln();
@@ -254,6 +350,51 @@ mod tests {
         assert!((sigmoid(-2.0) - 0.119_202_92).abs() < 1e-6);
         assert_eq!(sigmoid(-200.0), 0.0);
         assert_eq!(sigmoid(200.0), 1.0);
+    }
+
+    #[test]
+    fn exp_ln_and_tanh_follow_the_exact_functions() {
+        // Worst errors over x in [−10, 10] (relative for exp, absolute for the others): libm's
+        // rounding by default; micromath's measured error with `fast-math` (its `ln` below 1
+        // goes through an approximate reciprocal, hence 0.12).
+        let (exp_tol, gate_tol, ln_tol) = if cfg!(feature = "fast-math") {
+            (3e-3, 1e-3, 0.12)
+        } else {
+            (3e-7, 2e-7, 1e-6)
+        };
+        let mut worst = [0f64; 3];
+        for i in -400..=400 {
+            let x = i as f32 / 40.0;
+            let x64 = x as f64;
+            worst[0] = worst[0].max(((exp(x) as f64 - x64.exp()) / x64.exp()).abs());
+            worst[1] = worst[1].max((tanh(x) as f64 - x64.tanh()).abs());
+            worst[1] = worst[1].max((gate_sigmoid(x) as f64 - 1.0 / (1.0 + (-x64).exp())).abs());
+            let y = libm::expf(x);
+            worst[2] = worst[2].max((ln(y) as f64 - (y as f64).ln()).abs());
+        }
+        assert!(
+            worst[0] <= exp_tol && worst[1] <= gate_tol && worst[2] <= ln_tol,
+            "worst errors (exp, tanh/sigmoid, ln) {worst:?}"
+        );
+    }
+
+    #[test]
+    fn exp_basic_is_within_a_few_ulp_and_saturates() {
+        let mut worst = 0f64;
+        let mut x = -87.0_f32;
+        while x <= 88.0 {
+            let exact = (x as f64).exp();
+            worst = worst.max(((exp_basic(x) as f64 - exact) / exact).abs());
+            x += 0.013;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert_eq!(exp_basic(0.0), 1.0);
+        assert_eq!(exp_basic(-1000.0), exp_basic(-87.0));
+        assert_eq!(exp_basic(1000.0), exp_basic(88.0));
+        assert!(exp_basic(88.0).is_finite() && exp_basic(-87.0) > 0.0);
+        assert_eq!(exp_basic(f32::NAN), exp_basic(-87.0));
+        assert_eq!(gate_sigmoid(1000.0), 1.0);
+        assert_eq!(tanh(-1000.0), -1.0);
     }
 
     #[test]
