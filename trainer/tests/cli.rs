@@ -171,6 +171,10 @@ fn eval_adds_the_alternatives_as_rows() {
         }
     }
 
+    // From the cached grid, the same table again: the alternatives are deterministic too.
+    let again = lhopt(dir.path(), &args);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+
     // Unknown and repeated names are usage errors that say what to write instead.
     let unknown = lhopt(
         dir.path(),
