@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lhopt_core::{Hyperparams, Mode};
 use lhopt_data::DataDir;
 
+use crate::alternatives::Alternative;
 use crate::baseline::{self, Cache, Grid};
 use crate::env::{PolicyFile, Trace};
 use crate::error::{Error, Result};
@@ -33,6 +34,7 @@ Examples:
   lhopt run --family algorithmic --hyper lr=3e-3,wd=0   fixed hyperparameters
   lhopt baseline --family quadratic --seeds 2            compute and cache the AdamW grids
   lhopt eval --policy policies/default.lhp --family ncf --seeds 3 --out eval/
+  lhopt eval --family ncf --seeds 3 --alternatives schedule-free,prodigy,prodigy-cosine
 
 Environment: LHOPT_DATA (datasets, default ~/.cache/lhopt/data; fetch with scripts/fetch-data.sh),
 LHOPT_CACHE (baseline results, default ~/.cache/lhopt).
@@ -61,8 +63,8 @@ pub enum Command {
     Run(RunArgs),
     /// Compute (or load from the cache) the 105-run AdamW grid of tasks and print the best runs.
     Baseline(BaselineArgs),
-    /// Speedup table of a policy and of the untuned default against the AdamW grid, and of the
-    /// policy against the untuned default.
+    /// Speedup table of a policy, of the untuned default and of the optimizers users pick instead
+    /// (Schedule-Free AdamW, Prodigy) against the AdamW grid and against the untuned default.
     Eval(EvalArgs),
     /// Meta-train a policy: imitation warm start, then PPO over the task distribution (resumable).
     MetaTrain(MetaTrainArgs),
@@ -264,6 +266,16 @@ impl PolicyArgs {
     }
 }
 
+fn parse_alternative(name: &str) -> std::result::Result<Alternative, String> {
+    Alternative::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Alternative::ALL.iter().map(|a| a.name()).collect();
+        format!(
+            "unknown optimizer '{name}'; choose from {}",
+            names.join(", ")
+        )
+    })
+}
+
 fn parse_hyper(text: &str) -> std::result::Result<Hyperparams, String> {
     const NAMES: [&str; 8] = [
         "lr",
@@ -373,6 +385,13 @@ pub struct EvalArgs {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub grid: GridArgs,
+    /// Also evaluate the optimizers users pick instead of tuning a schedule, each at the
+    /// defaults its PyPI package publishes, comma-separated:
+    /// schedule-free (Schedule-Free AdamW: lr 2.5e-3, warmup over the first 2% of T, evaluated
+    /// at its averaged point x); prodigy (Prodigy: lr 1, d0 1e-6, step size estimated on the
+    /// fly); prodigy-cosine (Prodigy with its lr on half a cosine from 1 to 0 over T).
+    #[arg(long, value_delimiter = ',', value_parser = parse_alternative, value_name = "NAMES")]
+    pub alternatives: Vec<Alternative>,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
     /// "vs default" column (one run to the largest; outside the range only a bound is reported).
     #[arg(long, value_delimiter = ',', default_values_t = eval::DEFAULT_BUDGET_FACTORS)]
@@ -539,7 +558,7 @@ fn run(args: &RunArgs, pool: Pool) -> Result<()> {
         let runs = [PlottedRun {
             label,
             trace: &trace,
-            initial,
+            initial: Some(initial),
         }];
         plot::write_png(path, &spec.key(), &plot::trace_panels(&runs, Vec::new()), 2)?;
         eprintln!("plot written to {}", path.display());
@@ -640,6 +659,13 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
                 initial: Hyperparams::INITIAL,
             }),
     );
+    for (i, &alternative) in args.alternatives.iter().enumerate() {
+        if args.alternatives[..i].contains(&alternative) {
+            let name = alternative.name();
+            return Err(Error::Usage(format!("--alternatives names {name} twice")));
+        }
+        controllers.push(Controller::Alternative(alternative));
+    }
     let bars = MultiProgress::new();
     let grid_bar = bars.add(progress_bar("baseline runs"));
     let run_bar = bars.add(progress_bar("evaluated runs"));

@@ -1,7 +1,8 @@
 //! Spec §9 evaluation: run each task under each controller, and score every run's final eval
 //! loss against the tuned AdamW grid of that task and against the untuned default (CIAO at its
 //! initial hyperparameters, held constant, run to the largest budget). Writes the table as CSV and JSON and one PNG of
-//! loss curves and hyperparameter traces per task.
+//! loss curves and hyperparameter traces per task. Controllers are CIAO under a policy or fixed
+//! hyperparameters, or one of the [`Alternative`] optimizers users pick instead.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -11,6 +12,7 @@ use indicatif::ProgressBar;
 use lhopt_core::Hyperparams;
 use serde::Serialize;
 
+use crate::alternatives::Alternative;
 use crate::baseline::{self, Grid, GridCurve, MeanSpeedup, Speedup};
 use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
@@ -34,6 +36,8 @@ pub enum Controller {
         /// Hyperparameters before its first decision.
         initial: Hyperparams,
     },
+    /// Another optimizer at its published defaults instead of CIAO.
+    Alternative(Alternative),
 }
 
 impl Controller {
@@ -43,18 +47,20 @@ impl Controller {
             Controller::Fixed(h) if *h == Hyperparams::INITIAL => "default".into(),
             Controller::Fixed(_) => "fixed".into(),
             Controller::Policy { file, .. } => file.name.clone(),
+            Controller::Alternative(a) => a.name().into(),
         }
     }
 
-    /// Hyperparameters at the start of a run.
-    pub fn initial(&self) -> Hyperparams {
+    /// CIAO's hyperparameters at the start of a run (`None`: not a CIAO run).
+    pub fn initial(&self) -> Option<Hyperparams> {
         match self {
-            Controller::Fixed(h) | Controller::Policy { initial: h, .. } => *h,
+            Controller::Fixed(h) | Controller::Policy { initial: h, .. } => Some(*h),
+            Controller::Alternative(_) => None,
         }
     }
 
     /// Trains `task` for `steps` steps under this controller. A policy decides `decisions` times
-    /// (capped at `steps`); a fixed run is evaluated at the same points, so curves line up.
+    /// (capped at `steps`); runs without one are evaluated at the same points, so curves line up.
     pub fn run(
         &self,
         task: &mut dyn Task,
@@ -63,12 +69,11 @@ impl Controller {
         hide_eval: bool,
     ) -> Result<Trace> {
         let decisions = decisions.clamp(1, u32::try_from(steps).unwrap_or(u32::MAX));
+        let interval = steps / u64::from(decisions);
+        let eval_at: Vec<u64> = (0..=u64::from(decisions)).map(|k| k * interval).collect();
         match self {
-            Controller::Fixed(h) => {
-                let interval = steps / u64::from(decisions);
-                let eval_at: Vec<u64> = (0..=u64::from(decisions)).map(|k| k * interval).collect();
-                env::run_fixed(task, steps, *h, &eval_at)
-            }
+            Controller::Fixed(h) => env::run_fixed(task, steps, *h, &eval_at),
+            Controller::Alternative(a) => Ok(a.run(task, steps, &eval_at)),
             Controller::Policy { file, initial } => {
                 let cfg = EpisodeConfig {
                     total_steps: steps,

@@ -3,6 +3,7 @@ pub mod device;
 pub mod error;
 
 pub use error::{Error, Result};
+pub mod alternatives;
 pub mod baseline;
 pub mod cli;
 pub mod env;

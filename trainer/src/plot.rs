@@ -216,8 +216,9 @@ pub struct PlottedRun<'a> {
     pub label: String,
     /// What was recorded.
     pub trace: &'a Trace,
-    /// Hyperparameters before the first decision.
-    pub initial: Hyperparams,
+    /// CIAO's hyperparameters before the first decision (`None`: another optimizer, whose
+    /// learning rate is not plotted).
+    pub initial: Option<Hyperparams>,
 }
 
 /// Panels for a set of runs of one task: training loss (smoothed), eval loss (with `reference`
@@ -250,10 +251,12 @@ pub fn trace_panels(runs: &[PlottedRun<'_>], reference: Vec<Line>) -> Vec<Panel>
         .collect();
     let lr = runs
         .iter()
-        .map(|r| Line {
-            label: r.label.clone(),
-            points: hyper_steps(r, |h| h.lr),
-            markers: false,
+        .filter_map(|r| {
+            Some(Line {
+                label: r.label.clone(),
+                points: hyper_steps(r.trace, r.initial?, |h| h.lr),
+                markers: false,
+            })
         })
         .collect();
     let mut panels = vec![
@@ -261,7 +264,11 @@ pub fn trace_panels(runs: &[PlottedRun<'_>], reference: Vec<Line>) -> Vec<Panel>
         panel("eval loss", "loss", true, eval),
         panel("learning rate", "lr", true, lr),
     ];
-    for r in runs.iter().filter(|r| !r.trace.decisions.is_empty()) {
+    for (r, initial) in runs
+        .iter()
+        .filter(|r| !r.trace.decisions.is_empty())
+        .filter_map(|r| Some((r, r.initial?)))
+    {
         let names = [
             "wd",
             "eps",
@@ -284,8 +291,8 @@ pub fn trace_panels(runs: &[PlottedRun<'_>], reference: Vec<Line>) -> Vec<Panel>
             .iter()
             .zip(fields)
             .map(|(name, field)| {
-                let start = f64::from(field(&r.initial));
-                let points = hyper_steps(r, field)
+                let start = f64::from(field(&initial));
+                let points = hyper_steps(r.trace, initial, field)
                     .into_iter()
                     .map(|(s, v)| (s, (v / start).log2()))
                     .collect();
@@ -307,15 +314,19 @@ pub fn trace_panels(runs: &[PlottedRun<'_>], reference: Vec<Line>) -> Vec<Panel>
 }
 
 /// The hyperparameter `field` as a step function over inner steps.
-fn hyper_steps(run: &PlottedRun<'_>, field: impl Fn(&Hyperparams) -> f32) -> Vec<(f64, f64)> {
-    let mut value = f64::from(field(&run.initial));
+fn hyper_steps(
+    trace: &Trace,
+    initial: Hyperparams,
+    field: impl Fn(&Hyperparams) -> f32,
+) -> Vec<(f64, f64)> {
+    let mut value = f64::from(field(&initial));
     let mut points = vec![(0.0, value)];
-    for d in &run.trace.decisions {
+    for d in &trace.decisions {
         points.push((d.step as f64, value));
         value = f64::from(field(&d.hyper));
         points.push((d.step as f64, value));
     }
-    points.push((run.trace.train_losses.len() as f64, value));
+    points.push((trace.train_losses.len() as f64, value));
     points
 }
 

@@ -126,6 +126,102 @@ fn eval_scores_against_a_cached_grid() {
 }
 
 #[test]
+fn eval_adds_the_alternatives_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("eval");
+    let args = [
+        "eval",
+        "--family",
+        "quadratic",
+        "--steps",
+        "40",
+        "--decisions",
+        "4",
+        "--workers",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--alternatives",
+        "schedule-free,prodigy,prodigy-cosine",
+    ];
+    let out = lhopt(dir.path(), &args);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["default", "schedule-free", "prodigy", "prodigy-cosine"] {
+        for against in ["grid", "default"] {
+            let line = format!("geometric-mean speedup vs {against}, {name}: ");
+            assert!(stdout.contains(&line), "{line} missing from\n{stdout}");
+        }
+    }
+    let csv = std::fs::read_to_string(out_dir.join("eval.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[4]).collect();
+    assert_eq!(
+        names,
+        ["default", "schedule-free", "prodigy", "prodigy-cosine"],
+        "{csv}"
+    );
+    // Every alternative trained (a finite loss below the start's) and each its own way.
+    let trace = dir.path().join("trace.json");
+    let fixed = lhopt(
+        dir.path(),
+        &[
+            "run",
+            "--family",
+            "quadratic",
+            "--steps",
+            "1",
+            "--trace",
+            trace.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&fixed), 0);
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let start = trace["evals"][0][1].as_f64().unwrap();
+    let losses: Vec<f64> = rows.iter().map(|r| r[5].parse().unwrap()).collect();
+    for (name, loss) in names.iter().zip(&losses) {
+        assert!(
+            loss.is_finite() && *loss < start,
+            "{name}: {loss}, {start} at the start"
+        );
+    }
+    for i in 1..losses.len() {
+        for j in i + 1..losses.len() {
+            assert_ne!(losses[i], losses[j], "{} and {}", names[i], names[j]);
+        }
+    }
+    for row in &rows {
+        for kind in [row[7], row[9]] {
+            assert!(["measured", "below", "above"].contains(&kind), "{csv}");
+        }
+    }
+
+    // From the cached grid, the same table again: the alternatives are deterministic too.
+    let again = lhopt(dir.path(), &args);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+
+    // Unknown and repeated names are usage errors that say what to write instead.
+    let unknown = lhopt(
+        dir.path(),
+        &[&args[..11], &["--alternatives", "adam"]].concat(),
+    );
+    assert_eq!(code(&unknown), 2);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("schedule-free, prodigy"));
+    let twice = lhopt(
+        dir.path(),
+        &[&args[..11], &["--alternatives", "prodigy,prodigy"]].concat(),
+    );
+    assert_eq!(code(&twice), 2);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("twice"));
+    let help = lhopt(dir.path(), &["eval", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("prodigy-cosine"));
+}
+
+#[test]
 fn exit_codes_say_what_went_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
