@@ -74,6 +74,12 @@ impl WeightedMoments {
         self.sum_sq += a * d * (x - self.mean);
     }
 
+    /// Whether these moments are ones [`WeightedMoments::add`] can produce: a finite,
+    /// non-negative weight, a finite mean, a non-negative sum of squares (it may overflow to +∞).
+    pub fn is_valid(&self) -> bool {
+        self.weight.is_finite() && self.weight >= 0.0 && self.mean.is_finite() && self.sum_sq >= 0.0
+    }
+
     /// Total weight so far.
     pub fn weight(&self) -> f32 {
         self.weight

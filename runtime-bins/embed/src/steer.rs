@@ -14,8 +14,8 @@ pub trait Steer {
     fn wants_reductions(&self) -> bool;
     /// Records one finished inner step.
     fn observe(&mut self, train_loss: f32, reductions: Option<StepReductions<'_>>) -> StepStatus;
-    /// Makes the decision that [`Steer::observe`] announced as due.
-    fn decide(&mut self, inputs: &DecisionInputs) -> Decision;
+    /// Makes the decision that [`Steer::observe`] announced as due ([`Controller::decide`]).
+    fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error>;
     /// The hyperparameters in force.
     fn hyper(&self) -> Hyperparams;
     /// The run's observer (step, decisions made, schedule).
@@ -35,7 +35,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> Steer for Controller<P
     fn observe(&mut self, train_loss: f32, reductions: Option<StepReductions<'_>>) -> StepStatus {
         Controller::observe(self, train_loss, reductions)
     }
-    fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
+    fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error> {
         Controller::decide(self, inputs)
     }
     fn hyper(&self) -> Hyperparams {
@@ -116,7 +116,7 @@ mod load {
         ) -> StepStatus {
             (**self).observe(train_loss, reductions)
         }
-        fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
+        fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error> {
             (**self).decide(inputs)
         }
         fn hyper(&self) -> Hyperparams {
