@@ -1,5 +1,30 @@
 //! The embedding API: a frozen policy steering one training run.
 //!
+//! # The contract with the runtime
+//!
+//! - **Steps.** Call [`Controller::observe`] once after every inner step with its training loss
+//!   (NaN or ±∞ if it diverged; a loss ≤ 0 counts as NaN, since the features take its log) and,
+//!   when [`Controller::wants_reductions`] said so before the step, its per-tensor reductions.
+//!   Loop `while !ctrl.is_finished()`: that is exactly T steps.
+//! - **Decisions.** After a step answered with [`StepStatus::DecisionDue`], call
+//!   [`Controller::decide`] once with ‖θ‖, the displacement and the eval loss (NaN if there is
+//!   none), then apply the new hyperparameters and the restart before the next step.
+//! - **Checkpoint registers.** There are three. A register holds everything that training resumes
+//!   from: the parameters (and model buffers such as batch-norm statistics), the optimizer's per-tensor state (`m`, `v`, bias corrections, the
+//!   trust-ratio EMA) and its shared state (the clipping rolling max), but **not** the
+//!   hyperparameters, which stay the ones the decision returned: a runtime that restores a
+//!   framework checkpoint holding learning rates (a PyTorch optimizer's `state_dict`) must set
+//!   the decision's hyperparameters again after loading it. `Save(r)` copies the current state
+//!   into register r; `Load(r)` replaces the current state by register r's; `Swap(r)` does both
+//!   at once. A load or swap of a register that was never saved is a no-op, which the decision
+//!   already reports as [`Restart::None`](crate::Restart::None): do nothing.
+//! - **Displacement after a restart.** The displacement of the next decision is measured from
+//!   the parameters training resumed from at this decision, that is *after* the restart: after a
+//!   load, from the loaded parameters.
+//! - **The last decision.** When K divides T the last step announces the last decision; its
+//!   restart still applies (a load moves the parameters), so make the final evaluation after
+//!   performing it. [`Controller::is_finished`] is true once it is made.
+//!
 //! ```
 //! use lhopt_core::{
 //!     Controller, DecisionInputs, FrozenPolicy, Hyperparams, Mode, RunConfig, StepReductions,

@@ -56,3 +56,8 @@ pub use policy::{LstmState, Medium, Paper, PolicyNet, Rng, Small, Tiny, greedy, 
 pub use preset::{Preset, WithPreset};
 pub use reductions::{NUM_INNER_FEATURES, TensorReductions, inner_features};
 pub use weights::{GateMatrix, Matrix, Vector};
+
+/// The Rust snippets of the project README, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
