@@ -451,6 +451,9 @@ impl Observer {
     /// make that decision, apply its restart, and stop; [`Observer::is_finished`] is then true.
     /// A loop `while !is_finished() { step; observe }` runs exactly T inner steps.
     ///
+    /// Reductions are used only on the steps [`Observer::wants_reductions`] asked for; given on
+    /// another step they are ignored. A step reported with an empty tensor list is no sample.
+    ///
     /// A loss that is NaN, −∞ or ≤ 0 is read as "not a number" (it sets the interval's `is_nan`
     /// flag), +∞ sets `is_inf`; either makes the interval's mean loss invalid. Losses must be
     /// positive because the features take their logarithm.
@@ -462,6 +465,9 @@ impl Observer {
         if self.step >= self.config.total_steps {
             return StepStatus::Finished;
         }
+        // Reductions of a step that was not asked for would weight the interval's mean towards
+        // wherever the runtime happened to send them: they are not used.
+        let reductions = reductions.filter(|_| self.wants_reductions());
         self.step += 1;
         self.loss_count = self.loss_count.saturating_add(1);
         if train_loss.is_finite() && train_loss > 0.0 {
@@ -1204,6 +1210,44 @@ mod tests {
                     }
                 }
                 assert_eq!(due, decisions);
+            }
+        }
+    }
+
+    #[test]
+    fn reductions_given_on_steps_not_asked_for_are_ignored() {
+        for fs in [FeatureSet::V1, FeatureSet::V2] {
+            let cfg = RunConfig {
+                total_steps: 30,
+                decisions: 3,
+            };
+            let (mut asked, mut always) = (
+                Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap(),
+                Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap(),
+            );
+            let tensors = [example()];
+            let mut other = example();
+            other.grad_dot_mhat = -other.grad_dot_mhat;
+            let unasked = [other];
+            let inputs = DecisionInputs {
+                param_norm: 1.0,
+                displacement: 1.0,
+                eval_loss: 1.0,
+            };
+            while !asked.is_finished() {
+                let want = asked.wants_reductions();
+                let r = |t| {
+                    Some(StepReductions {
+                        tensors: t,
+                        clipped: false,
+                    })
+                };
+                let a = asked.observe_step(1.0, if want { r(&tensors) } else { None });
+                let b = always.observe_step(1.0, if want { r(&tensors) } else { r(&unasked) });
+                assert_eq!(a, b);
+                if a == StepStatus::DecisionDue {
+                    assert_eq!(asked.observation(&inputs), always.observation(&inputs));
+                }
             }
         }
     }
