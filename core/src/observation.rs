@@ -417,9 +417,10 @@ impl Observer {
             || self.inner_samples > self.loss_count
             || !(self.loss_mean.is_finite() && self.loss_mean >= 0.0)
             || !self.loss_compensation.is_finite()
-            || !self.inner_sum.iter().all(|x| x.is_finite())
         {
-            return bad("interval accumulators: counts beyond the steps, or non-finite sums");
+            return bad(
+                "interval accumulators: counts beyond the steps, or a non-finite mean loss",
+            );
         }
         if self.prev_action.is_some_and(|a| !a.is_valid()) {
             return bad("previous action: a choice outside its head");
@@ -435,7 +436,7 @@ impl Observer {
             .flat_map(CdfFeatures::moments)
             .all(WeightedMoments::is_valid)
         {
-            return bad("CDF moments: a NaN, or a negative weight or sum of squares");
+            return bad("CDF moments: a total weight that is negative or not finite");
         }
         if self.registers.iter().flatten().any(|cp| !unit(cp.progress)) {
             return bad("checkpoint register: progress outside [0, 1]");
@@ -717,10 +718,10 @@ pub(crate) fn unreachable_edits() -> [Edit; 13] {
         ("previous action out of range", |o| {
             o.prev_action = Some(Action { choices: [9; 9] })
         }),
-        ("NaN moments", |o| {
+        ("infinite moment weight", |o| {
             o.train_loss_cdf = CdfFeatures::default();
-            o.train_loss_cdf.add(f32::MAX, &[f32::MAX; NUM_CDF]);
-            o.train_loss_cdf.add(-f32::MAX, &[f32::MAX; NUM_CDF]);
+            o.train_loss_cdf.add(1.0, &[f32::MAX; NUM_CDF]);
+            o.train_loss_cdf.add(1.0, &[f32::MAX; NUM_CDF]);
         }),
         ("register progress 2", |o| {
             o.registers[1] = Some(Checkpoint {
