@@ -4,9 +4,9 @@
 
 use std::sync::OnceLock;
 
-use libfuzzer_sys::fuzz_target;
 use lhopt_core::{Controller, Hyperparams, Mode};
 use lhopt_fuzz::{CFG, Policy, drive, file_from, policy_file};
+use libfuzzer_sys::fuzz_target;
 
 static VALID: OnceLock<Vec<u8>> = OnceLock::new();
 

@@ -5,8 +5,8 @@
 
 use std::sync::OnceLock;
 
-use libfuzzer_sys::fuzz_target;
 use lhopt_fuzz::{Ctl, controller, drive, file_from, state_file};
+use libfuzzer_sys::fuzz_target;
 
 static VALID: OnceLock<(Vec<u8>, Ctl)> = OnceLock::new();
 

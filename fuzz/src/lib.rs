@@ -51,8 +51,13 @@ pub const CFG: RunConfig = RunConfig {
 
 /// A controller with [`policy`] part-way through a run (a decision and a register behind it).
 pub fn controller() -> Ctl {
-    let mut ctl = Ctl::new(policy(), CFG, Hyperparams::INITIAL, Mode::Sample { seed: 3 })
-        .expect("valid configuration");
+    let mut ctl = Ctl::new(
+        policy(),
+        CFG,
+        Hyperparams::INITIAL,
+        Mode::Sample { seed: 3 },
+    )
+    .expect("valid configuration");
     for t in 0..25 {
         drive(&mut ctl, t as f32);
     }
