@@ -8,7 +8,8 @@
 //!   Loop `while !ctrl.is_finished()`: that is exactly T steps.
 //! - **Decisions.** After a step answered with [`StepStatus::DecisionDue`], call
 //!   [`Controller::decide`] once with ‖θ‖, the displacement and the eval loss (NaN if there is
-//!   none), then apply the new hyperparameters and the restart before the next step.
+//!   none), then apply the new hyperparameters and the restart before the next step. Until then
+//!   `observe` records nothing and answers `DecisionDue` again; a second `decide` is an error.
 //! - **Checkpoint registers.** There are three. A register holds everything that training resumes
 //!   from: the parameters (and model buffers such as batch-norm statistics), the optimizer's per-tensor state (`m`, `v`, bias corrections, the
 //!   trust-ratio EMA) and its shared state (the clipping rolling max), but **not** the

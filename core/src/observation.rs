@@ -450,7 +450,9 @@ impl Observer {
     /// after step `T` otherwise, and for every call once the run is over (such calls record
     /// nothing). When K divides T the last step is answered with `DecisionDue`, not `Finished`:
     /// make that decision, apply its restart, and stop; [`Observer::is_finished`] is then true.
-    /// A loop `while !is_finished() { step; observe }` runs exactly T inner steps.
+    /// A loop `while !is_finished() { step; observe }` runs exactly T inner steps. While a
+    /// decision is due, a step is not recorded: the answer is `DecisionDue` again until the
+    /// decision is taken.
     ///
     /// Reductions are used only on the steps [`Observer::wants_reductions`] asked for; given on
     /// another step they are ignored. A step reported with an empty tensor list is no sample.
@@ -463,6 +465,10 @@ impl Observer {
         train_loss: f32,
         reductions: Option<StepReductions<'_>>,
     ) -> StepStatus {
+        // A step observed while a decision is due would fold two intervals into one decision.
+        if self.decision_due() {
+            return StepStatus::DecisionDue;
+        }
         if self.step >= self.config.total_steps {
             return StepStatus::Finished;
         }
@@ -1251,5 +1257,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_step_observed_while_a_decision_is_due_is_not_recorded() {
+        let mut o = observer(8, 2);
+        assert_eq!(run_interval(&mut o, 1.0, false), StepStatus::DecisionDue);
+        for _ in 0..3 {
+            assert_eq!(o.observe_step(5.0, None), StepStatus::DecisionDue);
+        }
+        assert_eq!(o.step(), 4);
+        o.observation(&DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        });
+        assert_eq!(o.observe_step(1.0, None), StepStatus::Continue);
+        assert_eq!(o.step(), 5);
     }
 }
