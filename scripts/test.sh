@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project, from a clean clone, on a machine with only the Rust toolchain:
-# installs what is missing (thumb target, qemu-system-arm, PyTorch 2.11.0 in a cache outside
-# the repo), then host tests for the whole workspace (trainer included), the no_std thumb build,
+# installs what is missing (thumb target, qemu-system-arm, the datasets and PyTorch 2.11.0 in
+# caches outside the repo), then host tests for the whole workspace (trainer included), the no_std thumb build,
 # the firmware's no-alloc/no-panic link check and its run under QEMU, and formatting/lint checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ if ! command -v qemu-system-arm >/dev/null; then
     fi
 fi
 
+step "datasets (sha256-pinned, cached outside the repo; a no-op once fetched)"
+scripts/fetch-data.sh
+
 step "libtorch (PyTorch 2.11.0, cached outside the repo)"
 # shellcheck disable=SC1090
 source <(scripts/setup-libtorch.sh --env)
@@ -31,6 +34,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # without a reachable panic or an allocator) and run under QEMU against the host's decisions.
 step "host tests: every crate, the trainer included, and the firmware under QEMU"
 cargo test --workspace --locked
+
+# Ignored in plain `cargo test` (it needs the downloads above); here the data is always there.
+step "the real datasets load with their published shapes"
+cargo test -p lhopt-data --locked --test real_cache -- --ignored real_datasets_load_with_their_published_shapes
 
 step "no_std core for Cortex-M4F, default and fast-math"
 cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked

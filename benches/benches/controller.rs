@@ -95,11 +95,18 @@ fn decision_at<M: Measurement, const PRE: usize, const H: usize, const POST: usi
         b.iter(|| greedy(&policy.forward(black_box(&obs), &mut state)))
     });
 
-    // The whole decision as a runtime sees it: observation, forward, action, apply.
-    let mut ctl = Controller::new(policy, ENDLESS, Hyperparams::INITIAL, Mode::Greedy).unwrap();
-    ctl.observe(0.5, None);
+    // The whole decision as a runtime sees it: observation, forward, action, apply. A decision
+    // after every step (the step's `observe`, a few ns, is included), so one is always due.
+    let every_step = RunConfig {
+        total_steps: u32::MAX.into(),
+        decisions: u32::MAX,
+    };
+    let mut ctl = Controller::new(policy, every_step, Hyperparams::INITIAL, Mode::Greedy).unwrap();
     group.bench_function(BenchmarkId::new("decide", name), |b| {
-        b.iter(|| ctl.decide(black_box(&INPUTS)))
+        b.iter(|| {
+            ctl.observe(0.5, None);
+            ctl.decide(black_box(&INPUTS)).unwrap()
+        })
     });
     group.finish();
 }

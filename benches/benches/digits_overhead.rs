@@ -56,7 +56,8 @@ fn controller() -> Box<dyn Steer + Send> {
 /// Time of `iters` inner steps' worth of controller work, restarting the run when it ends.
 fn controller_work(iters: u64, trainer: &mut Trainer, data: &Dataset) -> Duration {
     let h = Hyperparams::INITIAL;
-    let (loss, clipped) = trainer.step(data, &h, true);
+    let (loss, outcome) = trainer.step(data, &h, true);
+    let clipped = outcome.clipped();
     let reductions = trainer.reductions().to_vec();
     let mut params = trainer.params().to_vec();
     let mut ctrl = controller();
@@ -79,7 +80,7 @@ fn controller_work(iters: u64, trainer: &mut Trainer, data: &Dataset) -> Duratio
                 for (saved, now) in params.iter_mut().zip(trainer.params()) {
                     saved.copy_from_slice(now);
                 }
-                black_box(ctrl.decide(&inputs));
+                black_box(ctrl.decide(&inputs).unwrap());
             }
             done += 1;
         }

@@ -6,6 +6,7 @@
 //! for tensors with two or more dimensions. Bias correction is kept as state, so changing β1 or
 //! the LAMB β mid-run stays exact.
 
+use crate::error::Error;
 use crate::hyper::Hyperparams;
 use crate::math::LnSum;
 use crate::moments::ema_update;
@@ -38,8 +39,9 @@ pub struct CiaoState {
     pub rolling_max: f32,
 }
 
-/// One parameter tensor with its gradient and optimizer buffers (all the same length; extra
-/// elements of longer slices are ignored).
+/// One parameter tensor with its gradient and optimizer buffers, borrowed for one step (all the
+/// same length). A runtime that keeps its parameters elsewhere lends them this way each step;
+/// one that can hand them over keeps a [`Tensor`] per tensor instead.
 #[derive(Debug)]
 pub struct ParamSlot<'a> {
     /// Parameters, updated in place.
@@ -56,34 +58,172 @@ pub struct ParamSlot<'a> {
     pub is_matrix: bool,
 }
 
+/// One parameter tensor that owns its parameters, gradient and optimizer state, so it lives
+/// across steps: `B` is `Vec<f32>` in a program with a heap, an array or a `&'static mut [f32]`
+/// without one. A checkpoint register is a clone of every `Tensor` (and the [`CiaoState`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<B> {
+    /// Parameters, updated in place.
+    pub param: B,
+    /// Gradient: write it before each [`step`]; scaled in place when the clip fires.
+    pub grad: B,
+    /// First moment.
+    pub m: B,
+    /// Running max of |g| (AdaMax-style second moment).
+    pub v: B,
+    /// Bias corrections.
+    pub state: TensorState,
+    /// Whether the tensor has two or more dimensions (gets the trust ratio).
+    pub is_matrix: bool,
+}
+
+impl<B: AsMut<[f32]> + Clone> Tensor<B> {
+    /// A tensor starting at `param`, with zero gradient and moments.
+    pub fn new(param: B, is_matrix: bool) -> Self {
+        let mut zeros = param.clone();
+        zeros.as_mut().fill(0.0);
+        Tensor {
+            param,
+            grad: zeros.clone(),
+            m: zeros.clone(),
+            v: zeros,
+            state: TensorState::default(),
+            is_matrix,
+        }
+    }
+}
+
+/// What [`step`] updates: a borrowed [`ParamSlot`] or an owned [`Tensor`].
+pub trait AsSlot {
+    /// The tensor's buffers, borrowed for one step.
+    fn as_slot(&mut self) -> ParamSlot<'_>;
+}
+
+impl AsSlot for ParamSlot<'_> {
+    fn as_slot(&mut self) -> ParamSlot<'_> {
+        ParamSlot {
+            param: self.param,
+            grad: self.grad,
+            m: self.m,
+            v: self.v,
+            state: self.state,
+            is_matrix: self.is_matrix,
+        }
+    }
+}
+
+impl<B: AsMut<[f32]>> AsSlot for Tensor<B> {
+    fn as_slot(&mut self) -> ParamSlot<'_> {
+        ParamSlot {
+            param: self.param.as_mut(),
+            grad: self.grad.as_mut(),
+            m: self.m.as_mut(),
+            v: self.v.as_mut(),
+            state: &mut self.state,
+            is_matrix: self.is_matrix,
+        }
+    }
+}
+
+/// What one [`step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The parameters were updated; `clipped` says whether the global clip fired.
+    Applied {
+        /// Whether the global gradient clip fired.
+        clipped: bool,
+    },
+    /// A gradient was NaN or infinite (or their global norm overflowed): nothing changed, not
+    /// the parameters, the moments or the rolling max, and no reductions were written. Report
+    /// the step's loss to the controller without reductions, as for a step that was not sampled.
+    Skipped,
+}
+
+impl StepOutcome {
+    /// Whether the clip fired (false for a skipped step).
+    pub fn clipped(self) -> bool {
+        matches!(self, StepOutcome::Applied { clipped: true })
+    }
+
+    /// Whether the parameters were updated.
+    pub fn applied(self) -> bool {
+        matches!(self, StepOutcome::Applied { .. })
+    }
+}
+
 fn sum_squares(x: &[f32]) -> f32 {
     x.iter().map(|v| v * v).sum()
 }
 
-/// One inner step over all tensors. Writes one [`TensorReductions`] per slot into
-/// `reductions` when given (the first `min(len)` slots; computing them costs a logarithm per
-/// element, so pass `None` on steps that are not sampled). Returns whether the clip fired.
+/// Checks every length [`step`] relies on before it changes anything.
+fn check_lengths<S: AsSlot>(
+    slots: &mut [S],
+    reductions: Option<&[TensorReductions]>,
+) -> Result<(), Error> {
+    if let Some(r) = reductions
+        && r.len() != slots.len()
+    {
+        return Err(Error::LengthMismatch {
+            which: "reductions",
+            tensor: 0,
+            found: r.len(),
+            expected: slots.len(),
+        });
+    }
+    for (tensor, slot) in slots.iter_mut().enumerate() {
+        let s = slot.as_slot();
+        let expected = s.param.len();
+        for (which, found) in [("grad", s.grad.len()), ("m", s.m.len()), ("v", s.v.len())] {
+            if found != expected {
+                return Err(Error::LengthMismatch {
+                    which,
+                    tensor,
+                    found,
+                    expected,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One inner step over all tensors. With `reductions` (one entry per tensor; computing them
+/// costs a little per element, so pass `None` on steps that are not sampled) it writes each
+/// tensor's [`TensorReductions`], which describe the gradient the optimizer used, that is after
+/// clipping.
 ///
-/// The reductions describe the gradient the optimizer used, that is after clipping.
-pub fn step(
-    slots: &mut [ParamSlot<'_>],
+/// Errors ([`Error::LengthMismatch`], nothing changed): a tensor whose `grad`, `m` or `v` length
+/// differs from its `param`, or a `reductions` slice whose length is not the number of tensors.
+/// A non-finite gradient skips the step ([`StepOutcome::Skipped`]), as the trainer does.
+pub fn step<S: AsSlot>(
+    slots: &mut [S],
     h: &Hyperparams,
     st: &mut CiaoState,
     reductions: Option<&mut [TensorReductions]>,
-) -> bool {
-    let grad_norm = libm::sqrtf(slots.iter().map(|s| sum_squares(s.grad)).sum());
+) -> Result<StepOutcome, Error> {
+    check_lengths(slots, reductions.as_deref())?;
+    let grad_norm = libm::sqrtf(
+        slots
+            .iter_mut()
+            .map(|s| sum_squares(s.as_slot().grad))
+            .sum(),
+    );
+    if !grad_norm.is_finite() {
+        return Ok(StepOutcome::Skipped);
+    }
     st.rolling_max = grad_norm.max(st.rolling_max * (1.0 - h.clip_ombeta));
     let c = h.clip_frac * st.rolling_max / (grad_norm + CLIP_NORM_EPS);
     let clipped = c < 1.0;
     let mut outputs = reductions.map(|r| r.iter_mut());
     for slot in slots.iter_mut() {
+        let mut slot = slot.as_slot();
         if clipped {
             slot.grad.iter_mut().for_each(|g| *g *= c);
         }
         let out = outputs.as_mut().and_then(|o| o.next());
-        tensor_step(slot, h, out);
+        tensor_step(&mut slot, h, out);
     }
-    clipped
+    Ok(StepOutcome::Applied { clipped })
 }
 
 fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut TensorReductions>) {
@@ -165,36 +305,14 @@ fn tensor_step(slot: &mut ParamSlot<'_>, h: &Hyperparams, out: Option<&mut Tenso
 mod tests {
     use super::*;
 
-    /// A tensor that owns its parameters, moments and state, lent to [`step`] as a slot.
-    struct Owned<const N: usize> {
-        param: [f32; N],
-        m: [f32; N],
-        v: [f32; N],
-        state: TensorState,
-        is_matrix: bool,
-    }
+    extern crate std;
+    use std::vec::Vec;
 
-    impl<const N: usize> Owned<N> {
-        fn new(param: [f32; N], is_matrix: bool) -> Self {
-            Owned {
-                param,
-                m: [0.0; N],
-                v: [0.0; N],
-                state: TensorState::default(),
-                is_matrix,
-            }
-        }
-
-        fn slot<'a>(&'a mut self, grad: &'a mut [f32; N]) -> ParamSlot<'a> {
-            ParamSlot {
-                param: &mut self.param,
-                grad,
-                m: &mut self.m,
-                v: &mut self.v,
-                state: &mut self.state,
-                is_matrix: self.is_matrix,
-            }
-        }
+    /// A tensor at `param` whose next gradient is `grad`.
+    fn tensor(param: &[f32], grad: &[f32], is_matrix: bool) -> Tensor<Vec<f32>> {
+        let mut t = Tensor::new(param.to_vec(), is_matrix);
+        t.grad.copy_from_slice(grad);
+        t
     }
 
     fn close(a: f32, b: f64) -> bool {
@@ -240,22 +358,19 @@ mod tests {
             clip_ombeta: 0.01,
             lamb_ombeta: 0.05,
         };
-        let mut t0 = Owned::new([1.0, -2.0], false);
-        let mut t1 = Owned::new([0.5, 0.25, -0.5, 1.0], true);
-        let mut g0 = [0.5, 1.0];
-        let mut g1 = [0.1, -0.2, 0.0, 0.3];
+        let mut ts = [
+            tensor(&[1.0, -2.0], &[0.5, 1.0], false),
+            tensor(&[0.5, 0.25, -0.5, 1.0], &[0.1, -0.2, 0.0, 0.3], true),
+        ];
         let mut st = CiaoState::default();
         let mut red = [TensorReductions::default(); 2];
-        let clipped = step(
-            &mut [t0.slot(&mut g0), t1.slot(&mut g1)],
-            &h,
-            &mut st,
-            Some(&mut red),
-        );
+        let clipped = step(&mut ts, &h, &mut st, Some(&mut red))
+            .unwrap()
+            .clipped();
         // G = √(0.25 + 1 + 0.01 + 0.04 + 0.09) = 1.17898, clip 0.8·G / (G + 1e-6) < 1.
         assert!(clipped);
         assert!(close(st.rolling_max, 1.178_982_612_255_159_7));
-        for (a, e) in t0
+        for (a, e) in ts[0]
             .param
             .iter()
             .zip([0.899_000_249_999_587, -2.097_999_875_000_050_4])
@@ -268,14 +383,14 @@ mod tests {
             -0.499_640_656_813_608_64,
             0.927_412_975_800_608_9,
         ];
-        for (a, e) in t1.param.iter().zip(e1) {
+        for (a, e) in ts[1].param.iter().zip(e1) {
             assert!(close(*a, e), "{a} vs {e}");
         }
-        assert!(close(t1.m[3], 0.023_999_979_643_482_956));
-        assert!(close(t1.v[1], 0.159_999_864_289_886_38));
-        assert!(close(t1.state.un_ema, 0.086_964_220_231_426_7));
+        assert!(close(ts[1].m[3], 0.023_999_979_643_482_956));
+        assert!(close(ts[1].v[1], 0.159_999_864_289_886_38));
+        assert!(close(ts[1].state.un_ema, 0.086_964_220_231_426_7));
         assert_eq!(
-            (t0.state.un_ema, t0.state.un_bc),
+            (ts[0].state.un_ema, ts[0].state.un_bc),
             (0.0, 0.0),
             "vectors get no trust ratio"
         );
@@ -315,17 +430,14 @@ mod tests {
         );
 
         // Second step: a small gradient no longer reaches the decayed rolling max.
-        let mut g0 = [0.05, -0.1];
-        let mut g1 = [0.01, 0.02, -0.03, 0.0];
-        let clipped = step(
-            &mut [t0.slot(&mut g0), t1.slot(&mut g1)],
-            &h,
-            &mut st,
-            Some(&mut red),
-        );
+        ts[0].grad.copy_from_slice(&[0.05, -0.1]);
+        ts[1].grad.copy_from_slice(&[0.01, 0.02, -0.03, 0.0]);
+        let clipped = step(&mut ts, &h, &mut st, Some(&mut red))
+            .unwrap()
+            .clipped();
         assert!(!clipped);
         assert!(close(st.rolling_max, 1.167_192_786_132_608_1));
-        for (a, e) in t0
+        for (a, e) in ts[0]
             .param
             .iter()
             .zip([0.843_609_090_385_214_7, -2.137_103_306_036_351])
@@ -338,7 +450,7 @@ mod tests {
             -0.453_388_483_768_091_3,
             0.884_952_390_635_436_3,
         ];
-        for (a, e) in t1.param.iter().zip(e1) {
+        for (a, e) in ts[1].param.iter().zip(e1) {
             assert!(close(*a, e), "{a} vs {e}");
         }
         assert_reductions(
@@ -386,11 +498,12 @@ mod tests {
         let run = |param: [f32; 4]| {
             let mut red = [TensorReductions::default()];
             step(
-                &mut [Owned::new(param, true).slot(&mut [1.0; 4])],
+                &mut [tensor(&param, &[1.0; 4], true)],
                 &h,
                 &mut CiaoState::default(),
                 Some(&mut red),
-            );
+            )
+            .unwrap();
             red[0].lr_p
         };
         assert_eq!(run([0.0; 4]), 0.5, "‖p‖ = 0: no trust ratio");
@@ -405,14 +518,110 @@ mod tests {
     fn reductions_feed_finite_inner_features() {
         let mut red = [TensorReductions::default()];
         let clipped = step(
-            &mut [Owned::new([0.3; 6], true).slot(&mut [0.2, -0.1, 0.4, 0.0, 0.1, -0.3])],
+            &mut [tensor(&[0.3; 6], &[0.2, -0.1, 0.4, 0.0, 0.1, -0.3], true)],
             &Hyperparams::INITIAL,
             &mut CiaoState::default(),
             Some(&mut red),
-        );
+        )
+        .unwrap()
+        .clipped();
         let f = crate::reductions::inner_features(&red[0], clipped);
         assert!(f.iter().all(|x| x.is_finite()));
         // First step: m̂ = g exactly in exact arithmetic, so cos(g, m̂) = 1.
         assert!((f[6] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mismatched_lengths_are_errors_that_change_nothing() {
+        let h = Hyperparams::INITIAL;
+        let mut ts = [
+            tensor(&[1.0, 2.0], &[0.1, 0.2], false),
+            tensor(&[3.0], &[0.3], false),
+        ];
+        let before = ts.clone();
+        let mut st = CiaoState::default();
+        // A reductions buffer longer than the tensors used to average default entries in.
+        for n in [1, 3] {
+            let mut red = [TensorReductions::default(); 3];
+            assert_eq!(
+                step(&mut ts, &h, &mut st, Some(&mut red[..n])),
+                Err(Error::LengthMismatch {
+                    which: "reductions",
+                    tensor: 0,
+                    found: n,
+                    expected: 2
+                })
+            );
+        }
+        ts[1].m.push(0.0);
+        let mut broken = ts.clone();
+        assert_eq!(
+            step(&mut broken, &h, &mut st, None),
+            Err(Error::LengthMismatch {
+                which: "m",
+                tensor: 1,
+                found: 2,
+                expected: 1
+            })
+        );
+        ts[1].m.pop();
+        assert_eq!(ts, before);
+        assert_eq!(broken[0], before[0]);
+        assert_eq!(st, CiaoState::default());
+    }
+
+    #[test]
+    fn a_non_finite_gradient_skips_the_step_and_keeps_the_rolling_max() {
+        let h = Hyperparams::INITIAL;
+        let mut st = CiaoState::default();
+        let mut ts = [tensor(&[1.0, 2.0], &[0.1, 0.2], true)];
+        assert!(step(&mut ts, &h, &mut st, None).unwrap().applied());
+        let (after_one, st_one) = (ts.clone(), st);
+        for bad in [f32::NAN, f32::INFINITY, 1e30] {
+            ts[0].grad.copy_from_slice(&[0.1, bad]);
+            let mut red = [TensorReductions::default()];
+            assert_eq!(
+                step(&mut ts, &h, &mut st, Some(&mut red)),
+                Ok(StepOutcome::Skipped),
+                "{bad}"
+            );
+            assert_eq!(ts[0].param, after_one[0].param);
+            assert_eq!(
+                (ts[0].m.clone(), ts[0].v.clone()),
+                (after_one[0].m.clone(), after_one[0].v.clone())
+            );
+            assert_eq!(st, st_one, "the rolling max is untouched");
+            assert_eq!(red[0], TensorReductions::default(), "no reductions written");
+        }
+        ts[0].grad.copy_from_slice(&[0.1, 0.2]);
+        assert!(step(&mut ts, &h, &mut st, None).unwrap().applied());
+        assert!(ts[0].param.iter().all(|p| p.is_finite()));
+    }
+
+    #[test]
+    fn owned_tensors_and_borrowed_slots_take_the_same_step() {
+        let h = Hyperparams::INITIAL;
+        let mut owned = [tensor(
+            &[0.5, -0.25, 1.0, 2.0],
+            &[0.3, -0.1, 0.2, 0.4],
+            true,
+        )];
+        let mut copy = owned[0].clone();
+        let (mut a, mut b) = (CiaoState::default(), CiaoState::default());
+        for _ in 0..3 {
+            let x = step(&mut owned, &h, &mut a, None).unwrap();
+            let slot = ParamSlot {
+                param: &mut copy.param,
+                grad: &mut copy.grad,
+                m: &mut copy.m,
+                v: &mut copy.v,
+                state: &mut copy.state,
+                is_matrix: true,
+            };
+            assert_eq!(step(&mut [slot], &h, &mut b, None).unwrap(), x);
+            owned[0].grad.copy_from_slice(&[0.3, -0.1, 0.2, 0.4]);
+            copy.grad.copy_from_slice(&[0.3, -0.1, 0.2, 0.4]);
+        }
+        assert_eq!(owned[0], copy);
     }
 }

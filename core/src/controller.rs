@@ -1,5 +1,31 @@
 //! The embedding API: a frozen policy steering one training run.
 //!
+//! # The contract with the runtime
+//!
+//! - **Steps.** Call [`Controller::observe`] once after every inner step with its training loss
+//!   (NaN or ±∞ if it diverged; a loss ≤ 0 counts as NaN, since the features take its log) and,
+//!   when [`Controller::wants_reductions`] said so before the step, its per-tensor reductions.
+//!   Loop `while !ctrl.is_finished()`: that is exactly T steps.
+//! - **Decisions.** After a step answered with [`StepStatus::DecisionDue`], call
+//!   [`Controller::decide`] once with ‖θ‖, the displacement and the eval loss (NaN if there is
+//!   none), then apply the new hyperparameters and the restart before the next step. Until then
+//!   `observe` records nothing and answers `DecisionDue` again; a second `decide` is an error.
+//! - **Checkpoint registers.** There are three. A register holds everything that training resumes
+//!   from: the parameters (and model buffers such as batch-norm statistics), the optimizer's per-tensor state (`m`, `v`, bias corrections, the
+//!   trust-ratio EMA) and its shared state (the clipping rolling max), but **not** the
+//!   hyperparameters, which stay the ones the decision returned: a runtime that restores a
+//!   framework checkpoint holding learning rates (a PyTorch optimizer's `state_dict`) must set
+//!   the decision's hyperparameters again after loading it. `Save(r)` copies the current state
+//!   into register r; `Load(r)` replaces the current state by register r's; `Swap(r)` does both
+//!   at once. A load or swap of a register that was never saved is a no-op, which the decision
+//!   already reports as [`Restart::None`](crate::Restart::None): do nothing.
+//! - **Displacement after a restart.** The displacement of the next decision is measured from
+//!   the parameters training resumed from at this decision, that is *after* the restart: after a
+//!   load, from the loaded parameters.
+//! - **The last decision.** When K divides T the last step announces the last decision; its
+//!   restart still applies (a load moves the parameters), so make the final evaluation after
+//!   performing it. [`Controller::is_finished`] is true once it is made.
+//!
 //! ```
 //! use lhopt_core::{
 //!     Controller, DecisionInputs, FrozenPolicy, Hyperparams, Mode, RunConfig, StepReductions,
@@ -12,15 +38,18 @@
 //! let cfg = RunConfig { total_steps: 1000, decisions: 20 };
 //! let mut ctl = Controller::new(policy, cfg, Hyperparams::INITIAL, Mode::Greedy)?;
 //! let mut hyper = ctl.hyper();
-//! for _step in 0..1000 {
+//! let mut steps = 0;
+//! while !ctl.is_finished() {
+//!     steps += 1; // one optimizer step with `hyper`
 //!     let reductions = [TensorReductions::default()]; // one per tensor, from your optimizer step
 //!     let sampled = ctl.wants_reductions().then_some(StepReductions { tensors: &reductions, clipped: false });
 //!     if ctl.observe(0.5 /* train loss */, sampled) == StepStatus::DecisionDue {
 //!         let inputs = DecisionInputs { param_norm: 10.0, displacement: 0.1, eval_loss: f32::NAN };
-//!         let decision = ctl.decide(&inputs);
+//!         let decision = ctl.decide(&inputs)?;
 //!         hyper = decision.hyper; // and perform decision.restart
 //!     }
 //! }
+//! assert_eq!(steps, 1000); // exactly T optimizer steps
 //! # assert!(hyper.in_bounds());
 //! # Ok::<(), lhopt_core::Error>(())
 //! ```
@@ -30,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::Decision;
 use crate::error::Error;
 use crate::format::FrozenPolicy;
-use crate::format::{CRC_LEN, PREAMBLE_LEN, encode_error, open_frame, write_frame};
+use crate::format::{CRC_LEN, PREAMBLE_LEN, open_frame, postcard_into, postcard_len, write_frame};
 use crate::hyper::Hyperparams;
 use crate::observation::{DecisionInputs, Observer, RunConfig, StepReductions, StepStatus};
 use crate::policy::{LstmState, Rng, greedy, sample};
@@ -38,8 +67,9 @@ use crate::policy::{LstmState, Rng, greedy, sample};
 /// First four bytes of a saved controller state.
 pub const STATE_MAGIC: [u8; 4] = *b"LHST";
 
-/// Version of the saved-state layout.
-pub const STATE_VERSION: u16 = 1;
+/// Version of the saved-state layout. Version 2 keeps the interval's running mean loss where
+/// version 1 kept its sum; version 1 states are refused.
+pub const STATE_VERSION: u16 = 2;
 
 /// How actions are chosen from the policy's logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,17 +174,48 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         self.observer.observe_step(train_loss, reductions)
     }
 
-    /// Takes a decision: observation, normalisation, policy step, action, new hyperparameters.
-    /// Call once per [`StepStatus::DecisionDue`]. No allocation, no panic; the hyperparameters
-    /// are always finite and inside their bounds.
-    pub fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
+    /// Takes the decision that [`Controller::observe`] announced with
+    /// [`StepStatus::DecisionDue`]: observation, normalisation, policy step, action, new
+    /// hyperparameters. No allocation, no panic; the hyperparameters are always finite and
+    /// inside their bounds.
+    ///
+    /// Errors, neither of which changes the hyperparameters:
+    /// - [`Error::NoDecisionDue`] when no decision is due (before its step, or a second call for
+    ///   the same one); nothing changes.
+    /// - [`Error::PolicyDiverged`] when the policy's recurrent state or logits overflowed: the
+    ///   interval is closed as if a decision had been taken, no restart is requested, and the
+    ///   recurrent state is reset to zero so later decisions can run. Training continues.
+    ///
+    /// When this was the last decision ([`Controller::is_finished`] is now true), still perform
+    /// its restart: a load or swap moves the parameters, so any final evaluation comes after it.
+    pub fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error> {
+        if !self.observer.decision_due() {
+            return Err(Error::NoDecisionDue);
+        }
         let obs = self.observer.observation(inputs);
         let logits = self.policy.forward(&obs, &mut self.state);
+        let finite = |xs: &[f32]| xs.iter().all(|x| x.is_finite());
+        if !(finite(&logits) && finite(&self.state.h) && finite(&self.state.c)) {
+            self.state = LstmState::default();
+            return Err(Error::PolicyDiverged);
+        }
         let action = match self.mode {
             Mode::Greedy => greedy(&logits),
             Mode::Sample { .. } => sample(&logits, &mut self.rng),
         };
-        self.observer.apply(&action)
+        Ok(self.observer.apply(&action))
+    }
+
+    /// Whether a decision was announced and not yet taken.
+    pub fn decision_due(&self) -> bool {
+        self.observer.decision_due()
+    }
+
+    /// Whether the run is over: all T steps recorded and no decision left. Check it before each
+    /// inner step (`while !ctrl.is_finished()`) and the loop runs exactly T steps, whether or not
+    /// K divides T.
+    pub fn is_finished(&self) -> bool {
+        self.observer.is_finished()
     }
 
     /// Current hyperparameters.
@@ -191,27 +252,27 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
 
     /// Writes the whole run state (observer, LSTM state, PRNG, mode) into `buf`
     /// ([`Controller::STATE_MAX_LEN`] bytes always suffice); returns the bytes written. The
-    /// layout is framed like a policy file (magic `LHST`, version, length, CRC-32).
+    /// layout is framed like a policy file (magic `LHST`, version, length, CRC-32). On error
+    /// (a buffer too small) `buf` is unchanged.
     pub fn save_state(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let available = buf.len();
-        let needed = Self::STATE_MAX_LEN;
-        write_frame(buf, STATE_MAGIC, STATE_VERSION, |payload| {
-            let state = (
-                self.header(),
-                &self.observer,
-                &self.state,
-                &self.rng,
-                &self.mode,
-            );
-            postcard::to_slice(&state, payload)
-                .map(|written| written.len())
-                .map_err(|e| encode_error(e, needed, available))
+        let state = (
+            self.header(),
+            &self.observer,
+            &self.state,
+            &self.rng,
+            &self.mode,
+        );
+        let len = postcard_len(&state)?;
+        write_frame(buf, STATE_MAGIC, STATE_VERSION, len, |payload| {
+            postcard_into(&state, payload)
         })
     }
 
     /// Restores a state written by [`Controller::save_state`] of a controller with the same
-    /// policy; the run then continues bit for bit as if it had never stopped. On error `self` is
-    /// unchanged.
+    /// policy; the run then continues bit for bit as if it had never stopped, with the saved
+    /// run's configuration (T, K) and mode, whatever this controller was created with. Every
+    /// field is checked ([`Error::InvalidState`] names the first one wrong), so a restored
+    /// controller never hands out an out-of-bounds hyperparameter. On error `self` is unchanged.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let payload = open_frame(bytes, STATE_MAGIC, STATE_VERSION)?;
         let (header, rest) =
@@ -236,6 +297,10 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         if observer.feature_set() != self.policy.feature_set() {
             return Err(Error::PolicyMismatch);
         }
+        observer.validate()?;
+        if !state.h.iter().chain(&state.c).all(|x| x.is_finite()) {
+            return Err(Error::InvalidState("LSTM state: not finite"));
+        }
         self.observer = observer;
         self.state = state;
         self.rng = rng;
@@ -252,6 +317,7 @@ mod tests {
 
     use super::*;
     use crate::action::{Action, Restart};
+    use crate::observation::Observer;
     use crate::policy::{PolicyNet, random_net};
     use crate::reductions::TensorReductions;
 
@@ -302,6 +368,7 @@ mod tests {
                     loss * 1.1
                 },
             })
+            .unwrap()
         })
     }
 
@@ -472,5 +539,182 @@ mod tests {
             crate::format::read_header(bytes).map(|_| ()),
             Err(Error::BadMagic)
         );
+    }
+
+    /// The saved state of `ctl` with `edit` applied to its observer and LSTM state, CRC valid.
+    fn edited_state(ctl: &Ctl, edit: impl FnOnce(&mut Observer, &mut LstmState<4>)) -> Vec<u8> {
+        let mut buf = vec![0u8; Ctl::STATE_MAX_LEN];
+        let n = ctl.save_state(&mut buf).unwrap();
+        let payload = &buf[PREAMBLE_LEN..n - CRC_LEN];
+        let (mut parts, _) =
+            postcard::take_from_bytes::<(StateHeader, Observer, LstmState<4>, Rng, Mode)>(payload)
+                .unwrap();
+        edit(&mut parts.1, &mut parts.2);
+        let mut out = vec![0u8; Ctl::STATE_MAX_LEN];
+        let len = postcard_len(&parts).unwrap();
+        let n = write_frame(&mut out, STATE_MAGIC, STATE_VERSION, len, |p| {
+            postcard_into(&parts, p)
+        })
+        .unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn restored_fields_are_validated_and_a_bad_one_changes_nothing() {
+        let mut saved = controller(11, Mode::Greedy);
+        for t in 0..55 {
+            drive(&mut saved, t);
+        }
+        let mut target = controller(11, Mode::Greedy);
+        for t in 0..7 {
+            drive(&mut target, t);
+        }
+        let mut before = vec![0u8; Ctl::STATE_MAX_LEN];
+        target.save_state(&mut before).unwrap();
+        let mut cases: Vec<(&str, Vec<u8>)> = crate::observation::unreachable_edits()
+            .into_iter()
+            .map(|(what, edit)| (what, edited_state(&saved, |o, _| edit(o))))
+            .collect();
+        cases.push((
+            "NaN LSTM state",
+            edited_state(&saved, |_, s| s.c[2] = f32::NAN),
+        ));
+        for (what, bytes) in cases {
+            let got = target.restore_state(&bytes);
+            assert!(
+                matches!(got, Err(Error::InvalidState(_))),
+                "{what}: {got:?}"
+            );
+            let mut after = vec![0u8; Ctl::STATE_MAX_LEN];
+            target.save_state(&mut after).unwrap();
+            assert_eq!(after, before, "{what}: the controller changed");
+        }
+        // The unedited state is accepted.
+        target
+            .restore_state(&edited_state(&saved, |_, _| {}))
+            .unwrap();
+        assert_eq!(target.observer(), saved.observer());
+    }
+
+    #[test]
+    fn a_buffer_too_small_is_left_untouched() {
+        let ctl = controller(11, Mode::Greedy);
+        let mut full = vec![0u8; Ctl::STATE_MAX_LEN];
+        let n = ctl.save_state(&mut full).unwrap();
+        for len in [0, 9, 20, n - 1] {
+            let mut buf = vec![0xA5u8; len];
+            assert_eq!(
+                ctl.save_state(&mut buf),
+                Err(Error::BufferTooSmall {
+                    needed: n,
+                    available: len
+                })
+            );
+            assert!(buf.iter().all(|&b| b == 0xA5), "{len}-byte buffer written");
+        }
+        let mut exact = vec![0u8; n];
+        assert_eq!(ctl.save_state(&mut exact), Ok(n));
+        assert_eq!(exact, full[..n]);
+
+        let policy = ctl.policy();
+        let mut file = vec![0u8; FrozenPolicy::<8, 4, 6>::MAX_ENCODED_LEN];
+        let n = policy.encode(&mut file).unwrap();
+        for len in [0, 11, n / 2, n - 1] {
+            let mut buf = vec![0xA5u8; len];
+            assert!(matches!(
+                policy.encode(&mut buf),
+                Err(Error::BufferTooSmall { needed, .. }) if needed == n
+            ));
+            assert!(buf.iter().all(|&b| b == 0xA5), "{len}-byte buffer written");
+        }
+    }
+
+    #[test]
+    fn weights_that_overflow_the_lstm_are_reported_and_the_run_goes_on() {
+        // Valid weights (finite, positive variances) at 1e30: the gates' inputs overflow.
+        let mut net = random_net::<8, 4, 6>(5);
+        net.for_each_param_mut(|name, values| {
+            if !name.starts_with("norm") {
+                values.iter_mut().for_each(|v| *v *= 1e30);
+            }
+        });
+        let policy = FrozenPolicy::new(net, "huge", "").unwrap();
+        let mut ctl = Controller::new(policy, CFG, Hyperparams::INITIAL, Mode::Greedy).unwrap();
+        let mut reported = 0;
+        for t in 0..CFG.total_steps {
+            let r = ctl.wants_reductions().then_some(StepReductions {
+                tensors: &[],
+                clipped: false,
+            });
+            if ctl.observe(1.0, r) == StepStatus::DecisionDue {
+                let inputs = DecisionInputs {
+                    param_norm: 1.0 + t as f32,
+                    displacement: 0.1,
+                    eval_loss: 1.0,
+                };
+                assert_eq!(ctl.decide(&inputs), Err(Error::PolicyDiverged));
+                reported += 1;
+                assert_eq!(ctl.hyper(), Hyperparams::INITIAL, "held");
+                assert_eq!(ctl.lstm_state(), &LstmState::default(), "reset");
+                assert!(!ctl.decision_due(), "the interval was closed");
+            }
+        }
+        assert_eq!(reported, CFG.decisions);
+        assert!(ctl.is_finished());
+        // The state stays finite, so it can be saved and restored.
+        let mut buf = vec![0u8; Ctl::STATE_MAX_LEN];
+        let n = ctl.save_state(&mut buf).unwrap();
+        ctl.restore_state(&buf[..n]).unwrap();
+    }
+
+    #[test]
+    fn decide_refuses_when_no_decision_is_due_and_changes_nothing() {
+        let mut ctl = controller(11, Mode::Sample { seed: 9 });
+        let inputs = DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        };
+        assert_eq!(
+            ctl.decide(&inputs),
+            Err(Error::NoDecisionDue),
+            "before any step"
+        );
+        for t in 0..10 {
+            drive(&mut ctl, t);
+        }
+        let before = (ctl.observer().clone(), *ctl.lstm_state());
+        assert_eq!(ctl.decide(&inputs), Err(Error::NoDecisionDue), "twice");
+        assert_eq!((ctl.observer().clone(), *ctl.lstm_state()), before);
+    }
+
+    #[test]
+    fn the_documented_loop_runs_exactly_t_steps() {
+        // K divides T, K does not, one decision, one step per decision.
+        for (total_steps, decisions) in [(120, 12), (125, 12), (10, 1), (12, 12)] {
+            let cfg = RunConfig {
+                total_steps,
+                decisions,
+            };
+            let policy = FrozenPolicy::new(random_net::<8, 4, 6>(4), "t", "").unwrap();
+            let mut ctl = Controller::new(policy, cfg, Hyperparams::INITIAL, Mode::Greedy).unwrap();
+            let (mut steps, mut decided) = (0, 0);
+            while !ctl.is_finished() {
+                steps += 1;
+                if ctl.observe(1.0, None) == StepStatus::DecisionDue {
+                    ctl.decide(&DecisionInputs {
+                        param_norm: 1.0,
+                        displacement: 1.0,
+                        eval_loss: 1.0,
+                    })
+                    .unwrap();
+                    decided += 1;
+                }
+            }
+            assert_eq!((steps, decided), (total_steps, decisions));
+            assert_eq!(ctl.observe(1.0, None), StepStatus::Finished);
+            assert_eq!(ctl.observer().step(), total_steps);
+        }
     }
 }

@@ -69,6 +69,38 @@ pub enum Error {
     InvalidConfig(&'static str),
     /// Saved controller state belongs to a different policy than the one it is restored into.
     PolicyMismatch,
+    /// Saved controller state passes its CRC but holds a value no run can reach (the message
+    /// names the field): written by another program, or edited.
+    InvalidState(&'static str),
+    /// `decide` was called while no decision is due: before the step that announces one, or a
+    /// second time for the same announcement.
+    NoDecisionDue,
+    /// The policy's recurrent state or logits overflowed to NaN or infinity (weights too large
+    /// for the inputs they met). The decision was not taken: the hyperparameters are held, no
+    /// restart is requested, and the recurrent state is reset to zero.
+    PolicyDiverged,
+    /// A valid policy file whose sizes are none of the presets this build compiles
+    /// ([`crate::Preset`]).
+    UnknownPreset {
+        /// Width of the first dense layer.
+        pre: u16,
+        /// LSTM hidden size.
+        hidden: u16,
+        /// Width of the dense layer after the LSTM.
+        post: u16,
+    },
+    /// Slices that must have one entry per tensor, or one per parameter element, differ in
+    /// length (the inner optimizer's tensors and reductions).
+    LengthMismatch {
+        /// Which slice: "reductions", "grad", "m" or "v".
+        which: &'static str,
+        /// Index of the tensor ("reductions": 0).
+        tensor: usize,
+        /// Length given.
+        found: usize,
+        /// Length needed (the number of tensors, or the tensor's parameter count).
+        expected: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -123,6 +155,36 @@ impl fmt::Display for Error {
             Self::InvalidConfig(what) => write!(f, "invalid run configuration: {what}"),
             Self::PolicyMismatch => f.write_str(
                 "saved state belongs to a different policy than the controller it is restored into",
+            ),
+            Self::InvalidState(field) => write!(
+                f,
+                "saved state passes its CRC but is not one a run can reach ({field}); restore a \
+                 state written by Controller::save_state"
+            ),
+            Self::NoDecisionDue => f.write_str(
+                "no decision is due: call decide once after each step that observe answered \
+                 with DecisionDue",
+            ),
+            Self::PolicyDiverged => f.write_str(
+                "the policy's recurrent state overflowed (its weights are too large for these \
+                 inputs): the hyperparameters are held and the state was reset; use another \
+                 policy file",
+            ),
+            Self::UnknownPreset { pre, hidden, post } => write!(
+                f,
+                "policy sizes pre={pre} hidden={hidden} post={post} are not a preset this build \
+                 knows (Tiny 32, Small 64, Medium 128, Paper 256, all three equal)"
+            ),
+            Self::LengthMismatch {
+                which,
+                tensor,
+                found,
+                expected,
+            } => write!(
+                f,
+                "length mismatch: {which} of tensor {tensor} has {found} entries, {expected} \
+                 needed; give every slice of a tensor its parameter count, and one reductions \
+                 entry per tensor"
             ),
         }
     }

@@ -127,25 +127,30 @@ pub(crate) fn open_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<&
     covered.get(PREAMBLE_LEN..).ok_or(Error::Malformed)
 }
 
-/// Writes a framed file into `buf`: preamble, the payload written by `payload` into the slice it
-/// is given (returning its length), and the CRC. Returns the total length.
+/// Writes a framed file of a `payload_len`-byte payload into `buf`: preamble, the payload
+/// written by `payload` into the slice it is given (exactly `payload_len` bytes), and the CRC.
+/// Returns the total length. A buffer too small is reported before anything is written, so the
+/// caller's buffer holds either a whole file or what it held before.
 pub(crate) fn write_frame(
     buf: &mut [u8],
     magic: [u8; 4],
     version: u16,
-    payload: impl FnOnce(&mut [u8]) -> Result<usize, Error>,
+    payload_len: usize,
+    payload: impl FnOnce(&mut [u8]) -> Result<(), Error>,
 ) -> Result<usize, Error> {
-    let available = buf.len();
-    let too_small = |needed| Error::BufferTooSmall { needed, available };
-    let body = buf
-        .get_mut(PREAMBLE_LEN..available.saturating_sub(CRC_LEN))
-        .ok_or(too_small(PREAMBLE_LEN + CRC_LEN))?;
-    let payload_len = payload(body)?;
     let total = PREAMBLE_LEN + payload_len + CRC_LEN;
-    let total_u32 = u32::try_from(total).map_err(|_| Error::Malformed)?;
-    let (preamble, _) = buf
+    let too_small = Error::BufferTooSmall {
+        needed: total,
+        available: buf.len(),
+    };
+    let total_u32 = u32::try_from(total).map_err(|_| too_small)?;
+    let (preamble, rest) = buf
+        .get_mut(..total)
+        .ok_or(too_small)?
         .split_first_chunk_mut::<PREAMBLE_LEN>()
-        .ok_or(too_small(total))?;
+        .ok_or(too_small)?;
+    let (body, _) = rest.split_at_mut(payload_len.min(rest.len()));
+    payload(body)?;
     let mut fields = magic
         .into_iter()
         .chain(version.to_le_bytes())
@@ -153,20 +158,26 @@ pub(crate) fn write_frame(
     for b in preamble.iter_mut() {
         *b = fields.next().unwrap_or(0);
     }
-    let covered = buf.get(..total - CRC_LEN).ok_or(too_small(total))?;
-    let crc = crc32(covered).to_le_bytes();
-    buf.get_mut(total - CRC_LEN..total)
-        .ok_or(too_small(total))?
-        .copy_from_slice(&crc);
+    let (covered, crc) = buf
+        .get_mut(..total)
+        .ok_or(too_small)?
+        .split_last_chunk_mut::<CRC_LEN>()
+        .ok_or(too_small)?;
+    *crc = crc32(covered).to_le_bytes();
     Ok(total)
 }
 
-/// Maps postcard's encode errors: a full buffer is [`Error::BufferTooSmall`] with `needed`.
-pub(crate) fn encode_error(e: postcard::Error, needed: usize, available: usize) -> Error {
-    match e {
-        postcard::Error::SerializeBufferFull => Error::BufferTooSmall { needed, available },
-        _ => Error::Malformed,
-    }
+/// Length of the postcard encoding of `value`, counted without writing it.
+pub(crate) fn postcard_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, Error> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|_| Error::Malformed)
+}
+
+/// Writes `value` with postcard into `out`, which [`postcard_len`] sized exactly.
+pub(crate) fn postcard_into<T: Serialize + ?Sized>(value: &T, out: &mut [u8]) -> Result<(), Error> {
+    postcard::to_slice(value, out)
+        .map(|_| ())
+        .map_err(|_| Error::Malformed)
 }
 
 /// Reads and checks the header of a policy file (preamble, length, CRC) without decoding the
@@ -364,31 +375,29 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     }
 
     /// Encodes into `buf` ([`FrozenPolicy::MAX_ENCODED_LEN`] bytes always suffice) and returns
-    /// the number of bytes written.
+    /// the number of bytes written. On error `buf` is unchanged.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let available = buf.len();
-        let needed = Self::MAX_ENCODED_LEN;
-        write_frame(buf, POLICY_MAGIC, FORMAT_VERSION, |payload| {
-            let header_len = postcard::to_slice(&self.header, payload)
-                .map_err(|e| encode_error(e, needed, available))?
-                .len();
-            let rest = payload
-                .get_mut(header_len..)
-                .ok_or(Error::BufferTooSmall { needed, available })?;
-            let body = rest
-                .get_mut(..Self::BODY_LEN)
-                .ok_or(Error::BufferTooSmall { needed, available })?;
-            let (mut words, _) = body.as_chunks_mut::<4>();
-            self.net.for_each_param(|_, values| {
-                for v in values {
-                    if let Some((word, rest)) = core::mem::take(&mut words).split_first_mut() {
-                        *word = v.to_le_bytes();
-                        words = rest;
+        let header_len = postcard_len(&self.header)?;
+        write_frame(
+            buf,
+            POLICY_MAGIC,
+            FORMAT_VERSION,
+            header_len + Self::BODY_LEN,
+            |payload| {
+                let (header, body) = payload.split_at_mut(header_len.min(payload.len()));
+                postcard_into(&self.header, header)?;
+                let (mut words, _) = body.as_chunks_mut::<4>();
+                self.net.for_each_param(|_, values| {
+                    for v in values {
+                        if let Some((word, rest)) = core::mem::take(&mut words).split_first_mut() {
+                            *word = v.to_le_bytes();
+                            words = rest;
+                        }
                     }
-                }
-            });
-            Ok(header_len + Self::BODY_LEN)
-        })
+                });
+                Ok(())
+            },
+        )
     }
 
     /// The header.

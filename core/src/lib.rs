@@ -11,6 +11,7 @@
 //! - [`action`] and [`hyper`]: the action heads and the hyperparameters they change;
 //! - [`format`]: the frozen-policy file (postcard + CRC-32), see `FORMAT.md`;
 //! - [`controller`]: the embedding API that ties these together;
+//! - [`preset`]: choosing the network sizes at run time from a policy file's header;
 //! - [`ciao`]: a reference inner optimizer on plain `f32` slices that produces the reductions.
 //!
 //! The crate has no heap, no `unsafe` and no reachable panic on the decode and decision paths.
@@ -38,6 +39,7 @@ pub mod math;
 pub mod moments;
 pub mod observation;
 pub mod policy;
+pub mod preset;
 pub mod reductions;
 pub mod weights;
 
@@ -51,5 +53,11 @@ pub use observation::{
     StepStatus,
 };
 pub use policy::{LstmState, Medium, Paper, PolicyNet, Rng, Small, Tiny, greedy, log_prob, sample};
+pub use preset::{Preset, WithPreset};
 pub use reductions::{NUM_INNER_FEATURES, TensorReductions, inner_features};
 pub use weights::{GateMatrix, Matrix, PANEL, Packed, PackedMatrix, Vector};
+
+/// The Rust snippets of the project README, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

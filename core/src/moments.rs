@@ -74,6 +74,14 @@ impl WeightedMoments {
         self.sum_sq += a * d * (x - self.mean);
     }
 
+    /// Whether the total weight is one a run can reach: finite and not negative (the weights of
+    /// [`progress_weights`] sum to at most 20 over a run). The mean and the sum of squares may
+    /// overflow on extreme samples, and [`WeightedMoments::cdf`] answers 0.5 for them then, so
+    /// any value of theirs is one a run can produce.
+    pub fn is_valid(&self) -> bool {
+        self.weight.is_finite() && self.weight >= 0.0
+    }
+
     /// Total weight so far.
     pub fn weight(&self) -> f32 {
         self.weight

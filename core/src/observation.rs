@@ -46,7 +46,7 @@ use crate::action::{self, Action, Decision, NUM_REGISTERS, Restart};
 use crate::error::Error;
 use crate::hyper::Hyperparams;
 use crate::math::{finite_or_zero, logit};
-use crate::moments::{CdfFeatures, NUM_CDF, progress_weights};
+use crate::moments::{CdfFeatures, NUM_CDF, WeightedMoments, progress_weights};
 use crate::reductions::{NUM_INNER_FEATURES, TensorReductions, mean_inner_features};
 
 /// Version of the observation definition that new policies are trained and exported with. A
@@ -194,8 +194,10 @@ pub struct Observer {
     decision_index: u32,
     last_progress: f32,
     // Accumulators of the current interval.
-    loss_sum: f32,
-    /// Kahan compensation of `loss_sum` (intervals can be 10⁵ steps long).
+    /// Running mean of the interval's valid losses: a mean of finite values stays finite,
+    /// where their sum can overflow (100 losses of 1e37).
+    loss_mean: f32,
+    /// Kahan compensation of `loss_mean`'s increments (intervals can be 10⁵ steps long).
     loss_compensation: f32,
     loss_count: u32,
     loss_saw_nan: bool,
@@ -310,7 +312,7 @@ impl Observer {
             step: 0,
             decision_index: 0,
             last_progress: 0.0,
-            loss_sum: 0.0,
+            loss_mean: 0.0,
             loss_compensation: 0.0,
             loss_count: 0,
             loss_saw_nan: false,
@@ -333,7 +335,8 @@ impl Observer {
 
     /// Whether the inner step about to run should report reductions (see [`FeatureSet`]). In
     /// feature set 2 the steps after the last decision (when K does not divide T) are never
-    /// sampled: no decision would read them.
+    /// sampled: no decision would read them. Asked while a decision is due, it answers for the
+    /// step after that decision.
     pub fn wants_reductions(&self) -> bool {
         if self.step >= self.config.total_steps {
             return false;
@@ -341,8 +344,15 @@ impl Observer {
         match self.feature_set {
             FeatureSet::V1 => {
                 let next = self.step + 1;
+                // While a decision is pending the next step opens a fresh interval, whatever the
+                // closing one sampled: asked at a `DecisionDue`, the answer is the same as after it.
+                let samples = if self.decision_due() {
+                    0
+                } else {
+                    self.inner_samples
+                };
                 next.is_multiple_of(REDUCTION_PERIOD)
-                    || (next.is_multiple_of(self.interval) && self.inner_samples == 0)
+                    || (next.is_multiple_of(self.interval) && samples == 0)
             }
             FeatureSet::V2 => {
                 // `checked_rem` keeps a zero interval (only in corrupted restored state) from
@@ -362,30 +372,123 @@ impl Observer {
         self.feature_set
     }
 
+    /// Whether a decision was announced ([`StepStatus::DecisionDue`]) and not yet taken.
+    pub fn decision_due(&self) -> bool {
+        let announced = self
+            .step
+            .checked_div(self.interval)
+            .unwrap_or(0)
+            .min(u64::from(self.config.decisions));
+        announced > u64::from(self.decision_index)
+    }
+
+    /// Whether the run is over: all T steps recorded and no decision left to take. A runtime
+    /// that checks this before each inner step runs exactly T of them.
+    pub fn is_finished(&self) -> bool {
+        self.step >= self.config.total_steps && !self.decision_due()
+    }
+
+    /// Checks that every field is one a run can reach, for state read from outside (a restored
+    /// controller): a bad field would otherwise surface as out-of-range hyperparameters or a
+    /// broken schedule. The error names the first field found wrong.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |field| Err(Error::InvalidState(field));
+        if self.config.interval() != Ok(self.interval) {
+            return bad("interval: not total_steps / decisions of a valid run configuration");
+        }
+        if !self.initial.in_bounds() || !self.hyper.in_bounds() {
+            return bad("hyperparameters: non-finite or outside their bounds");
+        }
+        if self.step > self.config.total_steps {
+            return bad("step: beyond total_steps");
+        }
+        // Decisions taken: every announced one, or all but the one still due.
+        let announced = (self.step / self.interval).min(u64::from(self.config.decisions));
+        let taken = u64::from(self.decision_index);
+        if taken > announced || taken + 1 < announced {
+            return bad("decision_index: does not match the steps recorded");
+        }
+        let unit = |x: f32| (0.0..=1.0).contains(&x);
+        if !unit(self.last_progress) {
+            return bad("last_progress: outside [0, 1]");
+        }
+        let in_interval = self.step - taken * self.interval;
+        if u64::from(self.loss_count) > in_interval
+            || self.inner_samples > self.loss_count
+            || !(self.loss_mean.is_finite() && self.loss_mean >= 0.0)
+            || !self.loss_compensation.is_finite()
+        {
+            return bad(
+                "interval accumulators: counts beyond the steps, or a non-finite mean loss",
+            );
+        }
+        if self.prev_action.is_some_and(|a| !a.is_valid()) {
+            return bad("previous action: a choice outside its head");
+        }
+        let series = self.inner_cdf.iter().chain([
+            &self.loss_ratio_cdf,
+            &self.update_ratio_cdf,
+            &self.norm_ratio_cdf,
+            &self.train_loss_cdf,
+            &self.eval_loss_cdf,
+        ]);
+        if !series
+            .flat_map(CdfFeatures::moments)
+            .all(WeightedMoments::is_valid)
+        {
+            return bad("CDF moments: a total weight that is negative or not finite");
+        }
+        if self.registers.iter().flatten().any(|cp| !unit(cp.progress)) {
+            return bad("checkpoint register: progress outside [0, 1]");
+        }
+        Ok(())
+    }
+
     /// Records one inner step: its training loss and, when sampled, its reductions.
     ///
     /// Returns [`StepStatus::DecisionDue`] after steps `I, 2I, …, K·I`, [`StepStatus::Finished`]
-    /// at and after step `T` otherwise (steps beyond `T` are ignored).
+    /// after step `T` otherwise, and for every call once the run is over (such calls record
+    /// nothing). When K divides T the last step is answered with `DecisionDue`, not `Finished`:
+    /// make that decision, apply its restart, and stop; [`Observer::is_finished`] is then true.
+    /// A loop `while !is_finished() { step; observe }` runs exactly T inner steps. While a
+    /// decision is due, a step is not recorded: the answer is `DecisionDue` again until the
+    /// decision is taken.
+    ///
+    /// Reductions are used only on the steps [`Observer::wants_reductions`] asked for; given on
+    /// another step they are ignored. A step reported with an empty tensor list is no sample.
+    ///
+    /// A loss that is NaN, −∞ or ≤ 0 is read as "not a number" (it sets the interval's `is_nan`
+    /// flag), +∞ sets `is_inf`; either makes the interval's mean loss invalid. Losses must be
+    /// positive because the features take their logarithm.
     pub fn observe_step(
         &mut self,
         train_loss: f32,
         reductions: Option<StepReductions<'_>>,
     ) -> StepStatus {
+        // A step observed while a decision is due would fold two intervals into one decision.
+        if self.decision_due() {
+            return StepStatus::DecisionDue;
+        }
         if self.step >= self.config.total_steps {
             return StepStatus::Finished;
         }
+        // Reductions of a step that was not asked for would weight the interval's mean towards
+        // wherever the runtime happened to send them: they are not used.
+        let reductions = reductions.filter(|_| self.wants_reductions());
         self.step += 1;
+        self.loss_count = self.loss_count.saturating_add(1);
         if train_loss.is_finite() && train_loss > 0.0 {
-            let y = train_loss - self.loss_compensation;
-            let t = self.loss_sum + y;
-            self.loss_compensation = (t - self.loss_sum) - y;
-            self.loss_sum = t;
+            // mean += (x − mean) / n, Kahan-compensated. Both are positive and finite, so the
+            // difference cannot overflow, and neither can the mean.
+            let y = (train_loss - self.loss_mean) / self.loss_count as f32 - self.loss_compensation;
+            let t = self.loss_mean + y;
+            self.loss_compensation = (t - self.loss_mean) - y;
+            self.loss_mean = t;
         } else if train_loss == f32::INFINITY {
             self.loss_saw_inf = true;
         } else {
             self.loss_saw_nan = true;
         }
-        self.loss_count = self.loss_count.saturating_add(1);
         if let Some(features) = reductions.and_then(|r| mean_inner_features(r.tensors, r.clipped)) {
             for (s, f) in self.inner_sum.iter_mut().zip(features) {
                 *s += f;
@@ -431,7 +534,7 @@ impl Observer {
         }
 
         // Training loss of the interval, and its ratio to the previous one.
-        let mean_loss = self.loss_sum / self.loss_count as f32;
+        let mean_loss = self.loss_mean;
         let loss = if self.loss_count == 0 || self.loss_saw_nan || self.loss_saw_inf {
             LossFlags {
                 log: None,
@@ -512,7 +615,7 @@ impl Observer {
         self.prev_train_loss = Some(loss_now);
         self.prev_displacement = Some(inputs.displacement);
         self.prev_param_norm = Some(inputs.param_norm);
-        self.loss_sum = 0.0;
+        self.loss_mean = 0.0;
         self.loss_compensation = 0.0;
         self.loss_count = 0;
         self.loss_saw_nan = false;
@@ -597,6 +700,42 @@ impl Observer {
     pub fn previous_action(&self) -> Option<Action> {
         self.prev_action
     }
+}
+
+/// Edits of a valid observer that no run can reach, one per check of `validate`: what a
+/// restored state with a valid CRC may still hold.
+#[cfg(test)]
+pub(crate) type Edit = (&'static str, fn(&mut Observer));
+
+/// See [`Edit`].
+#[cfg(test)]
+pub(crate) fn unreachable_edits() -> [Edit; 13] {
+    [
+        ("NaN lr", |o| o.hyper.lr = f32::NAN),
+        ("lr above its bound", |o| o.hyper.lr = 10.0),
+        ("initial wd negative", |o| o.initial.wd = -1.0),
+        ("step beyond T", |o| o.step = o.config.total_steps + 1),
+        ("zero interval", |o| o.interval = 0),
+        ("zero decisions", |o| o.config.decisions = 0),
+        ("decisions ahead of the steps", |o| o.decision_index += 2),
+        ("two decisions pending", |o| o.decision_index = 0),
+        ("progress NaN", |o| o.last_progress = f32::NAN),
+        ("infinite loss mean", |o| o.loss_mean = f32::INFINITY),
+        ("previous action out of range", |o| {
+            o.prev_action = Some(Action { choices: [9; 9] })
+        }),
+        ("infinite moment weight", |o| {
+            o.train_loss_cdf = CdfFeatures::default();
+            o.train_loss_cdf.add(1.0, &[f32::MAX; NUM_CDF]);
+            o.train_loss_cdf.add(1.0, &[f32::MAX; NUM_CDF]);
+        }),
+        ("register progress 2", |o| {
+            o.registers[1] = Some(Checkpoint {
+                loss: 1.0,
+                progress: 2.0,
+            })
+        }),
+    ]
 }
 
 #[cfg(test)]
@@ -989,5 +1128,151 @@ mod tests {
             "lr × 0.5"
         );
         assert!((obs[OBS_HYPER + 5] - 1.0).abs() < 1e-5, "logit + 1");
+    }
+
+    #[test]
+    fn huge_finite_losses_give_a_finite_mean() {
+        // 100 steps of 1e37: their sum overflows f32, their mean does not.
+        let mut o = observer(100, 1);
+        for _ in 0..100 {
+            o.observe_step(1e37, None);
+        }
+        let obs = o.observation(&DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        });
+        assert_eq!(
+            group(&obs, OBS_TRAIN_LOSS, 2),
+            &[0.0, 0.0],
+            "neither NaN nor inf"
+        );
+        let mean = o.prev_train_loss.unwrap();
+        assert!((mean / 1e37 - 1.0).abs() < 1e-6, "{mean}");
+        // Extremes of f32 mixed: still the mean, to f32 precision.
+        let mut o = observer(4, 1);
+        for x in [f32::MAX, 1e-30, f32::MAX, 1e-30] {
+            o.observe_step(x, None);
+        }
+        o.observation(&DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        });
+        let mean = o.prev_train_loss.unwrap();
+        assert!((mean / (f32::MAX / 2.0) - 1.0).abs() < 1e-6, "{mean}");
+    }
+
+    #[test]
+    fn a_varying_loss_is_averaged_to_f32_precision() {
+        let mut o = observer(100_000, 1);
+        let mut exact = 0.0_f64;
+        for i in 0..100_000u32 {
+            let x = 0.1 + (i % 97) as f32 * 0.013;
+            exact += f64::from(x);
+            o.observe_step(x, None);
+        }
+        o.observation(&DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        });
+        let got = f64::from(o.prev_train_loss.unwrap());
+        let exact = exact / 1e5;
+        assert!((got / exact - 1.0).abs() < 2e-7, "{got} vs {exact}");
+    }
+
+    #[test]
+    fn asked_while_a_decision_is_due_wants_reductions_answers_for_the_next_step() {
+        for fs in [FeatureSet::V1, FeatureSet::V2] {
+            for (total_steps, decisions) in [(400, 16), (10, 10), (30, 3), (7, 2)] {
+                let cfg = RunConfig {
+                    total_steps,
+                    decisions,
+                };
+                let mut o = Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap();
+                let tensors = [example()];
+                let mut due = 0;
+                while !o.is_finished() {
+                    let r = o.wants_reductions().then_some(StepReductions {
+                        tensors: &tensors,
+                        clipped: false,
+                    });
+                    if o.observe_step(1.0, r) == StepStatus::DecisionDue {
+                        due += 1;
+                        assert!(o.decision_due());
+                        let asked_early = o.wants_reductions();
+                        o.observation(&DecisionInputs {
+                            param_norm: 1.0,
+                            displacement: 1.0,
+                            eval_loss: 1.0,
+                        });
+                        o.apply(&Action::HOLD);
+                        assert_eq!(
+                            asked_early,
+                            o.wants_reductions(),
+                            "{fs:?} T={total_steps} K={decisions} step {}",
+                            o.step()
+                        );
+                    }
+                }
+                assert_eq!(due, decisions);
+            }
+        }
+    }
+
+    #[test]
+    fn reductions_given_on_steps_not_asked_for_are_ignored() {
+        for fs in [FeatureSet::V1, FeatureSet::V2] {
+            let cfg = RunConfig {
+                total_steps: 30,
+                decisions: 3,
+            };
+            let (mut asked, mut always) = (
+                Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap(),
+                Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap(),
+            );
+            let tensors = [example()];
+            let mut other = example();
+            other.grad_dot_mhat = -other.grad_dot_mhat;
+            let unasked = [other];
+            let inputs = DecisionInputs {
+                param_norm: 1.0,
+                displacement: 1.0,
+                eval_loss: 1.0,
+            };
+            while !asked.is_finished() {
+                let want = asked.wants_reductions();
+                let r = |t| {
+                    Some(StepReductions {
+                        tensors: t,
+                        clipped: false,
+                    })
+                };
+                let a = asked.observe_step(1.0, if want { r(&tensors) } else { None });
+                let b = always.observe_step(1.0, if want { r(&tensors) } else { r(&unasked) });
+                assert_eq!(a, b);
+                if a == StepStatus::DecisionDue {
+                    assert_eq!(asked.observation(&inputs), always.observation(&inputs));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_observed_while_a_decision_is_due_is_not_recorded() {
+        let mut o = observer(8, 2);
+        assert_eq!(run_interval(&mut o, 1.0, false), StepStatus::DecisionDue);
+        for _ in 0..3 {
+            assert_eq!(o.observe_step(5.0, None), StepStatus::DecisionDue);
+        }
+        assert_eq!(o.step(), 4);
+        o.observation(&DecisionInputs {
+            param_norm: 1.0,
+            displacement: 1.0,
+            eval_loss: 1.0,
+        });
+        assert_eq!(o.observe_step(1.0, None), StepStatus::Continue);
+        assert_eq!(o.step(), 5);
     }
 }

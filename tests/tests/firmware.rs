@@ -47,11 +47,14 @@ fn qemu_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `cargo build --release --features {features}` in the firmware's own workspace and target
-/// directory; returns the ELF.
+/// `cargo build --release --features {features}` in the firmware's own workspace, into
+/// `firmware/` beside this test's build (under `CARGO_TARGET_DIR` when that is set, never inside
+/// the source tree); returns the ELF.
 fn build_firmware(features: &str) -> PathBuf {
     let dir = firmware_dir();
-    let target_dir = dir.join("target");
+    // Cargo puts CARGO_TARGET_TMPDIR inside the target directory it builds this test in.
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target_dir = tmp.parent().unwrap_or(tmp).join("firmware");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
         .current_dir(&dir)

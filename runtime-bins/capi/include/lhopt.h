@@ -42,6 +42,10 @@ typedef enum LhoptStatus {
   LHOPT_STATUS_WRONG_ORDER = 6,
   // A bug inside lhopt (a caught panic); please report it with lhopt_last_error's text.
   LHOPT_STATUS_INTERNAL = 7,
+  // The policy's recurrent state overflowed at this decision (its weights are too large for
+  // these inputs): no decision was made, the hyperparameters in force are kept, and the run
+  // continues with the next step. Another policy file is needed for real steering.
+  LHOPT_STATUS_POLICY_DIVERGED = 8,
 } LhoptStatus;
 
 // What to do after a step.
@@ -72,6 +76,9 @@ typedef struct FeatureSet FeatureSet;
 
 // A controller steering one training run (opaque).
 typedef struct LhoptController LhoptController;
+
+// The network sizes this build compiles: pre = hidden = post.
+typedef struct Preset Preset;
 
 // The eight hyperparameters of the inner optimizer, several stored as "one minus beta".
 typedef struct LhoptHyperparams {
@@ -166,7 +173,8 @@ enum LhoptStatus lhopt_controller_new(const uint8_t *policy,
 void lhopt_controller_free(struct LhoptController *ctrl);
 
 // Sets `*out` to whether the step about to run should pass its reductions to
-// lhopt_controller_observe (every 4th step, and at least once per decision interval).
+// lhopt_controller_observe (about every 4th step, as the policy's feature set says). Asked
+// while a decision is due, it answers for the step after the decision.
 //
 // # Safety
 // `ctrl` is a live controller or NULL; `out` valid for one write or NULL.
@@ -187,8 +195,12 @@ enum LhoptStatus lhopt_controller_observe(struct LhoptController *ctrl,
                                           enum LhoptStepStatus *status);
 
 // Makes the decision that lhopt_controller_observe announced. `param_norm` is the global
-// parameter norm, `displacement` the norm of the parameter change since the previous decision,
-// `eval_loss` the eval loss or NaN if the runtime has none.
+// parameter norm, `displacement` the norm of the parameter change since the previous decision
+// (measured from where training resumed after that decision's restart), `eval_loss` the eval
+// loss or NaN if the runtime has none. Perform the decision's restart before the next step;
+// after the last decision (lhopt_controller_finished then says so) perform it too, before any
+// final evaluation. LHOPT_STATUS_POLICY_DIVERGED: no decision, keep the hyperparameters in
+// force and continue.
 //
 // # Safety
 // `ctrl` live or NULL; `out` valid for one write or NULL.
@@ -205,9 +217,19 @@ enum LhoptStatus lhopt_controller_decide(struct LhoptController *ctrl,
 enum LhoptStatus lhopt_controller_hyper(const struct LhoptController *ctrl,
                                         struct LhoptHyperparams *out);
 
+// Sets `*out` to whether the run is over: every step recorded and no decision left to make.
+// Check it before each step and a run takes exactly `total_steps` steps; when the number of
+// decisions divides `total_steps`, the last step answers DECISION_DUE and the run is finished
+// once that decision is made.
+//
+// # Safety
+// `ctrl` live or NULL; `out` valid for one write or NULL.
+enum LhoptStatus lhopt_controller_finished(const struct LhoptController *ctrl, bool *out);
+
 // Saves the controller's whole state into `buf[0..capacity]` and sets `*written` to its
 // length. If the buffer is too small, returns LHOPT_STATUS_BUFFER_TOO_SMALL with `*written`
-// set to a capacity that always suffices (so a first call with capacity 0 asks for the size).
+// set to a capacity that always suffices (so a first call with capacity 0 asks for the size),
+// and leaves `buf` untouched.
 //
 // # Safety
 // `ctrl` live or NULL; `buf` NULL (only with capacity 0) or valid for `capacity` bytes;
@@ -218,7 +240,9 @@ enum LhoptStatus lhopt_controller_save_state(const struct LhoptController *ctrl,
                                              size_t *written);
 
 // Restores a state saved by lhopt_controller_save_state from a controller with the same
-// policy; the run then continues exactly as the saved one would have.
+// policy; the run then continues exactly as the saved one would have, with the saved run's
+// total_steps and decisions (whatever this controller was created with). Every field is
+// checked; on error the controller is unchanged.
 //
 // # Safety
 // `ctrl` live or NULL; `state` NULL or valid for `len` bytes.

@@ -13,7 +13,7 @@ use lhopt_core::{
     DecisionInputs, Hyperparams, Mode, Restart, RunConfig, StepReductions, StepStatus,
     TensorReductions,
 };
-use lhopt_embed::sequenced::Sequenced;
+use lhopt_embed::sequenced::{DecideError, Sequenced};
 use lhopt_embed::steer::{Steer, load_any};
 
 /// Result of every fallible call.
@@ -37,6 +37,10 @@ pub enum LhoptStatus {
     WrongOrder = 6,
     /// A bug inside lhopt (a caught panic); please report it with lhopt_last_error's text.
     Internal = 7,
+    /// The policy's recurrent state overflowed at this decision (its weights are too large for
+    /// these inputs): no decision was made, the hyperparameters in force are kept, and the run
+    /// continues with the next step. Another policy file is needed for real steering.
+    PolicyDiverged = 8,
 }
 
 /// What to do after a step.
@@ -194,7 +198,7 @@ pub unsafe extern "C" fn lhopt_controller_new(
             Failure(status, e.to_string())
         })?;
         let ctrl = LhoptController {
-            run: Sequenced::new(loaded.controller, total_steps),
+            run: Sequenced::new(loaded.controller),
         };
         *out = Box::into_raw(Box::new(ctrl));
         Ok(())
@@ -214,7 +218,8 @@ pub unsafe extern "C" fn lhopt_controller_free(ctrl: *mut LhoptController) {
 }
 
 /// Sets `*out` to whether the step about to run should pass its reductions to
-/// lhopt_controller_observe (every 4th step, and at least once per decision interval).
+/// lhopt_controller_observe (about every 4th step, as the policy's feature set says). Asked
+/// while a decision is due, it answers for the step after the decision.
 ///
 /// # Safety
 /// `ctrl` is a live controller or NULL; `out` valid for one write or NULL.
@@ -281,8 +286,12 @@ pub unsafe extern "C" fn lhopt_controller_observe(
 }
 
 /// Makes the decision that lhopt_controller_observe announced. `param_norm` is the global
-/// parameter norm, `displacement` the norm of the parameter change since the previous decision,
-/// `eval_loss` the eval loss or NaN if the runtime has none.
+/// parameter norm, `displacement` the norm of the parameter change since the previous decision
+/// (measured from where training resumed after that decision's restart), `eval_loss` the eval
+/// loss or NaN if the runtime has none. Perform the decision's restart before the next step;
+/// after the last decision (lhopt_controller_finished then says so) perform it too, before any
+/// final evaluation. LHOPT_STATUS_POLICY_DIVERGED: no decision, keep the hyperparameters in
+/// force and continue.
 ///
 /// # Safety
 /// `ctrl` live or NULL; `out` valid for one write or NULL.
@@ -303,10 +312,14 @@ pub unsafe extern "C" fn lhopt_controller_decide(
             displacement,
             eval_loss,
         };
-        let decision = ctrl
-            .run
-            .decide(&inputs)
-            .map_err(|e| Failure(LhoptStatus::WrongOrder, e.to_string()))?;
+        let decision = ctrl.run.decide(&inputs).map_err(|e| {
+            let status = match e {
+                DecideError::Order(_) => LhoptStatus::WrongOrder,
+                DecideError::Core(lhopt_core::Error::PolicyDiverged) => LhoptStatus::PolicyDiverged,
+                DecideError::Core(_) => LhoptStatus::Internal,
+            };
+            Failure(status, e.to_string())
+        })?;
         *out = decision.into();
         Ok(())
     })
@@ -329,9 +342,30 @@ pub unsafe extern "C" fn lhopt_controller_hyper(
     })
 }
 
+/// Sets `*out` to whether the run is over: every step recorded and no decision left to make.
+/// Check it before each step and a run takes exactly `total_steps` steps; when the number of
+/// decisions divides `total_steps`, the last step answers DECISION_DUE and the run is finished
+/// once that decision is made.
+///
+/// # Safety
+/// `ctrl` live or NULL; `out` valid for one write or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lhopt_controller_finished(
+    ctrl: *const LhoptController,
+    out: *mut bool,
+) -> LhoptStatus {
+    guard(|| {
+        // SAFETY: the caller's contract above.
+        let ctrl = unsafe { as_ref(ctrl, "ctrl") }?;
+        *unsafe { as_mut(out, "out") }? = ctrl.run.is_finished();
+        Ok(())
+    })
+}
+
 /// Saves the controller's whole state into `buf[0..capacity]` and sets `*written` to its
 /// length. If the buffer is too small, returns LHOPT_STATUS_BUFFER_TOO_SMALL with `*written`
-/// set to a capacity that always suffices (so a first call with capacity 0 asks for the size).
+/// set to a capacity that always suffices (so a first call with capacity 0 asks for the size),
+/// and leaves `buf` untouched.
 ///
 /// # Safety
 /// `ctrl` live or NULL; `buf` NULL (only with capacity 0) or valid for `capacity` bytes;
@@ -374,7 +408,9 @@ pub unsafe extern "C" fn lhopt_controller_save_state(
 }
 
 /// Restores a state saved by lhopt_controller_save_state from a controller with the same
-/// policy; the run then continues exactly as the saved one would have.
+/// policy; the run then continues exactly as the saved one would have, with the saved run's
+/// total_steps and decisions (whatever this controller was created with). Every field is
+/// checked; on error the controller is unchanged.
 ///
 /// # Safety
 /// `ctrl` live or NULL; `state` NULL or valid for `len` bytes.
@@ -431,6 +467,7 @@ pub extern "C" fn lhopt_status_name(status: i32) -> *const c_char {
         5 => b"LHOPT_STATUS_INVALID_STATE\0",
         6 => b"LHOPT_STATUS_WRONG_ORDER\0",
         7 => b"LHOPT_STATUS_INTERNAL\0",
+        8 => b"LHOPT_STATUS_POLICY_DIVERGED\0",
         _ => b"unknown lhopt status\0",
     };
     name.as_ptr().cast()

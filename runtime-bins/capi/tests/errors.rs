@@ -197,3 +197,88 @@ fn status_names_are_static_strings() {
     );
     assert_eq!(name(99), "unknown lhopt status");
 }
+
+/// Records `n` steps without reductions, making every decision that falls due.
+fn drive(ctrl: *mut LhoptController, n: u64) {
+    for _ in 0..n {
+        let mut status = LhoptStepStatus::Continue;
+        // SAFETY: live controller, valid output.
+        let s = unsafe { lhopt_controller_observe(ctrl, 1.0, ptr::null(), 0, false, &mut status) };
+        assert_eq!(s, LhoptStatus::Ok, "{}", last_error());
+        if status == LhoptStepStatus::DecisionDue {
+            let mut d = std::mem::MaybeUninit::uninit();
+            // SAFETY: live controller, writable output.
+            let s = unsafe { lhopt_controller_decide(ctrl, 1.0, 0.1, 1.0, d.as_mut_ptr()) };
+            assert_eq!(s, LhoptStatus::Ok, "{}", last_error());
+        }
+    }
+}
+
+fn finished(ctrl: *mut LhoptController) -> bool {
+    let mut done = false;
+    // SAFETY: live controller, valid output.
+    assert_eq!(
+        unsafe { lhopt_controller_finished(ctrl, &mut done) },
+        LhoptStatus::Ok
+    );
+    done
+}
+
+#[test]
+fn a_state_from_a_longer_run_continues_that_run_to_its_end() {
+    let policy = tiny_policy_bytes(TEST_SEED);
+    let (_, long) = new_controller(&policy, 1000, 10);
+    drive(long, 150);
+    let mut buf = vec![0u8; 4096];
+    let mut written = 0;
+    // SAFETY: live controller, `buf` valid for its length.
+    let s = unsafe { lhopt_controller_save_state(long, buf.as_mut_ptr(), buf.len(), &mut written) };
+    assert_eq!(s, LhoptStatus::Ok, "{}", last_error());
+    let (_, short) = new_controller(&policy, 100, 10);
+    // SAFETY: live controller, `buf` valid for `written` bytes.
+    let s = unsafe { lhopt_controller_restore_state(short, buf.as_ptr(), written) };
+    assert_eq!(s, LhoptStatus::Ok, "{}", last_error());
+    // Steps 150..1000 of the saved run, then the run is over.
+    drive(short, 850);
+    assert!(finished(short));
+    let mut status = LhoptStepStatus::Continue;
+    // SAFETY: live controller, valid output.
+    let s = unsafe { lhopt_controller_observe(short, 1.0, ptr::null(), 0, false, &mut status) };
+    assert_eq!(s, LhoptStatus::WrongOrder);
+    assert!(last_error().contains("1000 steps"), "{}", last_error());
+    // SAFETY: made above, freed once.
+    unsafe {
+        lhopt_controller_free(long);
+        lhopt_controller_free(short);
+    }
+}
+
+#[test]
+fn a_failed_save_leaves_the_buffer_untouched() {
+    let (_, ctrl) = new_controller(&tiny_policy_bytes(TEST_SEED), 100, 10);
+    drive(ctrl, 25);
+    let mut buf = vec![0x5Au8; 200];
+    let mut written = 0;
+    // SAFETY: live controller, `buf` valid for its length.
+    let s = unsafe { lhopt_controller_save_state(ctrl, buf.as_mut_ptr(), buf.len(), &mut written) };
+    assert_eq!(s, LhoptStatus::BufferTooSmall);
+    assert!(written > 200);
+    assert!(buf.iter().all(|&b| b == 0x5A), "the buffer was written");
+    // SAFETY: made above, freed once.
+    unsafe { lhopt_controller_free(ctrl) };
+}
+
+#[test]
+fn a_loop_that_checks_finished_runs_exactly_total_steps() {
+    for (steps, decisions) in [(100, 10), (105, 10)] {
+        let (_, ctrl) = new_controller(&tiny_policy_bytes(TEST_SEED), steps, decisions);
+        let mut n = 0;
+        while !finished(ctrl) {
+            drive(ctrl, 1);
+            n += 1;
+        }
+        assert_eq!(n, steps);
+        // SAFETY: made above, freed once.
+        unsafe { lhopt_controller_free(ctrl) };
+    }
+}

@@ -6,9 +6,9 @@
 //! the parameter norm, the displacement since the previous decision and the eval loss, then apply
 //! the decision's hyperparameters and checkpoint request.
 
-use lhopt_core::ciao::{self, CiaoState, ParamSlot, TensorState};
+use lhopt_core::ciao::{self, CiaoState, ParamSlot, StepOutcome, TensorState};
 use lhopt_core::{
-    DecisionInputs, Hyperparams, Restart, StepReductions, StepStatus, TensorReductions,
+    Decision, DecisionInputs, Hyperparams, Restart, StepReductions, StepStatus, TensorReductions,
 };
 use lhopt_embed::steer::Steer;
 
@@ -109,9 +109,14 @@ impl Trainer {
     }
 
     /// One inner step on a random minibatch of `data.train` with hyperparameters `h`; fills the
-    /// per-tensor reductions when `with_reductions`. Returns the batch loss and whether the
-    /// gradient was clipped.
-    pub fn step(&mut self, data: &Dataset, h: &Hyperparams, with_reductions: bool) -> (f32, bool) {
+    /// per-tensor reductions when `with_reductions`. Returns the batch loss and what the
+    /// optimizer did (a non-finite gradient skips the update).
+    pub fn step(
+        &mut self,
+        data: &Dataset,
+        h: &Hyperparams,
+        with_reductions: bool,
+    ) -> (f32, StepOutcome) {
         data.sample_train_batch(
             &mut self.rng,
             self.batch,
@@ -140,8 +145,9 @@ impl Trainer {
         self.reductions
             .resize(slots.len(), TensorReductions::default());
         let reductions = with_reductions.then_some(self.reductions.as_mut_slice());
-        let clipped = ciao::step(&mut slots, h, &mut s.ciao, reductions);
-        (loss, clipped)
+        let outcome = ciao::step(&mut slots, h, &mut s.ciao, reductions)
+            .expect("the slots are built from tensors of matching lengths, one reduction each");
+        (loss, outcome)
     }
 
     /// The reductions filled by the last step that asked for them.
@@ -203,11 +209,11 @@ pub fn train_steered(data: &Dataset, cfg: &TrainConfig, ctrl: &mut dyn Steer) ->
     let mut previous = trainer.state.params.clone();
     for _ in 0..cfg.steps {
         let want = ctrl.wants_reductions();
-        let (loss, clipped) = trainer.step(data, &h, want);
+        let (loss, outcome) = trainer.step(data, &h, want);
         log.train_loss.push(loss);
-        let reductions = want.then(|| StepReductions {
+        let reductions = (want && outcome.applied()).then(|| StepReductions {
             tensors: trainer.reductions(),
-            clipped,
+            clipped: outcome.clipped(),
         });
         if ctrl.observe(loss, reductions) != StepStatus::DecisionDue {
             continue;
@@ -222,7 +228,12 @@ pub fn train_steered(data: &Dataset, cfg: &TrainConfig, ctrl: &mut dyn Steer) ->
             displacement: trainer.distance_to(&previous),
             eval_loss,
         };
-        let decision = ctrl.decide(&inputs);
+        // On an error (the policy diverged) the controller holds the hyperparameters: so does
+        // this loop, without a restart.
+        let decision = ctrl.decide(&inputs).unwrap_or(Decision {
+            hyper: h,
+            restart: Restart::None,
+        });
         h = decision.hyper;
         apply_restart(&mut trainer.state, &mut registers, decision.restart);
         previous.clone_from(&trainer.state.params);

@@ -63,10 +63,10 @@ impl<S: Steer> Steer for Recorder<S> {
         });
         self.inner.observe(loss, r)
     }
-    fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
-        let d = self.inner.decide(inputs);
+    fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, lhopt_core::Error> {
+        let d = self.inner.decide(inputs)?;
         self.calls.push(Call::Decide(*inputs, d));
-        d
+        Ok(d)
     }
     fn hyper(&self) -> Hyperparams {
         self.inner.hyper()
@@ -160,7 +160,7 @@ fn the_runtime_applies_exactly_the_core_librarys_decisions() {
                 });
                 reference.observe(*loss, r);
             }
-            Call::Decide(inputs, _) => replayed.push(reference.decide(inputs)),
+            Call::Decide(inputs, _) => replayed.push(reference.decide(inputs).unwrap()),
         }
     }
     let applied: Vec<(Hyperparams, lhopt_core::Restart)> =

@@ -182,12 +182,17 @@ pub fn reference_decisions_tiny(
         Mode::Greedy,
     )?;
     let mut decisions = std::vec::Vec::new();
+    let mut failure = None;
     replay(&mut ctrl, scenario, |ctrl, _, inputs| {
-        let decision = ctrl.decide(inputs);
-        decisions.push(ReferenceDecision {
-            decision,
-            lstm_fingerprint: lstm_fingerprint(ctrl.lstm_state()),
-        });
+        match ctrl.decide(inputs) {
+            Ok(decision) => decisions.push(ReferenceDecision {
+                decision,
+                lstm_fingerprint: lstm_fingerprint(ctrl.lstm_state()),
+            }),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
     });
-    Ok(decisions)
+    failure.map_or(Ok(decisions), Err)
 }

@@ -46,6 +46,25 @@ impl core::fmt::Display for OrderError {
     }
 }
 
+/// Why [`Sequenced::decide`] gave no decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecideError {
+    /// The call was out of order; nothing changed.
+    Order(OrderError),
+    /// The core refused the decision ([`Error::PolicyDiverged`]): the interval is closed, the
+    /// hyperparameters are held, and the run goes on with the next step.
+    Core(Error),
+}
+
+impl core::fmt::Display for DecideError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecideError::Order(e) => e.fmt(f),
+            DecideError::Core(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Where a run is between two calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -55,33 +74,38 @@ enum Phase {
 }
 
 /// A controller that refuses calls made out of order ([`OrderError`]) instead of leaving their
-/// effect to chance: for runtimes whose calls come from outside Rust (C, JSON lines).
+/// effect to chance: for runtimes whose calls come from outside Rust (C, JSON lines). Where the
+/// run stands is read from the controller itself, so a restored state (of any run length)
+/// carries its call order with it.
 pub struct Sequenced<S> {
     inner: S,
-    total_steps: u64,
-    steps_done: u64,
-    phase: Phase,
 }
 
 impl<S: Steer> Sequenced<S> {
-    /// Wraps a freshly created controller for a run of `total_steps` steps.
-    pub fn new(inner: S, total_steps: u64) -> Self {
-        Sequenced {
-            inner,
-            total_steps,
-            steps_done: 0,
-            phase: Phase::Stepping,
-        }
+    /// Wraps a controller.
+    pub fn new(inner: S) -> Self {
+        Sequenced { inner }
     }
 
     /// Steps recorded so far (the 0-based number of the next step).
     pub fn steps_done(&self) -> u64 {
-        self.steps_done
+        self.inner.observer().step()
     }
 
-    /// Whether the next step should report reductions (false while no step is expected).
+    /// Inner steps of the run (of the restored one, after a restore).
+    pub fn total_steps(&self) -> u64 {
+        self.inner.observer().config().total_steps
+    }
+
+    /// Whether the run is over: every step recorded and no decision left to make.
+    pub fn is_finished(&self) -> bool {
+        self.phase() == Phase::Finished
+    }
+
+    /// Whether the next step should report reductions; while a decision is due, whether the
+    /// step after it should (false once the run is over).
     pub fn wants_reductions(&self) -> bool {
-        self.phase == Phase::Stepping && self.inner.wants_reductions()
+        self.inner.wants_reductions()
     }
 
     /// Whether [`Sequenced::observe`] would accept a step now.
@@ -96,21 +120,14 @@ impl<S: Steer> Sequenced<S> {
         reductions: Option<StepReductions<'_>>,
     ) -> Result<StepStatus, OrderError> {
         self.expect(Phase::Stepping)?;
-        let status = self.inner.observe(train_loss, reductions);
-        self.steps_done += 1;
-        self.phase = match status {
-            StepStatus::DecisionDue => Phase::DecisionDue,
-            _ => self.after_step(),
-        };
-        Ok(status)
+        Ok(self.inner.observe(train_loss, reductions))
     }
 
     /// Makes the decision that is due.
-    pub fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, OrderError> {
-        self.expect(Phase::DecisionDue)?;
-        let decision = self.inner.decide(inputs);
-        self.phase = self.after_step();
-        Ok(decision)
+    pub fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, DecideError> {
+        self.expect(Phase::DecisionDue)
+            .map_err(DecideError::Order)?;
+        self.inner.decide(inputs).map_err(DecideError::Core)
     }
 
     /// The hyperparameters in force.
@@ -128,46 +145,112 @@ impl<S: Steer> Sequenced<S> {
         self.inner.save_state(buf)
     }
 
-    /// Restores a saved state and resumes the call order where the saved run stood (a decision
-    /// announced but not yet made is due again).
+    /// Restores a saved state, its run length included, and resumes the call order where the
+    /// saved run stood (a decision announced but not yet made is due again).
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.inner.restore_state(bytes)?;
+        self.inner.restore_state(bytes)
+    }
+
+    fn phase(&self) -> Phase {
         let observer = self.inner.observer();
-        self.steps_done = observer.step();
-        // Decisions are announced after steps I, 2I, ..., K*I.
-        let announced = observer
-            .step()
-            .checked_div(observer.interval())
-            .unwrap_or(0)
-            .min(u64::from(observer.config().decisions));
-        self.phase = if announced > u64::from(observer.decision_index()) {
+        if observer.decision_due() {
             Phase::DecisionDue
-        } else {
-            self.after_step()
-        };
-        Ok(())
-    }
-
-    fn expect(&self, wanted: Phase) -> Result<(), OrderError> {
-        match self.phase {
-            p if p == wanted => Ok(()),
-            Phase::Finished => Err(OrderError::Finished {
-                total_steps: self.total_steps,
-            }),
-            Phase::DecisionDue => Err(OrderError::DecisionDue {
-                after_step: self.steps_done - 1,
-            }),
-            Phase::Stepping => Err(OrderError::NoDecisionDue {
-                next_step: self.steps_done,
-            }),
-        }
-    }
-
-    fn after_step(&self) -> Phase {
-        if self.steps_done >= self.total_steps {
+        } else if observer.is_finished() {
             Phase::Finished
         } else {
             Phase::Stepping
         }
+    }
+
+    fn expect(&self, wanted: Phase) -> Result<(), OrderError> {
+        let steps_done = self.steps_done();
+        match self.phase() {
+            p if p == wanted => Ok(()),
+            Phase::Finished => Err(OrderError::Finished {
+                total_steps: self.total_steps(),
+            }),
+            Phase::DecisionDue => Err(OrderError::DecisionDue {
+                after_step: steps_done.saturating_sub(1),
+            }),
+            Phase::Stepping => Err(OrderError::NoDecisionDue {
+                next_step: steps_done,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+
+    use lhopt_core::{Controller, Hyperparams, RunConfig};
+
+    use super::*;
+
+    fn run(total_steps: u64, decisions: u32) -> Sequenced<Controller<32, 32, 32>> {
+        let cfg = RunConfig {
+            total_steps,
+            decisions,
+        };
+        let ctl = Controller::holding(cfg, Hyperparams::INITIAL).unwrap();
+        Sequenced::new(ctl)
+    }
+
+    const INPUTS: DecisionInputs = DecisionInputs {
+        param_norm: 1.0,
+        displacement: 0.1,
+        eval_loss: 1.0,
+    };
+
+    #[test]
+    fn a_state_of_another_run_length_continues_with_its_own_length() {
+        let mut long = run(1000, 10);
+        for _ in 0..150 {
+            if long.observe(1.0, None).unwrap() == StepStatus::DecisionDue {
+                long.decide(&INPUTS).unwrap();
+            }
+        }
+        let mut buf = vec![0u8; long.state_max_len()];
+        let n = long.save_state(&mut buf).unwrap();
+        let mut short = run(100, 10);
+        short.restore_state(&buf[..n]).unwrap();
+        assert_eq!((short.steps_done(), short.total_steps()), (150, 1000));
+        let mut decisions = 1;
+        while !short.is_finished() {
+            if short.observe(1.0, None).unwrap() == StepStatus::DecisionDue {
+                short.decide(&INPUTS).unwrap();
+                decisions += 1;
+            }
+        }
+        assert_eq!((short.steps_done(), decisions), (1000, 10));
+        assert_eq!(
+            short.observe(1.0, None),
+            Err(OrderError::Finished { total_steps: 1000 })
+        );
+    }
+
+    #[test]
+    fn calls_out_of_order_are_refused_and_k_dividing_t_finishes_after_the_last_decision() {
+        let mut r = run(4, 2);
+        assert_eq!(
+            r.decide(&INPUTS),
+            Err(DecideError::Order(OrderError::NoDecisionDue {
+                next_step: 0
+            }))
+        );
+        assert_eq!(r.observe(1.0, None), Ok(StepStatus::Continue));
+        assert_eq!(r.observe(1.0, None), Ok(StepStatus::DecisionDue));
+        assert_eq!(
+            r.observe(1.0, None),
+            Err(OrderError::DecisionDue { after_step: 1 })
+        );
+        r.decide(&INPUTS).unwrap();
+        r.observe(1.0, None).unwrap();
+        assert_eq!(r.observe(1.0, None), Ok(StepStatus::DecisionDue));
+        assert!(!r.is_finished(), "the last decision is still to make");
+        r.decide(&INPUTS).unwrap();
+        assert!(r.is_finished());
+        assert!(!r.wants_reductions());
     }
 }

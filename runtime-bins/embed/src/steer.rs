@@ -14,8 +14,8 @@ pub trait Steer {
     fn wants_reductions(&self) -> bool;
     /// Records one finished inner step.
     fn observe(&mut self, train_loss: f32, reductions: Option<StepReductions<'_>>) -> StepStatus;
-    /// Makes the decision that [`Steer::observe`] announced as due.
-    fn decide(&mut self, inputs: &DecisionInputs) -> Decision;
+    /// Makes the decision that [`Steer::observe`] announced as due ([`Controller::decide`]).
+    fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error>;
     /// The hyperparameters in force.
     fn hyper(&self) -> Hyperparams;
     /// The run's observer (step, decisions made, schedule).
@@ -35,7 +35,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> Steer for Controller<P
     fn observe(&mut self, train_loss: f32, reductions: Option<StepReductions<'_>>) -> StepStatus {
         Controller::observe(self, train_loss, reductions)
     }
-    fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
+    fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error> {
         Controller::decide(self, inputs)
     }
     fn hyper(&self) -> Hyperparams {
@@ -65,7 +65,7 @@ mod load {
 
     use lhopt_core::{
         Controller, Decision, DecisionInputs, Error, FrozenPolicy, Hyperparams, Mode, Observer,
-        RunConfig, StepReductions, StepStatus, read_header,
+        Preset, RunConfig, StepReductions, StepStatus, WithPreset,
     };
 
     use super::Steer;
@@ -81,10 +81,9 @@ mod load {
     /// Why a policy file could not be turned into a controller.
     #[derive(Debug)]
     pub enum LoadError {
-        /// The file or the run configuration was rejected by the core.
+        /// The file or the run configuration was rejected by the core (a valid file whose sizes
+        /// are no preset included: [`Error::UnknownPreset`]).
         Core(Error),
-        /// The file is valid but its sizes are none of the compiled-in presets.
-        UnknownPreset([usize; 3]),
         /// The operating system refused the thread the controller is built on.
         Thread(std::io::Error),
     }
@@ -94,11 +93,6 @@ mod load {
             match self {
                 LoadError::Core(e) => e.fmt(f),
                 LoadError::Thread(e) => write!(f, "cannot start the loader thread: {e}"),
-                LoadError::UnknownPreset([pre, h, post]) => write!(
-                    f,
-                    "policy sizes pre={pre} hidden={h} post={post} are not a preset this build \
-                     knows (Tiny 32, Small 64, Medium 128, Paper 256, all three equal)"
-                ),
             }
         }
     }
@@ -116,7 +110,7 @@ mod load {
         ) -> StepStatus {
             (**self).observe(train_loss, reductions)
         }
-        fn decide(&mut self, inputs: &DecisionInputs) -> Decision {
+        fn decide(&mut self, inputs: &DecisionInputs) -> Result<Decision, Error> {
             (**self).decide(inputs)
         }
         fn hyper(&self) -> Hyperparams {
@@ -142,10 +136,6 @@ mod load {
         }
     }
 
-    /// Builds one preset's controller.
-    type Build =
-        fn(&[u8], RunConfig, Hyperparams, Mode) -> Result<Box<dyn Steer + Send>, LoadError>;
-
     /// Stack for building a controller: the core decodes a policy by value, so building one
     /// holds a few copies of its weights on the stack (about 3 MiB each for Paper).
     const BUILD_STACK: usize = 64 << 20;
@@ -160,41 +150,48 @@ mod load {
         initial: Hyperparams,
         mode: Mode,
     ) -> Result<Loaded, LoadError> {
-        let header = read_header(policy)?;
-        let preset = [
-            usize::from(header.pre),
-            usize::from(header.hidden),
-            usize::from(header.post),
-        ];
-        let build: Build = match preset {
-            [32, 32, 32] => boxed::<32, 32, 32>,
-            [64, 64, 64] => boxed::<64, 64, 64>,
-            [128, 128, 128] => boxed::<128, 128, 128>,
-            [256, 256, 256] => boxed::<256, 256, 256>,
-            other => return Err(LoadError::UnknownPreset(other)),
+        let preset = Preset::of_file(policy)?;
+        let build = Build {
+            policy,
+            cfg,
+            initial,
+            mode,
         };
         let controller = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("lhopt-load".into())
                 .stack_size(BUILD_STACK)
-                .spawn_scoped(scope, || build(policy, cfg, initial, mode))
+                .spawn_scoped(scope, || preset.run(build))
                 .map_err(LoadError::Thread)?
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
+        let preset = preset.sizes();
         Ok(Loaded { controller, preset })
     }
 
-    /// One preset's controller, boxed. Not inlined, so each preset's large stack frame exists
-    /// only while that preset is built.
-    #[inline(never)]
-    fn boxed<const PRE: usize, const H: usize, const POST: usize>(
-        policy: &[u8],
+    /// Builds the controller of whichever preset [`Preset::run`] picks.
+    struct Build<'a> {
+        policy: &'a [u8],
         cfg: RunConfig,
         initial: Hyperparams,
         mode: Mode,
-    ) -> Result<Box<dyn Steer + Send>, LoadError> {
-        let frozen = FrozenPolicy::<PRE, H, POST>::decode(policy)?;
-        Ok(Box::new(Controller::new(frozen, cfg, initial, mode)?))
+    }
+
+    impl WithPreset for Build<'_> {
+        type Output = Result<Box<dyn Steer + Send>, LoadError>;
+
+        /// Not inlined, so each preset's large stack frame exists only while that preset is
+        /// built.
+        #[inline(never)]
+        fn run<const PRE: usize, const H: usize, const POST: usize>(self) -> Self::Output {
+            let frozen = FrozenPolicy::<PRE, H, POST>::decode(self.policy)?;
+            Ok(Box::new(Controller::new(
+                frozen,
+                self.cfg,
+                self.initial,
+                self.mode,
+            )?))
+        }
     }
 }

@@ -88,6 +88,15 @@ fn run() -> Result<(), ()> {
         decisions += 1;
         out.text(b"decision ");
         out.dec(k);
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                out.text(b" error ");
+                out.text(error_name(&e));
+                out.text(b"\n");
+                return;
+            }
+        };
         for value in decision.hyper.to_array() {
             out.text(b" ");
             out.hex(value.to_bits());
@@ -225,6 +234,7 @@ fn error_name(e: &Error) -> &'static [u8] {
         Error::Corrupt { .. } => b"CRC mismatch (corrupt)",
         Error::Malformed => b"malformed",
         Error::NonFinite => b"non-finite weight or statistic",
+        Error::PolicyDiverged => b"the policy's recurrent state overflowed",
         _ => b"invalid policy",
     }
 }

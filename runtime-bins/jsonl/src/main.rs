@@ -1,7 +1,7 @@
 //! `lhopt-jsonl --policy FILE --total-steps T --decisions K`: reads requests on stdin, one JSON
 //! object per line, and answers each with one line on stdout (see PROTOCOL.md).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use clap::Parser;
 use lhopt_core::{Hyperparams, Mode, RunConfig};
 use lhopt_embed::steer::{LoadError, load_any};
 use lhopt_jsonl::protocol::Reply;
-use lhopt_jsonl::session::Session;
+use lhopt_jsonl::session::{Session, read_line};
 
 /// Steer a training run in any language with a frozen LHOPT policy over JSON lines.
 #[derive(Parser)]
@@ -27,21 +27,42 @@ struct Args {
     /// Sample actions with this seed instead of taking the greedy action.
     #[arg(long)]
     sample_seed: Option<u64>,
+    /// Longest input line accepted; a longer one is skipped and answered with an error.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_line_bytes: usize,
 }
+
+/// No policy file is longer than the largest preset's.
+const MAX_POLICY_BYTES: usize = lhopt_core::encoded_len(256, 256, 256);
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
     #[error("cannot read policy file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "policy file {path} is longer than {MAX_POLICY_BYTES} bytes, the largest preset's: not a \
+         policy file"
+    )]
+    TooLong { path: PathBuf },
     #[error("cannot load policy file {path}: {source}")]
     Load { path: PathBuf, source: LoadError },
 }
 
 fn start(args: &Args) -> Result<Session, StartError> {
-    let bytes = std::fs::read(&args.policy).map_err(|source| StartError::Read {
+    let read_error = |source| StartError::Read {
         path: args.policy.clone(),
         source,
-    })?;
+    };
+    // Bounded: `--policy /dev/zero` must not read forever.
+    let mut bytes = Vec::new();
+    std::fs::File::open(&args.policy)
+        .and_then(|f| f.take(MAX_POLICY_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() > MAX_POLICY_BYTES {
+        return Err(StartError::TooLong {
+            path: args.policy.clone(),
+        });
+    }
     let cfg = RunConfig {
         total_steps: args.total_steps,
         decisions: args.decisions,
@@ -73,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&mut session, &mut out) {
+    match serve(&mut session, &mut out, args.max_line_bytes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lhopt-jsonl: {e}");
@@ -83,10 +104,17 @@ fn main() -> ExitCode {
 }
 
 /// Answers every stdin line until stdin closes.
-fn serve(session: &mut Session, out: &mut impl Write) -> io::Result<()> {
+fn serve(session: &mut Session, out: &mut impl Write, limit: usize) -> io::Result<()> {
     write_reply(out, &session.ready())?;
-    for line in io::stdin().lock().lines() {
-        if let Some(reply) = session.handle_line(&line?) {
+    let mut input = io::stdin().lock();
+    let mut line = Vec::new();
+    while let Some(len) = read_line(&mut input, &mut line, limit)? {
+        let reply = if len > limit {
+            Some(session.reject_long_line(len, limit))
+        } else {
+            session.handle_bytes(&line)
+        };
+        if let Some(reply) = reply {
             write_reply(out, &reply)?;
         }
     }

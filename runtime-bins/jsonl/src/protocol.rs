@@ -1,8 +1,9 @@
 //! The wire format of PROTOCOL.md: what the runtime sends ([`Request`]) and what the process
-//! answers ([`Reply`]). Parsing enforces the number rules (finite, representable as `f32`).
+//! answers ([`Reply`]). Parsing enforces the number rules: every float is a JSON number that
+//! stays finite as `f32`, or a non-finite value spelled `"NaN"`, `"Infinity"`, `"-Infinity"` or
+//! `null` (NaN), because a diverging run's statistics are real input the policy reacts to.
 
 use lhopt_core::{Hyperparams, Restart, TensorReductions};
-use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 /// Protocol version announced in the `ready` line.
@@ -17,7 +18,7 @@ pub enum Request {
         /// 0-based step number.
         step: u64,
         /// Training loss of the step (may be non-finite, see PROTOCOL.md).
-        #[serde(deserialize_with = "loss")]
+        #[serde(deserialize_with = "number::deserialize")]
         loss: f32,
         /// Per-tensor reductions, when the controller asked for them.
         #[serde(default)]
@@ -26,13 +27,13 @@ pub enum Request {
     /// The runtime-side inputs of the decision that is due.
     Decide {
         /// Global parameter norm.
-        #[serde(deserialize_with = "finite")]
+        #[serde(deserialize_with = "number::deserialize")]
         param_norm: f32,
         /// Norm of the parameter change since the previous decision.
-        #[serde(deserialize_with = "finite")]
+        #[serde(deserialize_with = "number::deserialize")]
         displacement: f32,
         /// Eval loss; absent or null when the runtime has none.
-        #[serde(default = "nan", deserialize_with = "loss")]
+        #[serde(default = "nan", deserialize_with = "number::deserialize")]
         eval_loss: f32,
     },
 }
@@ -47,35 +48,35 @@ pub struct Reductions {
     pub tensors: Vec<Tensor>,
 }
 
-/// One tensor's reductions (spec §2), field for field [`TensorReductions`]. It serialises too,
-/// so a Rust runtime (and this crate's tests and benches) encodes the line the way the process
-/// reads it.
+/// One tensor's reductions (spec §2), field for field [`TensorReductions`]. It serialises too
+/// (non-finite values as the strings the process reads), so a Rust runtime (and this crate's
+/// tests and benches) encodes the line the way the process reads it.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct Tensor {
     pub numel: u64,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub grad_norm: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub mhat_norm: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub mhat_minus_grad_norm: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub param_norm: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub update_norm: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub lr_p: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub grad_dot_mhat: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub grad_dot_param: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub grad_dot_update: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub count_v_gt_eps: f32,
-    #[serde(deserialize_with = "finite")]
+    #[serde(with = "number")]
     pub sum_log_abs_update: f32,
 }
 
@@ -153,10 +154,18 @@ pub enum Reply {
         after_step: u64,
         /// Hyperparameters for the next interval (finite, inside bounds).
         hyper: Hyperparams,
-        /// Checkpoint-register request.
+        /// Checkpoint-register request: perform it before the next step, and after the last
+        /// decision before the final evaluation.
         restart: RestartOp,
         /// Whether the next step should carry reductions.
         want_reductions: bool,
+        /// Whether this was the run's last decision after its last step (K divides T): apply
+        /// the restart, then stop; no further step is accepted.
+        finished: bool,
+        /// Set when the policy could not decide (its recurrent state overflowed): `hyper` is
+        /// the hyperparameters in force, `restart` is `none`, and the run goes on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// A line was rejected and had no effect.
     Error {
@@ -205,26 +214,44 @@ fn nan() -> f32 {
     f32::NAN
 }
 
-/// A JSON number that stays finite as `f32`.
-fn finite<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-    let x = f64::deserialize(d)?;
-    to_f32(x).ok_or_else(|| de::Error::custom(format_args!("{x:e} is not a finite 32-bit float")))
-}
+/// A float on the wire: a JSON number that stays finite as `f32`, or `"NaN"`, `"Infinity"`,
+/// `"-Infinity"` or `null` (NaN). JSON has no non-finite numbers, so they are spelled out.
+pub mod number {
+    use serde::de::{self, Deserializer};
+    use serde::ser::Serializer;
 
-/// A loss: a finite number, `null` (NaN), or one of the strings "NaN", "Infinity", "-Infinity".
-fn loss<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-    struct Loss;
-    impl de::Visitor<'_> for Loss {
+    /// Writes finite values as numbers and the others as the strings [`deserialize`] reads.
+    pub fn serialize<S: Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+        match *x {
+            x if x.is_finite() => s.serialize_f32(x),
+            x if x.is_nan() => s.serialize_str("NaN"),
+            f32::INFINITY => s.serialize_str("Infinity"),
+            _ => s.serialize_str("-Infinity"),
+        }
+    }
+
+    /// Reads a number (finite as `f32`), `null`, `"NaN"`, `"Infinity"` or `"-Infinity"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        d.deserialize_any(Number)
+    }
+
+    struct Number;
+
+    impl de::Visitor<'_> for Number {
         type Value = f32;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a number, null, \"NaN\", \"Infinity\" or \"-Infinity\"")
         }
         fn visit_f64<E: de::Error>(self, x: f64) -> Result<f32, E> {
-            to_f32(x).ok_or_else(|| {
-                E::custom(format_args!(
-                    "loss {x:e} overflows a 32-bit float; write \"Infinity\" if it diverged"
-                ))
-            })
+            let y = x as f32;
+            if y.is_finite() {
+                Ok(y)
+            } else {
+                Err(E::custom(format_args!(
+                    "{x:e} overflows a 32-bit float; write \"Infinity\" or \"-Infinity\" if \
+                     the value really is infinite"
+                )))
+            }
         }
         fn visit_i64<E: de::Error>(self, x: i64) -> Result<f32, E> {
             self.visit_f64(x as f64)
@@ -237,7 +264,12 @@ fn loss<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
                 "NaN" => Ok(f32::NAN),
                 "Infinity" => Ok(f32::INFINITY),
                 "-Infinity" => Ok(f32::NEG_INFINITY),
-                _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                // Never echo the string itself: it may be megabytes long.
+                _ => Err(E::custom(format_args!(
+                    "a string of {} bytes where a number is expected; the only strings \
+                     allowed are \"NaN\", \"Infinity\" and \"-Infinity\"",
+                    s.len()
+                ))),
             }
         }
         fn visit_unit<E: de::Error>(self) -> Result<f32, E> {
@@ -247,10 +279,4 @@ fn loss<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
             Ok(f32::NAN)
         }
     }
-    d.deserialize_any(Loss)
-}
-
-fn to_f32(x: f64) -> Option<f32> {
-    let y = x as f32;
-    y.is_finite().then_some(y)
 }

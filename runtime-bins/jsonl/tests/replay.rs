@@ -154,7 +154,7 @@ fn run(noise: bool) {
             if want {
                 let mut bad = step.clone();
                 bad["reductions"]["tensors"][0]["grad_norm"] = json!(-1e300);
-                assert_error(&p.send(&bad.to_string()), "not a finite 32-bit float");
+                assert_error(&p.send(&bad.to_string()), "overflows a 32-bit float");
                 // One fault at a time: with both, the first field parsed names the error.
                 bad["reductions"]["tensors"][0]["grad_norm"] = json!(1.0);
                 bad["reductions"]["tensors"][0]["numel"] = json!(-3);
