@@ -1,0 +1,416 @@
+"""CIAO and LHOPT as ``torch.optim`` optimizers.
+
+:class:`CIAO` is the inner optimizer of LHOPT (Adam with an infinity-norm second moment, weight
+decay inside the update, gradient clipping against a decaying rolling max of the gradient norm
+and a LAMB trust ratio for tensors with two or more dimensions) at hyperparameters you set.
+:class:`LHOPT` is CIAO steered by a frozen policy: two lines in a training loop::
+
+    opt = lhopt.torch.LHOPT(model.parameters(), total_steps=len(loader) * epochs)
+    ...
+    loss.backward(); opt.step(loss=loss); opt.zero_grad()
+
+Every data-dependent quantity (rolling max, clip factor, trust ratio) stays on the parameters'
+device; a step reads the reductions back to the host only when the policy samples it, in one
+transfer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+
+from ._lhopt import (
+    CLIP_NORM_EPS,
+    HYPER_NAMES,
+    INITIAL_HYPER,
+    LOG_UPDATE_DELTA,
+    TRUST_FLOOR,
+    TRUST_MIN_NORM,
+    Controller,
+)
+
+__all__ = ["CIAO", "LHOPT"]
+
+Rows = List[List[float]]
+
+
+def _global_norm(norms: List[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _sums(tensors: List[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.sum() for t in tensors])
+
+
+class CIAO(torch.optim.Optimizer):
+    """CIAO at fixed (or hand-set) hyperparameters.
+
+    ``hyper`` maps the names in ``lhopt.HYPER_NAMES`` to values; missing names keep the spec's
+    initial values (``lhopt.INITIAL_HYPER``). All parameters must share one device and one
+    floating dtype. A parameter without a gradient counts as having a zero gradient. Gradients
+    are scaled in place when the clip fires.
+    """
+
+    def __init__(self, params: Iterable[Any], hyper: Optional[Dict[str, float]] = None):
+        super().__init__(params, defaults={})
+        self._params: List[torch.Tensor] = [p for g in self.param_groups for p in g["params"]]
+        first = self._params[0]
+        for p in self._params:
+            if p.device != first.device or p.dtype != first.dtype:
+                raise ValueError(
+                    "all parameters must share one device and dtype "
+                    f"(found {first.device}/{first.dtype} and {p.device}/{p.dtype})"
+                )
+            if not p.is_floating_point():
+                raise TypeError(f"CIAO updates floating-point parameters, not {p.dtype}")
+            self.state[p] = {
+                "m": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "v": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "un_ema": torch.zeros((), dtype=p.dtype, device=p.device),
+                "bc1": 0.0,
+                "un_bc": 0.0,
+            }
+        self._matrices = [i for i, p in enumerate(self._params) if p.dim() >= 2]
+        self._matrix_index = torch.tensor(self._matrices, dtype=torch.long, device=first.device)
+        self._rolling_max = torch.zeros((), dtype=first.dtype, device=first.device)
+        self._hyper = dict(INITIAL_HYPER)
+        self.hyper = hyper or {}
+        self._frozen = True
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        if getattr(self, "_frozen", False):
+            raise ValueError(f"{type(self).__name__} steps a fixed parameter list; create a new one")
+        super().add_param_group(param_group)
+
+    @property
+    def hyper(self) -> Dict[str, float]:
+        """The hyperparameters in force (a copy)."""
+        return dict(self._hyper)
+
+    @hyper.setter
+    def hyper(self, values: Dict[str, float]) -> None:
+        updated = dict(self._hyper)
+        for name, value in values.items():
+            if name not in updated:
+                raise ValueError(f"unknown hyperparameter {name!r}; the names are {', '.join(HYPER_NAMES)}")
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            updated[name] = float(value)
+        self._hyper = updated
+        for group in self.param_groups:
+            group["lr"] = updated["lr"]  # for schedulers' and loggers' eyes only
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One CIAO update from the parameters' ``.grad``; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.update()
+        return loss
+
+    @torch.no_grad()
+    def update(self, reductions: bool = False) -> Optional[Tuple[Rows, bool]]:
+        """One CIAO update. With ``reductions=True`` also returns, in one device-to-host
+        transfer, one row per tensor in ``lhopt.REDUCTION_FIELDS`` order and whether the clip
+        fired: what ``Controller.observe`` takes."""
+        h = self._hyper
+        params = self._params
+        states = [self.state[p] for p in params]
+        grads = []
+        for p in params:
+            if p.grad is not None and p.grad.is_sparse:
+                raise RuntimeError("CIAO does not support sparse gradients")
+            grads.append(p.grad if p.grad is not None else torch.zeros_like(p))
+
+        # Global clip, decided on the device: scaling by exactly 1 leaves gradients unchanged.
+        grad_norm = _global_norm(torch._foreach_norm(grads))
+        self._rolling_max = torch.maximum(grad_norm, self._rolling_max * (1.0 - h["clip_ombeta"]))
+        clip = self._rolling_max * h["clip_frac"] / (grad_norm + CLIP_NORM_EPS)
+        torch._foreach_mul_(grads, clip.clamp(max=1.0))
+
+        ob1, ob2, eps = h["ombeta1"], h["ombeta2"], h["eps"]
+        for s in states:
+            s["bc1"] = s["bc1"] * (1.0 - ob1) + ob1
+        ms = [s["m"] for s in states]
+        vs = [s["v"] for s in states]
+        torch._foreach_mul_(ms, 1.0 - ob1)
+        torch._foreach_add_(ms, grads, alpha=ob1)
+        torch._foreach_mul_(vs, 1.0 - ob2)
+        torch._foreach_maximum_(vs, torch._foreach_abs(grads))
+        mhat = torch._foreach_div(ms, [s["bc1"] for s in states])
+        u = torch._foreach_div(mhat, torch._foreach_add(vs, eps))
+        torch._foreach_add_(u, params, alpha=h["wd"])
+        param_norms = torch._foreach_norm(params)
+        update_norms = torch._foreach_norm(u)
+        lr_p = self._tensor_lrs(states, param_norms, update_norms)
+
+        if reductions:
+            before = self._reductions_before_update(grads, mhat, vs, u, eps)
+        torch._foreach_mul_(u, lr_p.unbind())
+        torch._foreach_sub_(params, u)
+        if not reductions:
+            return None
+
+        columns = [
+            *before[:3],
+            torch.stack(param_norms),
+            torch.stack(update_norms),
+            lr_p,
+            before[3],
+            _sums(torch._foreach_mul(grads, params)),
+            *before[4:],
+        ]
+        rows = torch.stack(columns, dim=1)
+        flag = (clip < 1.0).to(rows.dtype).reshape(1)
+        host = torch.cat([rows.reshape(-1), flag]).tolist()
+        width = len(columns)
+        out = [[float(p.numel())] + host[i * width : (i + 1) * width] for i, p in enumerate(params)]
+        return out, host[-1] > 0.5
+
+    def _tensor_lrs(self, states, param_norms, update_norms) -> torch.Tensor:
+        """The learning rate of every tensor: lr, times the trust ratio for matrices."""
+        h = self._hyper
+        first = self._params[0]
+        lr_p = torch.full((len(states),), h["lr"], dtype=first.dtype, device=first.device)
+        if not self._matrices:
+            return lr_p
+        lo = h["lamb_ombeta"]
+        emas = [states[i]["un_ema"] for i in self._matrices]
+        torch._foreach_mul_(emas, 1.0 - lo)
+        torch._foreach_add_(emas, [update_norms[i] for i in self._matrices], alpha=lo)
+        for i in self._matrices:
+            states[i]["un_bc"] = states[i]["un_bc"] * (1.0 - lo) + lo
+        un = torch.stack(torch._foreach_div(emas, [states[i]["un_bc"] for i in self._matrices]))
+        pn = torch.stack([param_norms[i] for i in self._matrices])
+        trusted = (pn >= TRUST_MIN_NORM) & (un >= TRUST_MIN_NORM)
+        ratio = torch.where(trusted, (pn / un).clamp(min=TRUST_FLOOR), 1.0)
+        lr_p[self._matrix_index] = h["lr"] * ratio
+        return lr_p
+
+    @staticmethod
+    def _reductions_before_update(grads, mhat, vs, u, eps) -> List[torch.Tensor]:
+        """‖g‖, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor."""
+        logs = torch._foreach_abs(u)
+        torch._foreach_add_(logs, LOG_UPDATE_DELTA)
+        torch._foreach_log_(logs)
+        dtype = grads[0].dtype
+        return [
+            torch.stack(torch._foreach_norm(grads)),
+            torch.stack(torch._foreach_norm(mhat)),
+            torch.stack(torch._foreach_norm(torch._foreach_sub(mhat, grads))),
+            _sums(torch._foreach_mul(grads, mhat)),
+            _sums(torch._foreach_mul(grads, u)),
+            torch.stack([(v > eps).sum(dtype=dtype) for v in vs]),
+            _sums(logs),
+        ]
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["ciao"] = {"rolling_max": self._rolling_max.clone(), "hyper": dict(self._hyper)}
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        extra = self._extra(state_dict, "ciao")
+        hyper = extra["hyper"]
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("ciao", "lhopt")})
+        self._rolling_max = extra["rolling_max"].to(self._rolling_max).clone()
+        CIAO.hyper.fset(self, hyper)
+
+    @staticmethod
+    def _extra(state_dict: Dict[str, Any], key: str) -> Dict[str, Any]:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get(key), dict):
+            raise ValueError(f"not a state_dict of this optimizer: the {key!r} entry is missing")
+        return state_dict[key]
+
+    # Checkpoint registers: real copies of parameters, buffers and optimizer state.
+
+    def _snapshot(self, buffers: List[torch.Tensor]) -> Dict[str, Any]:
+        states = [self.state[p] for p in self._params]
+
+        def clones(ts):
+            return [t.detach().clone() for t in ts]
+
+        return {
+            "params": clones(self._params),
+            "buffers": clones(buffers),
+            "m": clones(s["m"] for s in states),
+            "v": clones(s["v"] for s in states),
+            "un_ema": clones(s["un_ema"] for s in states),
+            "bc1": [s["bc1"] for s in states],
+            "un_bc": [s["un_bc"] for s in states],
+            "rolling_max": self._rolling_max.clone(),
+        }
+
+    @torch.no_grad()
+    def _restore(self, snap: Dict[str, Any], buffers: List[torch.Tensor]) -> None:
+        states = [self.state[p] for p in self._params]
+        pairs = [
+            (self._params, snap["params"]),
+            (buffers, snap["buffers"]),
+            ([s["m"] for s in states], snap["m"]),
+            ([s["v"] for s in states], snap["v"]),
+            ([s["un_ema"] for s in states], snap["un_ema"]),
+        ]
+        for dst, src in pairs:
+            if dst:
+                torch._foreach_copy_(dst, src)
+        for s, bc1, un_bc in zip(states, snap["bc1"], snap["un_bc"]):
+            s["bc1"], s["un_bc"] = bc1, un_bc
+        self._rolling_max = snap["rolling_max"].clone()
+
+
+class LHOPT(CIAO):
+    """CIAO steered by a frozen LHOPT policy (``policy``: None for the shipped one, bytes or a
+    path) over a run of ``total_steps`` steps with ``decisions`` decisions (default: one every
+    1 % of the run).
+
+    Call ``step(closure)`` or ``step(loss=loss)`` once per training step, after
+    ``loss.backward()``. Every ``total_steps // decisions`` steps the policy sets new
+    hyperparameters and may save, load or swap a checkpoint register: a real copy of the
+    parameters, the ``buffers`` given (e.g. ``model.buffers()``, for batch-norm statistics) and
+    the optimizer state. ``eval_fn()``, if given, returns an eval loss for each decision. A step
+    whose loss is NaN or infinite updates nothing but is reported to the policy, which may then
+    restore a checkpoint. ``trace`` lists every decision; ``state_dict()`` holds the controller,
+    the registers and the trace, so a restored run continues exactly.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        total_steps: int,
+        decisions: Optional[int] = None,
+        policy: Any = None,
+        eval_fn: Optional[Callable[[], Any]] = None,
+        *,
+        mode: str = "greedy",
+        seed: Optional[int] = None,
+        initial: Optional[Dict[str, float]] = None,
+        buffers: Iterable[torch.Tensor] = (),
+    ):
+        if decisions is None:
+            decisions = max(1, min(100, int(total_steps)))
+        self._controller = Controller(
+            policy, total_steps=total_steps, decisions=decisions, mode=mode, seed=seed, initial=initial
+        )
+        super().__init__(params, hyper=self._controller.hyper)
+        self.eval_fn = eval_fn
+        self._buffers = list(buffers)
+        self._anchor = [p.detach().clone() for p in self._params]
+        self._registers: Dict[int, Dict[str, Any]] = {}
+        self.trace: List[Dict[str, Any]] = []
+
+    @property
+    def controller(self) -> Controller:
+        """The controller (for its ``step``, ``policy_name``, ...; ``step()`` drives it)."""
+        return self._controller
+
+    @CIAO.hyper.setter
+    def hyper(self, values: Dict[str, float]) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError("LHOPT's hyperparameters are set by its policy")
+        CIAO.hyper.fset(self, values)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None, *, loss: Any = None) -> Any:
+        """One training step: the closure's (or ``loss``'s) value is reported to the policy, the
+        parameters take a CIAO update, and a decision is made when one is due. Returns the loss."""
+        if (closure is None) == (loss is None):
+            raise TypeError("LHOPT.step needs the step's training loss: step(closure) or step(loss=loss)")
+        self._controller.check_step()
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        value = self._loss_value(loss)
+        report = None
+        if math.isfinite(value):
+            report = self.update(reductions=self._controller.wants_reductions)
+        rows, clipped = report if report is not None else (None, False)
+        if self._controller.observe(value, rows, clipped) == "decision_due":
+            self._decide()
+        return loss
+
+    @staticmethod
+    def _loss_value(loss: Any) -> float:
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"the loss must be a single number, got a tensor of shape {tuple(loss.shape)}")
+            return float(loss.item())
+        if isinstance(loss, numbers.Real) and not isinstance(loss, bool):
+            return float(loss)
+        raise TypeError(f"the loss must be a number or a one-element tensor, not {type(loss).__name__}")
+
+    def _decide(self) -> None:
+        params = self._params
+        norms = torch.stack(
+            [_global_norm(torch._foreach_norm(params)), _global_norm(torch._foreach_norm(torch._foreach_sub(params, self._anchor)))]
+        )
+        param_norm, displacement = norms.tolist()
+        eval_loss = None if self.eval_fn is None else float(self.eval_fn())
+        decision = self._controller.decide(param_norm, displacement, eval_loss)
+        CIAO.hyper.fset(self, decision["hyper"])
+        self._restart(decision["restart"])
+        # After any restart: the next displacement is measured from where training resumes.
+        torch._foreach_copy_(self._anchor, params)
+        self.trace.append(
+            {
+                "step": self._controller.step,
+                "hyper": decision["hyper"],
+                "restart": decision["restart"],
+                "param_norm": param_norm,
+                "displacement": displacement,
+                "eval_loss": eval_loss,
+            }
+        )
+
+    def _restart(self, restart: Dict[str, Any]) -> None:
+        op, register = restart["op"], restart["register"]
+        if op == "none":
+            return
+        if op == "save":
+            self._registers[register] = self._snapshot(self._buffers)
+            return
+        saved = self._registers.get(register)
+        if saved is None:
+            # The core only reports loads of registers it recorded as saved.
+            raise RuntimeError(f"register {register} is empty: optimizer and controller are out of step")
+        if op == "swap":
+            self._registers[register] = self._snapshot(self._buffers)
+        self._restore(saved, self._buffers)
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["lhopt"] = {
+            "controller": self._controller.state_dict(),
+            "anchor": [a.clone() for a in self._anchor],
+            "registers": copy.deepcopy(self._registers),
+            "trace": copy.deepcopy(self.trace),
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        extra = self._extra(state_dict, "lhopt")
+        anchor = extra["anchor"]
+        if len(anchor) != len(self._params) or any(a.shape != p.shape for a, p in zip(anchor, self._params)):
+            raise ValueError("the saved state belongs to a different parameter list")
+        previous = self._controller.state_dict()
+        self._controller.load_state_dict(extra["controller"])  # checks policy and schedule
+        try:
+            super().load_state_dict(state_dict)
+        except BaseException:
+            self._controller.load_state_dict(previous)
+            raise
+        first = self._params[0]
+        torch._foreach_copy_(self._anchor, [a.to(first) for a in anchor])
+        def to_device(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(first.device).clone()
+            return [to_device(t) for t in x] if isinstance(x, list) else x
+
+        self._registers = {int(r): {k: to_device(v) for k, v in snap.items()} for r, snap in extra["registers"].items()}
+        self.trace = copy.deepcopy(extra["trace"])
