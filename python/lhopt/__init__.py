@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._lhopt import (
     DEFAULT_POLICY,
     HYPER_NAMES,
+    INITIAL_HYPER,
     REDUCTION_FIELDS,
     Controller,
     LhoptError,
@@ -28,6 +29,7 @@ except PackageNotFoundError:  # imported from a source tree without installing
 __all__ = [
     "DEFAULT_POLICY",
     "HYPER_NAMES",
+    "INITIAL_HYPER",
     "REDUCTION_FIELDS",
     "Controller",
     "LhoptError",
