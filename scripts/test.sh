@@ -2,7 +2,8 @@
 # Runs every test of the project, from a clean clone, on a machine with only the Rust toolchain:
 # installs what is missing (thumb target, qemu-system-arm, PyTorch 2.11.0 in a cache outside
 # the repo), then host tests for the whole workspace (trainer included), the no_std thumb build,
-# the firmware's no-alloc/no-panic link check and its run under QEMU, and formatting/lint checks.
+# the firmware's no-alloc/no-panic link check and its run under QEMU, the Python package (built
+# with maturin into a throwaway venv), and formatting/lint checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # without a reachable panic or an allocator) and run under QEMU against the host's decisions.
 step "host tests: every crate, the trainer included, and the firmware under QEMU"
 cargo test --workspace --locked
+
+step "Python package: wheel into a throwaway venv with the cached torch, then pytest"
+scripts/test-python.sh
 
 step "no_std core for Cortex-M4F"
 cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked

@@ -397,9 +397,14 @@ impl Controller {
         let bytes: Vec<u8> = state.extract()?;
         // Checked on a scratch controller first: the core checks the policy, the schedule is
         // this binding's promise (the call-order wrapper keeps the one it was made with).
-        let mut probe = load_any(&self.policy, self.config, Hyperparams::INITIAL, Mode::Greedy)
-            .map_err(load_err)?
-            .controller;
+        let mut probe = load_any(
+            &self.policy,
+            self.config,
+            Hyperparams::INITIAL,
+            Mode::Greedy,
+        )
+        .map_err(load_err)?
+        .controller;
         probe.restore_state(&bytes).map_err(core_err)?;
         let saved = probe.observer().config();
         if saved != self.config {
@@ -450,7 +455,10 @@ fn ciao_reference(
     let mut flags = Vec::with_capacity(grads.len());
     for (t, (mut step_grads, h)) in grads.into_iter().zip(hypers).enumerate() {
         let lengths_match = step_grads.len() == n
-            && step_grads.iter().zip(&params).all(|(g, p)| g.len() == p.len());
+            && step_grads
+                .iter()
+                .zip(&params)
+                .all(|(g, p)| g.len() == p.len());
         if !lengths_match {
             return Err(PyValueError::new_err(format!(
                 "step {t}: one gradient per parameter tensor, of the same length"
