@@ -143,17 +143,17 @@ class CIAO(torch.optim.Optimizer):
         torch._foreach_add_(ms, grads, alpha=ob1)
         torch._foreach_mul_(vs, 1.0 - ob2)
         torch._foreach_maximum_(vs, torch._foreach_abs(grads))
-        mhat = torch._foreach_div(ms, [s["bc1"] for s in states])
-        u = torch._foreach_div(mhat, torch._foreach_add(vs, eps))
-        torch._foreach_add_(u, params, alpha=h["wd"])
+        # u = m̂ / (v + eps) + wd·p, with m̂ = m / bc1 folded into one fused pass.
+        u = torch._foreach_mul(params, h["wd"])
+        torch._foreach_addcdiv_(u, ms, torch._foreach_add(vs, eps), [1.0 / s["bc1"] for s in states])
         param_norms = torch._foreach_norm(params)
         update_norms = torch._foreach_norm(u)
         lr_p = self._tensor_lrs(states, param_norms, update_norms)
 
         if reductions:
+            mhat = torch._foreach_div(ms, [s["bc1"] for s in states])
             before = self._reductions_before_update(grads, mhat, vs, u, eps)
-        torch._foreach_mul_(u, lr_p.unbind())
-        torch._foreach_sub_(params, u)
+        torch._foreach_addcmul_(params, u, (-lr_p).unbind())
         if not reductions:
             return None
 
