@@ -33,7 +33,10 @@ from ._lhopt import (
     Controller,
 )
 
-__all__ = ["CIAO", "LHOPT"]
+__all__ = ["CIAO", "LHOPT", "DEFAULT_DECISIONS"]
+
+DEFAULT_DECISIONS = 16
+"""Decisions per run when ``LHOPT`` is not told (fewer when the run is shorter)."""
 
 Rows = List[List[float]]
 
@@ -267,8 +270,8 @@ class CIAO(torch.optim.Optimizer):
 
 class LHOPT(CIAO):
     """CIAO steered by a frozen LHOPT policy (``policy``: None for the shipped one, bytes or a
-    path) over a run of ``total_steps`` steps with ``decisions`` decisions (default: one every
-    1 % of the run).
+    path) over a run of ``total_steps`` steps with ``decisions`` decisions (default
+    ``DEFAULT_DECISIONS``, 16, where the shipped policy was trained).
 
     Call ``step(closure)`` or ``step(loss=loss)`` once per training step, after
     ``loss.backward()``. Every ``total_steps // decisions`` steps the policy sets new
@@ -294,7 +297,9 @@ class LHOPT(CIAO):
         buffers: Iterable[torch.Tensor] = (),
     ):
         if decisions is None:
-            decisions = max(1, min(100, int(total_steps)))
+            # The middle of the shipped policy's training range (8 to 32 decisions per run); at
+            # 100 decisions it decays the learning rate too early (README, "Python").
+            decisions = max(1, min(DEFAULT_DECISIONS, int(total_steps)))
         self._controller = Controller(
             policy, total_steps=total_steps, decisions=decisions, mode=mode, seed=seed, initial=initial
         )
