@@ -345,11 +345,13 @@ impl Controller {
         self.run().steps_done()
     }
 
+    /// Inner steps of the run.
     #[getter]
     fn total_steps(&self) -> u64 {
         self.config.total_steps
     }
 
+    /// Decisions in the run.
     #[getter]
     fn decisions(&self) -> u32 {
         self.config.decisions
@@ -361,16 +363,19 @@ impl Controller {
         self.preset
     }
 
+    /// The policy's name, from its file header.
     #[getter]
     fn policy_name(&self) -> &str {
         &self.name
     }
 
+    /// The policy's short card, from its file header.
     #[getter]
     fn policy_card(&self) -> &str {
         &self.card
     }
 
+    /// The observation definition the policy was trained on (1 or 2).
     #[getter]
     fn feature_set(&self) -> u16 {
         self.feature_set
@@ -491,6 +496,8 @@ fn ciao_reference(
     Ok((params, all_rows, flags))
 }
 
+/// The LHOPT core for Python: `Controller`, the shipped policy, the hyperparameter and reduction
+/// names, and the core's reference CIAO. `lhopt` re-exports it; `lhopt.torch` builds on it.
 #[pymodule]
 fn _lhopt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
