@@ -45,8 +45,8 @@ def _global_norm(norms: List[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
-def _sums(tensors: List[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([t.sum() for t in tensors])
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
 class CIAO(torch.optim.Optimizer):
@@ -80,6 +80,10 @@ class CIAO(torch.optim.Optimizer):
         self._matrices = [i for i, p in enumerate(self._params) if p.dim() >= 2]
         self._matrix_index = torch.tensor(self._matrices, dtype=torch.long, device=first.device)
         self._rolling_max = torch.zeros((), dtype=first.dtype, device=first.device)
+        # Scratch space (not state): the update u, a work buffer and a mask per parameter.
+        self._u = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+        self._work = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+        self._mask = [torch.empty_like(p, dtype=torch.bool) for p in self._params]
         self._hyper = dict(INITIAL_HYPER)
         self.hyper = hyper or {}
         self._frozen = True
@@ -142,33 +146,32 @@ class CIAO(torch.optim.Optimizer):
             s["bc1"] = s["bc1"] * (1.0 - ob1) + ob1
         ms = [s["m"] for s in states]
         vs = [s["v"] for s in states]
+        # In place into persistent buffers: fresh large temporaries cost page faults every step.
+        u, work = self._u, self._work
         torch._foreach_mul_(ms, 1.0 - ob1)
         torch._foreach_add_(ms, grads, alpha=ob1)
         torch._foreach_mul_(vs, 1.0 - ob2)
-        torch._foreach_maximum_(vs, torch._foreach_abs(grads))
+        torch._foreach_copy_(work, grads)
+        torch._foreach_abs_(work)
+        torch._foreach_maximum_(vs, work)
         # u = m̂ / (v + eps) + wd·p, with m̂ = m / bc1 folded into one fused pass.
-        u = torch._foreach_mul(params, h["wd"])
-        torch._foreach_addcdiv_(u, ms, torch._foreach_add(vs, eps), [1.0 / s["bc1"] for s in states])
+        torch._foreach_copy_(work, vs)
+        torch._foreach_add_(work, eps)
+        torch._foreach_copy_(u, params)
+        torch._foreach_mul_(u, h["wd"])
+        torch._foreach_addcdiv_(u, ms, work, [1.0 / s["bc1"] for s in states])
         param_norms = torch._foreach_norm(params)
         update_norms = torch._foreach_norm(u)
         lr_p = self._tensor_lrs(states, param_norms, update_norms)
 
         if reductions:
-            mhat = torch._foreach_div(ms, [s["bc1"] for s in states])
-            before = self._reductions_before_update(grads, mhat, vs, u, eps)
+            before = self._reductions_before_update(grads, ms, vs, [s["bc1"] for s in states], eps)
         torch._foreach_addcmul_(params, u, (-lr_p).unbind())
         if not reductions:
             return None
 
-        columns = [
-            *before[:3],
-            torch.stack(param_norms),
-            torch.stack(update_norms),
-            lr_p,
-            before[3],
-            _sums(torch._foreach_mul(grads, params)),
-            *before[4:],
-        ]
+        grad_dot_param = torch.stack([_dot(g, p) for g, p in zip(grads, params)])
+        columns = [*before[:3], torch.stack(param_norms), torch.stack(update_norms), lr_p, before[3], grad_dot_param, *before[4:]]
         rows = torch.stack(columns, dim=1)
         flag = (clip < 1.0).to(rows.dtype).reshape(1)
         host = torch.cat([rows.reshape(-1), flag]).tolist()
@@ -196,21 +199,30 @@ class CIAO(torch.optim.Optimizer):
         lr_p[self._matrix_index] = h["lr"] * ratio
         return lr_p
 
-    @staticmethod
-    def _reductions_before_update(grads, mhat, vs, u, eps) -> List[torch.Tensor]:
-        """‖g‖, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor."""
-        logs = torch._foreach_abs(u)
-        torch._foreach_add_(logs, LOG_UPDATE_DELTA)
-        torch._foreach_log_(logs)
+    def _reductions_before_update(self, grads, ms, vs, bc1s, eps) -> List[torch.Tensor]:
+        """‖g‖, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (u in self._u)."""
+        u, work = self._u, self._work
+        grad_norms = torch._foreach_norm(grads)
+        torch._foreach_copy_(work, ms)
+        torch._foreach_div_(work, bc1s)  # m̂
+        mhat_norms = torch._foreach_norm(work)
+        grad_dot_mhat = [_dot(g, w) for g, w in zip(grads, work)]
+        torch._foreach_sub_(work, grads)
+        diff_norms = torch._foreach_norm(work)
+        counts = [torch.gt(v, eps, out=mask).sum() for v, mask in zip(vs, self._mask)]
+        torch._foreach_copy_(work, u)
+        torch._foreach_abs_(work)
+        torch._foreach_add_(work, LOG_UPDATE_DELTA)
+        torch._foreach_log_(work)
         dtype = grads[0].dtype
         return [
-            torch.stack(torch._foreach_norm(grads)),
-            torch.stack(torch._foreach_norm(mhat)),
-            torch.stack(torch._foreach_norm(torch._foreach_sub(mhat, grads))),
-            _sums(torch._foreach_mul(grads, mhat)),
-            _sums(torch._foreach_mul(grads, u)),
-            torch.stack([(v > eps).sum(dtype=dtype) for v in vs]),
-            _sums(logs),
+            torch.stack(grad_norms),
+            torch.stack(mhat_norms),
+            torch.stack(diff_norms),
+            torch.stack(grad_dot_mhat),
+            torch.stack([_dot(g, x) for g, x in zip(grads, u)]),
+            torch.stack(counts).to(dtype),
+            torch.stack([w.sum() for w in work]),
         ]
 
     def state_dict(self) -> Dict[str, Any]:
@@ -233,38 +245,40 @@ class CIAO(torch.optim.Optimizer):
 
     # Checkpoint registers: real copies of parameters, buffers and optimizer state.
 
-    def _snapshot(self, buffers: List[torch.Tensor]) -> Dict[str, Any]:
+    def _live(self, buffers: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
         states = [self.state[p] for p in self._params]
-
-        def clones(ts):
-            return [t.detach().clone() for t in ts]
-
         return {
-            "params": clones(self._params),
-            "buffers": clones(buffers),
-            "m": clones(s["m"] for s in states),
-            "v": clones(s["v"] for s in states),
-            "un_ema": clones(s["un_ema"] for s in states),
-            "bc1": [s["bc1"] for s in states],
-            "un_bc": [s["un_bc"] for s in states],
-            "rolling_max": self._rolling_max.clone(),
+            "params": self._params,
+            "buffers": buffers,
+            "m": [s["m"] for s in states],
+            "v": [s["v"] for s in states],
+            "un_ema": [s["un_ema"] for s in states],
         }
 
     @torch.no_grad()
+    def _snapshot(self, buffers: List[torch.Tensor], into: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """A copy of everything a restart restores, written into ``into``'s tensors when given
+        (a register being overwritten), so that steady-state restarts allocate nothing."""
+        live = self._live(buffers)
+        if into is None:
+            snap = {k: [t.detach().clone() for t in ts] for k, ts in live.items()}
+        else:
+            snap = into
+            for k, ts in live.items():
+                if ts:
+                    torch._foreach_copy_(snap[k], ts)
+        snap["bc1"] = [self.state[p]["bc1"] for p in self._params]
+        snap["un_bc"] = [self.state[p]["un_bc"] for p in self._params]
+        snap["rolling_max"] = self._rolling_max.clone()
+        return snap
+
+    @torch.no_grad()
     def _restore(self, snap: Dict[str, Any], buffers: List[torch.Tensor]) -> None:
-        states = [self.state[p] for p in self._params]
-        pairs = [
-            (self._params, snap["params"]),
-            (buffers, snap["buffers"]),
-            ([s["m"] for s in states], snap["m"]),
-            ([s["v"] for s in states], snap["v"]),
-            ([s["un_ema"] for s in states], snap["un_ema"]),
-        ]
-        for dst, src in pairs:
+        for k, dst in self._live(buffers).items():
             if dst:
-                torch._foreach_copy_(dst, src)
-        for s, bc1, un_bc in zip(states, snap["bc1"], snap["un_bc"]):
-            s["bc1"], s["un_bc"] = bc1, un_bc
+                torch._foreach_copy_(dst, snap[k])
+        for p, bc1, un_bc in zip(self._params, snap["bc1"], snap["un_bc"]):
+            self.state[p]["bc1"], self.state[p]["un_bc"] = bc1, un_bc
         self._rolling_max = snap["rolling_max"].clone()
 
 
@@ -308,6 +322,7 @@ class LHOPT(CIAO):
         self._buffers = list(buffers)
         self._anchor = [p.detach().clone() for p in self._params]
         self._registers: Dict[int, Dict[str, Any]] = {}
+        self._spare: Optional[Dict[str, Any]] = None  # reused by swaps
         self.trace: List[Dict[str, Any]] = []
 
     @property
@@ -378,15 +393,18 @@ class LHOPT(CIAO):
         if op == "none":
             return
         if op == "save":
-            self._registers[register] = self._snapshot(self._buffers)
+            self._registers[register] = self._snapshot(self._buffers, into=self._registers.get(register))
             return
         saved = self._registers.get(register)
         if saved is None:
             # The core only reports loads of registers it recorded as saved.
             raise RuntimeError(f"register {register} is empty: optimizer and controller are out of step")
         if op == "swap":
-            self._registers[register] = self._snapshot(self._buffers)
-        self._restore(saved, self._buffers)
+            self._spare = self._snapshot(self._buffers, into=self._spare)
+            self._restore(saved, self._buffers)
+            self._registers[register], self._spare = self._spare, saved
+        else:
+            self._restore(saved, self._buffers)
 
     def state_dict(self) -> Dict[str, Any]:
         sd = super().state_dict()
