@@ -366,10 +366,10 @@ class LHOPT(CIAO):
         raise TypeError(f"the loss must be a number or a one-element tensor, not {type(loss).__name__}")
 
     def _decide(self) -> None:
-        params = self._params
-        norms = torch.stack(
-            [_global_norm(torch._foreach_norm(params)), _global_norm(torch._foreach_norm(torch._foreach_sub(params, self._anchor)))]
-        )
+        params, work = self._params, self._work
+        torch._foreach_copy_(work, params)
+        torch._foreach_sub_(work, self._anchor)
+        norms = torch.stack([_global_norm(torch._foreach_norm(params)), _global_norm(torch._foreach_norm(work))])
         param_norm, displacement = norms.tolist()
         eval_loss = None if self.eval_fn is None else float(self.eval_fn())
         decision = self._controller.decide(param_norm, displacement, eval_loss)
