@@ -47,11 +47,14 @@ def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images.float() / 255.0, labels
 
 
-def mlp(sizes: list[int]) -> torch.nn.Sequential:
+ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh, "silu": torch.nn.SiLU}
+
+
+def mlp(sizes: list[int], activation: str = "relu") -> torch.nn.Sequential:
     layers: list[torch.nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
         if i:
-            layers.append(torch.nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
         layers.append(torch.nn.Linear(a, b))
     return torch.nn.Sequential(*layers)
 
@@ -69,13 +72,14 @@ def train(
     batch: int = 128,
     decisions: int | None = None,
     eval_examples: int = 2000,
+    activation: str = "relu",
     data=None,
 ) -> dict:
     """One run; returns the final eval loss, the wall time and (for LHOPT) the optimizer."""
     (x, y), (ex, ey) = data or (load("train"), load("t10k"))
     ex, ey = ex[:eval_examples], ey[:eval_examples]
     torch.manual_seed(seed)
-    model = mlp(list(sizes))
+    model = mlp(list(sizes), activation)
     if optimizer == "lhopt":
         opt = lhopt.torch.LHOPT(model.parameters(), total_steps=steps, decisions=decisions,
                                 eval_fn=lambda: eval_loss(model, ex, ey))
@@ -130,10 +134,16 @@ def main() -> None:
     ap.add_argument("--optimizer", choices=["lhopt", "ciao", "adamw"], default="lhopt")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", default="256,256", help="hidden layer widths, comma-separated")
+    ap.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--decisions", type=int, help="LHOPT decisions (default: lhopt.torch.DEFAULT_DECISIONS)")
     ap.add_argument("--plot", help="write the lr trace as a PNG here (needs matplotlib)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    run = train(args.optimizer, args.steps, args.seed)
+    sizes = (784, *(int(w) for w in args.hidden.split(",")), 10)
+    run = train(args.optimizer, args.steps, args.seed, sizes=sizes, batch=args.batch,
+                decisions=args.decisions, activation=args.activation)
     print(f"{args.optimizer}: final eval loss {run['eval_loss']:.4f} after {args.steps} steps, {run['seconds']:.1f} s")
     if args.optimizer == "lhopt":
         trace = run["optimizer"].trace
