@@ -73,12 +73,14 @@ class CIAO(torch.optim.Optimizer):
             self.state[p] = {
                 "m": torch.zeros_like(p, memory_format=torch.preserve_format),
                 "v": torch.zeros_like(p, memory_format=torch.preserve_format),
-                "un_ema": torch.zeros((), dtype=p.dtype, device=p.device),
-                "bc1": 0.0,
-                "un_bc": 0.0,
             }
         self._matrices = [i for i, p in enumerate(self._params) if p.dim() >= 2]
         self._matrix_index = torch.tensor(self._matrices, dtype=torch.long, device=first.device)
+        # Every tensor takes every step with the same hyperparameters, so the bias corrections
+        # are shared scalars (the core keeps one per tensor, all equal).
+        self._bc1 = 0.0
+        self._un_bc = 0.0
+        self._un_ema = torch.zeros(len(self._matrices), dtype=first.dtype, device=first.device)
         self._rolling_max = torch.zeros((), dtype=first.dtype, device=first.device)
         # Scratch space (not state): the update u, a work buffer and a mask per parameter.
         self._u = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
@@ -128,7 +130,6 @@ class CIAO(torch.optim.Optimizer):
         fired: what ``Controller.observe`` takes."""
         h = self._hyper
         params = self._params
-        states = [self.state[p] for p in params]
         grads = []
         for p in params:
             if p.grad is not None and p.grad.is_sparse:
@@ -141,31 +142,30 @@ class CIAO(torch.optim.Optimizer):
         clip = self._rolling_max * h["clip_frac"] / (grad_norm + CLIP_NORM_EPS)
         torch._foreach_mul_(grads, clip.clamp(max=1.0))
 
-        ob1, ob2, eps = h["ombeta1"], h["ombeta2"], h["eps"]
-        for s in states:
-            s["bc1"] = s["bc1"] * (1.0 - ob1) + ob1
-        ms = [s["m"] for s in states]
-        vs = [s["v"] for s in states]
-        # In place into persistent buffers: fresh large temporaries cost page faults every step.
+        ob1, ob2, eps, wd = h["ombeta1"], h["ombeta2"], h["eps"], h["wd"]
+        self._bc1 = self._bc1 * (1.0 - ob1) + ob1
+        ms = [self.state[p]["m"] for p in params]
+        vs = [self.state[p]["v"] for p in params]
+        # Into persistent buffers (out=): fresh large temporaries cost page faults every step,
+        # and copies before in-place ops an extra pass.
         u, work = self._u, self._work
         torch._foreach_mul_(ms, 1.0 - ob1)
         torch._foreach_add_(ms, grads, alpha=ob1)
         torch._foreach_mul_(vs, 1.0 - ob2)
-        torch._foreach_copy_(work, grads)
-        torch._foreach_abs_(work)
+        for g, w in zip(grads, work):
+            torch.abs(g, out=w)
         torch._foreach_maximum_(vs, work)
         # u = m̂ / (v + eps) + wd·p, with m̂ = m / bc1 folded into one fused pass.
-        torch._foreach_copy_(work, vs)
-        torch._foreach_add_(work, eps)
-        torch._foreach_copy_(u, params)
-        torch._foreach_mul_(u, h["wd"])
-        torch._foreach_addcdiv_(u, ms, work, [1.0 / s["bc1"] for s in states])
+        for v, w, p, x in zip(vs, work, params, u):
+            torch.add(v, eps, out=w)
+            torch.mul(p, wd, out=x)
+        torch._foreach_addcdiv_(u, ms, work, value=1.0 / self._bc1)
         param_norms = torch._foreach_norm(params)
         update_norms = torch._foreach_norm(u)
-        lr_p = self._tensor_lrs(states, param_norms, update_norms)
+        lr_p = self._tensor_lrs(param_norms, update_norms)
 
         if reductions:
-            before = self._reductions_before_update(grads, ms, vs, [s["bc1"] for s in states], eps)
+            before = self._reductions_before_update(grads, ms, vs, eps)
         torch._foreach_addcmul_(params, u, (-lr_p).unbind())
         if not reductions:
             return None
@@ -179,39 +179,36 @@ class CIAO(torch.optim.Optimizer):
         out = [[float(p.numel())] + host[i * width : (i + 1) * width] for i, p in enumerate(params)]
         return out, host[-1] > 0.5
 
-    def _tensor_lrs(self, states, param_norms, update_norms) -> torch.Tensor:
+    def _tensor_lrs(self, param_norms, update_norms) -> torch.Tensor:
         """The learning rate of every tensor: lr, times the trust ratio for matrices."""
         h = self._hyper
         first = self._params[0]
-        lr_p = torch.full((len(states),), h["lr"], dtype=first.dtype, device=first.device)
+        lr_p = torch.full((len(self._params),), h["lr"], dtype=first.dtype, device=first.device)
         if not self._matrices:
             return lr_p
         lo = h["lamb_ombeta"]
-        emas = [states[i]["un_ema"] for i in self._matrices]
-        torch._foreach_mul_(emas, 1.0 - lo)
-        torch._foreach_add_(emas, [update_norms[i] for i in self._matrices], alpha=lo)
-        for i in self._matrices:
-            states[i]["un_bc"] = states[i]["un_bc"] * (1.0 - lo) + lo
-        un = torch.stack(torch._foreach_div(emas, [states[i]["un_bc"] for i in self._matrices]))
+        self._un_ema.mul_(1.0 - lo).add_(torch.stack([update_norms[i] for i in self._matrices]), alpha=lo)
+        self._un_bc = self._un_bc * (1.0 - lo) + lo
+        un = self._un_ema / self._un_bc
         pn = torch.stack([param_norms[i] for i in self._matrices])
         trusted = (pn >= TRUST_MIN_NORM) & (un >= TRUST_MIN_NORM)
         ratio = torch.where(trusted, (pn / un).clamp(min=TRUST_FLOOR), 1.0)
         lr_p[self._matrix_index] = h["lr"] * ratio
         return lr_p
 
-    def _reductions_before_update(self, grads, ms, vs, bc1s, eps) -> List[torch.Tensor]:
+    def _reductions_before_update(self, grads, ms, vs, eps) -> List[torch.Tensor]:
         """‖g‖, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (u in self._u)."""
         u, work = self._u, self._work
         grad_norms = torch._foreach_norm(grads)
-        torch._foreach_copy_(work, ms)
-        torch._foreach_div_(work, bc1s)  # m̂
+        for m, w in zip(ms, work):
+            torch.div(m, self._bc1, out=w)  # m̂
         mhat_norms = torch._foreach_norm(work)
         grad_dot_mhat = [_dot(g, w) for g, w in zip(grads, work)]
         torch._foreach_sub_(work, grads)
         diff_norms = torch._foreach_norm(work)
-        counts = [torch.gt(v, eps, out=mask).sum() for v, mask in zip(vs, self._mask)]
-        torch._foreach_copy_(work, u)
-        torch._foreach_abs_(work)
+        counts = [torch.count_nonzero(torch.gt(v, eps, out=mask)) for v, mask in zip(vs, self._mask)]
+        for x, w in zip(u, work):
+            torch.abs(x, out=w)
         torch._foreach_add_(work, LOG_UPDATE_DELTA)
         torch._foreach_log_(work)
         dtype = grads[0].dtype
@@ -227,14 +224,24 @@ class CIAO(torch.optim.Optimizer):
 
     def state_dict(self) -> Dict[str, Any]:
         sd = super().state_dict()
-        sd["ciao"] = {"rolling_max": self._rolling_max.clone(), "hyper": dict(self._hyper)}
+        sd["ciao"] = {
+            "rolling_max": self._rolling_max.clone(),
+            "un_ema": self._un_ema.clone(),
+            "bc1": self._bc1,
+            "un_bc": self._un_bc,
+            "hyper": dict(self._hyper),
+        }
         return sd
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         extra = self._extra(state_dict, "ciao")
         hyper = extra["hyper"]
+        if extra["un_ema"].shape != self._un_ema.shape:
+            raise ValueError("the saved state belongs to a different parameter list")
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("ciao", "lhopt")})
         self._rolling_max = extra["rolling_max"].to(self._rolling_max).clone()
+        self._un_ema = extra["un_ema"].to(self._un_ema).clone()
+        self._bc1, self._un_bc = float(extra["bc1"]), float(extra["un_bc"])
         CIAO.hyper.fset(self, hyper)
 
     @staticmethod
@@ -246,13 +253,12 @@ class CIAO(torch.optim.Optimizer):
     # Checkpoint registers: real copies of parameters, buffers and optimizer state.
 
     def _live(self, buffers: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
-        states = [self.state[p] for p in self._params]
         return {
             "params": self._params,
             "buffers": buffers,
-            "m": [s["m"] for s in states],
-            "v": [s["v"] for s in states],
-            "un_ema": [s["un_ema"] for s in states],
+            "m": [self.state[p]["m"] for p in self._params],
+            "v": [self.state[p]["v"] for p in self._params],
+            "un_ema": [self._un_ema],
         }
 
     @torch.no_grad()
@@ -267,8 +273,7 @@ class CIAO(torch.optim.Optimizer):
             for k, ts in live.items():
                 if ts:
                     torch._foreach_copy_(snap[k], ts)
-        snap["bc1"] = [self.state[p]["bc1"] for p in self._params]
-        snap["un_bc"] = [self.state[p]["un_bc"] for p in self._params]
+        snap["bc1"], snap["un_bc"] = self._bc1, self._un_bc
         snap["rolling_max"] = self._rolling_max.clone()
         return snap
 
@@ -277,8 +282,7 @@ class CIAO(torch.optim.Optimizer):
         for k, dst in self._live(buffers).items():
             if dst:
                 torch._foreach_copy_(dst, snap[k])
-        for p, bc1, un_bc in zip(self._params, snap["bc1"], snap["un_bc"]):
-            self.state[p]["bc1"], self.state[p]["un_bc"] = bc1, un_bc
+        self._bc1, self._un_bc = snap["bc1"], snap["un_bc"]
         self._rolling_max = snap["rolling_max"].clone()
 
 

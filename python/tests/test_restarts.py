@@ -25,9 +25,9 @@ def setup():
 def everything(net, opt):
     tensors = [t.clone() for t in [*net.parameters(), *net.buffers()]]
     for p in net.parameters():
-        tensors += [opt.state[p][k].clone() for k in ("m", "v", "un_ema")]
-    scalars = [(opt.state[p]["bc1"], opt.state[p]["un_bc"]) for p in net.parameters()]
-    return tensors, scalars, opt._rolling_max.clone()
+        tensors += [opt.state[p][k].clone() for k in ("m", "v")]
+    tensors.append(opt._un_ema.clone())
+    return tensors, (opt._bc1, opt._un_bc), opt._rolling_max.clone()
 
 
 def same(a, b):
