@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import lhopt
 import lhopt.torch
 
 
@@ -115,7 +116,9 @@ def plot(trace: list[dict], path: str) -> None:
 
     steps = [d["step"] for d in trace]
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
-    ax_lr.step(steps, [d["hyper"]["lr"] for d in trace], where="post")
+    # Each decision's lr holds from its step on; before the first, the initial one.
+    lrs = [lhopt.INITIAL_HYPER["lr"]] + [d["hyper"]["lr"] for d in trace]
+    ax_lr.step([0] + steps, lrs, where="post")
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
     loads = [d["step"] for d in trace if d["restart"]["op"] in ("load", "swap")]
