@@ -54,8 +54,10 @@ class CIAO(torch.optim.Optimizer):
 
     ``hyper`` maps the names in ``lhopt.HYPER_NAMES`` to values; missing names keep the spec's
     initial values (``lhopt.INITIAL_HYPER``). All parameters must share one device and one
-    floating dtype. A parameter without a gradient counts as having a zero gradient. Gradients
-    are scaled in place when the clip fires.
+    floating dtype (tested with float32). Parameter groups are accepted, but every tensor gets
+    the same hyperparameters. A parameter without a gradient counts as having a zero gradient.
+    Gradients are scaled in place when the clip fires. Memory: besides the two moments, one
+    update and one work buffer per parameter (reused every step).
     """
 
     def __init__(self, params: Iterable[Any], hyper: Optional[Dict[str, float]] = None):
