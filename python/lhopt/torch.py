@@ -56,8 +56,8 @@ class CIAO(torch.optim.Optimizer):
     initial values (``lhopt.INITIAL_HYPER``). All parameters must share one device and one
     floating dtype (tested with float32). Parameter groups are accepted, but every tensor gets
     the same hyperparameters. A parameter without a gradient counts as having a zero gradient.
-    Gradients are scaled in place when the clip fires. Memory: besides the two moments, one
-    update and one work buffer per parameter (reused every step).
+    Gradients are scaled in place when the clip fires. Memory: besides the two moments, an
+    update buffer, a work buffer and a boolean mask per parameter (reused every step).
     """
 
     def __init__(self, params: Iterable[Any], hyper: Optional[Dict[str, float]] = None):
@@ -139,10 +139,12 @@ class CIAO(torch.optim.Optimizer):
             grads.append(p.grad if p.grad is not None else torch.zeros_like(p))
 
         # Global clip, decided on the device: scaling by exactly 1 leaves gradients unchanged.
-        grad_norm = _global_norm(torch._foreach_norm(grads))
+        grad_norms = torch.stack(torch._foreach_norm(grads))
+        grad_norm = torch.linalg.vector_norm(grad_norms)
         self._rolling_max = torch.maximum(grad_norm, self._rolling_max * (1.0 - h["clip_ombeta"]))
         clip = self._rolling_max * h["clip_frac"] / (grad_norm + CLIP_NORM_EPS)
-        torch._foreach_mul_(grads, clip.clamp(max=1.0))
+        scale = clip.clamp(max=1.0)
+        torch._foreach_mul_(grads, scale)
 
         ob1, ob2, eps, wd = h["ombeta1"], h["ombeta2"], h["eps"], h["wd"]
         self._bc1 = self._bc1 * (1.0 - ob1) + ob1
@@ -162,18 +164,19 @@ class CIAO(torch.optim.Optimizer):
             torch.add(v, eps, out=w)
             torch.mul(p, wd, out=x)
         torch._foreach_addcdiv_(u, ms, work, value=1.0 / self._bc1)
-        param_norms = torch._foreach_norm(params)
-        update_norms = torch._foreach_norm(u)
+        param_norms = torch.stack(torch._foreach_norm(params))
+        update_norms = torch.stack(torch._foreach_norm(u))
         lr_p = self._tensor_lrs(param_norms, update_norms)
 
         if reductions:
-            before = self._reductions_before_update(grads, ms, vs, eps)
+            # ‖g‖ after the clip is the clip factor times the norm before it.
+            before = [grad_norms * scale, *self._reductions_before_update(grads, ms, vs, eps)]
         torch._foreach_addcmul_(params, u, (-lr_p).unbind())
         if not reductions:
             return None
 
         grad_dot_param = torch.stack([_dot(g, p) for g, p in zip(grads, params)])
-        columns = [*before[:3], torch.stack(param_norms), torch.stack(update_norms), lr_p, before[3], grad_dot_param, *before[4:]]
+        columns = [*before[:3], param_norms, update_norms, lr_p, before[3], grad_dot_param, *before[4:]]
         rows = torch.stack(columns, dim=1)
         flag = (clip < 1.0).to(rows.dtype).reshape(1)
         host = torch.cat([rows.reshape(-1), flag]).tolist()
@@ -189,24 +192,23 @@ class CIAO(torch.optim.Optimizer):
         if not self._matrices:
             return lr_p
         lo = h["lamb_ombeta"]
-        self._un_ema.mul_(1.0 - lo).add_(torch.stack([update_norms[i] for i in self._matrices]), alpha=lo)
+        self._un_ema.mul_(1.0 - lo).add_(update_norms.index_select(0, self._matrix_index), alpha=lo)
         self._un_bc = self._un_bc * (1.0 - lo) + lo
         un = self._un_ema / self._un_bc
-        pn = torch.stack([param_norms[i] for i in self._matrices])
+        pn = param_norms.index_select(0, self._matrix_index)
         trusted = (pn >= TRUST_MIN_NORM) & (un >= TRUST_MIN_NORM)
         ratio = torch.where(trusted, (pn / un).clamp(min=TRUST_FLOOR), 1.0)
         lr_p[self._matrix_index] = h["lr"] * ratio
         return lr_p
 
     def _reductions_before_update(self, grads, ms, vs, eps) -> List[torch.Tensor]:
-        """‖g‖, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (u in self._u)."""
-        u, work = self._u, self._work
-        grad_norms = torch._foreach_norm(grads)
-        for m, w in zip(ms, work):
-            torch.div(m, self._bc1, out=w)  # m̂
-        mhat_norms = torch._foreach_norm(work)
-        grad_dot_mhat = [_dot(g, w) for g, w in zip(grads, work)]
-        torch._foreach_sub_(work, grads)
+        """‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (u in self._u),
+        with m̂ = m / bc1 never stored whole."""
+        u, work, bc1 = self._u, self._work, self._bc1
+        mhat_norms = torch.stack(torch._foreach_norm(ms)) / bc1
+        grad_dot_mhat = torch.stack([_dot(g, m) for g, m in zip(grads, ms)]) / bc1
+        for g, m, w in zip(grads, ms, work):
+            torch.add(g, m, alpha=-1.0 / bc1, out=w)  # g − m̂, of the same norm as m̂ − g
         diff_norms = torch._foreach_norm(work)
         counts = [torch.count_nonzero(torch.gt(v, eps, out=mask)) for v, mask in zip(vs, self._mask)]
         for x, w in zip(u, work):
@@ -215,10 +217,9 @@ class CIAO(torch.optim.Optimizer):
         torch._foreach_log_(work)
         dtype = grads[0].dtype
         return [
-            torch.stack(grad_norms),
-            torch.stack(mhat_norms),
+            mhat_norms,
             torch.stack(diff_norms),
-            torch.stack(grad_dot_mhat),
+            grad_dot_mhat,
             torch.stack([_dot(g, x) for g, x in zip(grads, u)]),
             torch.stack(counts).to(dtype),
             torch.stack([w.sum() for w in work]),
