@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project, from a clean clone, on a machine with only the Rust toolchain:
 # installs what is missing (thumb target, qemu-system-arm, the datasets and PyTorch 2.11.0 in
-# caches outside the repo), then host tests for the whole workspace (trainer included), the no_std thumb build,
-# the firmware's no-alloc/no-panic link check and its run under QEMU, and formatting/lint checks.
+# caches outside the repo), then host tests for the whole workspace (trainer included), the no_std
+# thumb build, the firmware's no-alloc/no-panic link check and its run under QEMU, the Python
+# package (built with maturin into a throwaway venv), and formatting/lint checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,9 @@ cargo test --workspace --locked
 # Ignored in plain `cargo test` (it needs the downloads above); here the data is always there.
 step "the real datasets load with their published shapes"
 cargo test -p lhopt-data --locked --test real_cache -- --ignored real_datasets_load_with_their_published_shapes
+
+step "Python package: wheel into a throwaway venv with the cached torch, then pytest"
+scripts/test-python.sh
 
 step "no_std core for Cortex-M4F, default and fast-math"
 cargo build -p lhopt-core --target thumbv7em-none-eabihf --locked

@@ -1,0 +1,447 @@
+"""CIAO and LHOPT as ``torch.optim`` optimizers.
+
+:class:`CIAO` is the inner optimizer of LHOPT (Adam with an infinity-norm second moment, weight
+decay inside the update, gradient clipping against a decaying rolling max of the gradient norm
+and a LAMB trust ratio for tensors with two or more dimensions) at hyperparameters you set.
+:class:`LHOPT` is CIAO steered by a frozen policy: two lines in a training loop::
+
+    opt = lhopt.torch.LHOPT(model.parameters(), total_steps=len(loader) * epochs)
+    ...
+    loss.backward(); opt.step(loss=loss); opt.zero_grad()
+
+Every data-dependent quantity (rolling max, clip factor, trust ratio) stays on the parameters'
+device; a step reads the reductions back to the host only when the policy samples it, in one
+transfer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+
+from ._lhopt import (
+    CLIP_NORM_EPS,
+    HYPER_NAMES,
+    INITIAL_HYPER,
+    LOG_UPDATE_DELTA,
+    TRUST_FLOOR,
+    TRUST_MIN_NORM,
+    Controller,
+)
+
+__all__ = ["CIAO", "LHOPT", "DEFAULT_DECISIONS"]
+
+DEFAULT_DECISIONS = 16
+"""Decisions per run when ``LHOPT`` is not told (fewer when the run is shorter)."""
+
+Rows = List[List[float]]
+
+
+def _global_norm(norms: List[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+class CIAO(torch.optim.Optimizer):
+    """CIAO at fixed (or hand-set) hyperparameters.
+
+    ``hyper`` maps the names in ``lhopt.HYPER_NAMES`` to values; missing names keep the spec's
+    initial values (``lhopt.INITIAL_HYPER``). All parameters must share one device and one
+    floating dtype (tested with float32). Parameter groups are accepted, but every tensor gets
+    the same hyperparameters. A parameter without a gradient counts as having a zero gradient.
+    Gradients are scaled in place when the clip fires. Memory: besides the two moments, an
+    update buffer, a work buffer and a boolean mask per parameter (reused every step).
+    """
+
+    def __init__(self, params: Iterable[Any], hyper: Optional[Dict[str, float]] = None):
+        super().__init__(params, defaults={})
+        self._params: List[torch.Tensor] = [p for g in self.param_groups for p in g["params"]]
+        first = self._params[0]
+        for p in self._params:
+            if p.device != first.device or p.dtype != first.dtype:
+                raise ValueError(
+                    "all parameters must share one device and dtype "
+                    f"(found {first.device}/{first.dtype} and {p.device}/{p.dtype})"
+                )
+            if not p.is_floating_point():
+                raise TypeError(f"CIAO updates floating-point parameters, not {p.dtype}")
+            self.state[p] = {
+                "m": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "v": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+        self._matrices = [i for i, p in enumerate(self._params) if p.dim() >= 2]
+        self._matrix_index = torch.tensor(self._matrices, dtype=torch.long, device=first.device)
+        # Every tensor takes every step with the same hyperparameters, so the bias corrections
+        # are shared scalars (the core keeps one per tensor, all equal).
+        self._bc1 = 0.0
+        self._un_bc = 0.0
+        self._un_ema = torch.zeros(len(self._matrices), dtype=first.dtype, device=first.device)
+        self._rolling_max = torch.zeros((), dtype=first.dtype, device=first.device)
+        # Scratch space (not state): the update u, a work buffer and a mask per parameter.
+        self._u = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+        self._work = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+        self._mask = [torch.empty_like(p, dtype=torch.bool) for p in self._params]
+        self._hyper = dict(INITIAL_HYPER)
+        self.hyper = hyper or {}
+        self._frozen = True
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        if getattr(self, "_frozen", False):
+            raise ValueError(f"{type(self).__name__} steps a fixed parameter list; create a new one")
+        super().add_param_group(param_group)
+
+    @property
+    def hyper(self) -> Dict[str, float]:
+        """The hyperparameters in force (a copy)."""
+        return dict(self._hyper)
+
+    @hyper.setter
+    def hyper(self, values: Dict[str, float]) -> None:
+        updated = dict(self._hyper)
+        for name, value in values.items():
+            if name not in updated:
+                raise ValueError(f"unknown hyperparameter {name!r}; the names are {', '.join(HYPER_NAMES)}")
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            updated[name] = float(value)
+        self._hyper = updated
+        for group in self.param_groups:
+            group["lr"] = updated["lr"]  # for schedulers' and loggers' eyes only
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One CIAO update from the parameters' ``.grad``; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.update()
+        return loss
+
+    @torch.no_grad()
+    def update(self, reductions: bool = False) -> Optional[Tuple[Rows, bool]]:
+        """One CIAO update. With ``reductions=True`` also returns, in one device-to-host
+        transfer, one row per tensor in ``lhopt.REDUCTION_FIELDS`` order and whether the clip
+        fired: what ``Controller.observe`` takes."""
+        h = self._hyper
+        params = self._params
+        grads = []
+        for p in params:
+            if p.grad is not None and p.grad.is_sparse:
+                raise RuntimeError("CIAO does not support sparse gradients")
+            grads.append(p.grad if p.grad is not None else torch.zeros_like(p))
+
+        # Global clip, decided on the device: scaling by exactly 1 leaves gradients unchanged.
+        grad_norms = torch.stack(torch._foreach_norm(grads))
+        grad_norm = torch.linalg.vector_norm(grad_norms)
+        self._rolling_max = torch.maximum(grad_norm, self._rolling_max * (1.0 - h["clip_ombeta"]))
+        clip = self._rolling_max * h["clip_frac"] / (grad_norm + CLIP_NORM_EPS)
+        scale = clip.clamp(max=1.0)
+        torch._foreach_mul_(grads, scale)
+
+        ob1, ob2, eps, wd = h["ombeta1"], h["ombeta2"], h["eps"], h["wd"]
+        self._bc1 = self._bc1 * (1.0 - ob1) + ob1
+        ms = [self.state[p]["m"] for p in params]
+        vs = [self.state[p]["v"] for p in params]
+        # Into persistent buffers (out=): fresh large temporaries cost page faults every step,
+        # and copies before in-place ops an extra pass.
+        u, work = self._u, self._work
+        torch._foreach_mul_(ms, 1.0 - ob1)
+        torch._foreach_add_(ms, grads, alpha=ob1)
+        torch._foreach_mul_(vs, 1.0 - ob2)
+        for g, w in zip(grads, work):
+            torch.abs(g, out=w)
+        torch._foreach_maximum_(vs, work)
+        # u = m̂ / (v + eps) + wd·p, with m̂ = m / bc1 folded into one fused pass.
+        for v, w, p, x in zip(vs, work, params, u):
+            torch.add(v, eps, out=w)
+            torch.mul(p, wd, out=x)
+        torch._foreach_addcdiv_(u, ms, work, value=1.0 / self._bc1)
+        param_norms = torch.stack(torch._foreach_norm(params))
+        update_norms = torch.stack(torch._foreach_norm(u))
+        lr_p = self._tensor_lrs(param_norms, update_norms)
+
+        if reductions:
+            # ‖g‖ after the clip is the clip factor times the norm before it.
+            before = [grad_norms * scale, *self._reductions_before_update(grads, ms, vs, eps)]
+        torch._foreach_addcmul_(params, u, (-lr_p).unbind())
+        if not reductions:
+            return None
+
+        grad_dot_param = torch.stack([_dot(g, p) for g, p in zip(grads, params)])
+        columns = [*before[:3], param_norms, update_norms, lr_p, before[3], grad_dot_param, *before[4:]]
+        rows = torch.stack(columns, dim=1)
+        flag = (clip < 1.0).to(rows.dtype).reshape(1)
+        host = torch.cat([rows.reshape(-1), flag]).tolist()
+        width = len(columns)
+        out = [[float(p.numel())] + host[i * width : (i + 1) * width] for i, p in enumerate(params)]
+        return out, host[-1] > 0.5
+
+    def _tensor_lrs(self, param_norms, update_norms) -> torch.Tensor:
+        """The learning rate of every tensor: lr, times the trust ratio for matrices."""
+        h = self._hyper
+        first = self._params[0]
+        lr_p = torch.full((len(self._params),), h["lr"], dtype=first.dtype, device=first.device)
+        if not self._matrices:
+            return lr_p
+        lo = h["lamb_ombeta"]
+        self._un_ema.mul_(1.0 - lo).add_(update_norms.index_select(0, self._matrix_index), alpha=lo)
+        self._un_bc = self._un_bc * (1.0 - lo) + lo
+        un = self._un_ema / self._un_bc
+        pn = param_norms.index_select(0, self._matrix_index)
+        trusted = (pn >= TRUST_MIN_NORM) & (un >= TRUST_MIN_NORM)
+        ratio = torch.where(trusted, (pn / un).clamp(min=TRUST_FLOOR), 1.0)
+        lr_p[self._matrix_index] = h["lr"] * ratio
+        return lr_p
+
+    def _reductions_before_update(self, grads, ms, vs, eps) -> List[torch.Tensor]:
+        """‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (u in self._u),
+        with m̂ = m / bc1 never stored whole."""
+        u, work, bc1 = self._u, self._work, self._bc1
+        mhat_norms = torch.stack(torch._foreach_norm(ms)) / bc1
+        grad_dot_mhat = torch.stack([_dot(g, m) for g, m in zip(grads, ms)]) / bc1
+        for g, m, w in zip(grads, ms, work):
+            torch.add(g, m, alpha=-1.0 / bc1, out=w)  # g − m̂, of the same norm as m̂ − g
+        diff_norms = torch._foreach_norm(work)
+        counts = [torch.count_nonzero(torch.gt(v, eps, out=mask)) for v, mask in zip(vs, self._mask)]
+        for x, w in zip(u, work):
+            torch.abs(x, out=w)
+        torch._foreach_add_(work, LOG_UPDATE_DELTA)
+        torch._foreach_log_(work)
+        dtype = grads[0].dtype
+        return [
+            mhat_norms,
+            torch.stack(diff_norms),
+            grad_dot_mhat,
+            torch.stack([_dot(g, x) for g, x in zip(grads, u)]),
+            torch.stack(counts).to(dtype),
+            torch.stack([w.sum() for w in work]),
+        ]
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["ciao"] = {
+            "rolling_max": self._rolling_max.clone(),
+            "un_ema": self._un_ema.clone(),
+            "bc1": self._bc1,
+            "un_bc": self._un_bc,
+            "hyper": dict(self._hyper),
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        extra = self._extra(state_dict, "ciao")
+        hyper = extra["hyper"]
+        if extra["un_ema"].shape != self._un_ema.shape:
+            raise ValueError("the saved state belongs to a different parameter list")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("ciao", "lhopt")})
+        self._rolling_max = extra["rolling_max"].to(self._rolling_max).clone()
+        self._un_ema = extra["un_ema"].to(self._un_ema).clone()
+        self._bc1, self._un_bc = float(extra["bc1"]), float(extra["un_bc"])
+        CIAO.hyper.fset(self, hyper)
+
+    @staticmethod
+    def _extra(state_dict: Dict[str, Any], key: str) -> Dict[str, Any]:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get(key), dict):
+            raise ValueError(f"not a state_dict of this optimizer: the {key!r} entry is missing")
+        return state_dict[key]
+
+    # Checkpoint registers: real copies of parameters, buffers and optimizer state.
+
+    def _live(self, buffers: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
+        return {
+            "params": self._params,
+            "buffers": buffers,
+            "m": [self.state[p]["m"] for p in self._params],
+            "v": [self.state[p]["v"] for p in self._params],
+            "un_ema": [self._un_ema],
+        }
+
+    @torch.no_grad()
+    def _snapshot(self, buffers: List[torch.Tensor], into: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """A copy of everything a restart restores, written into ``into``'s tensors when given
+        (a register being overwritten), so that steady-state restarts allocate nothing."""
+        live = self._live(buffers)
+        if into is None:
+            snap = {k: [t.detach().clone() for t in ts] for k, ts in live.items()}
+        else:
+            snap = into
+            for k, ts in live.items():
+                if ts:
+                    torch._foreach_copy_(snap[k], ts)
+        snap["bc1"], snap["un_bc"] = self._bc1, self._un_bc
+        snap["rolling_max"] = self._rolling_max.clone()
+        return snap
+
+    @torch.no_grad()
+    def _restore(self, snap: Dict[str, Any], buffers: List[torch.Tensor]) -> None:
+        for k, dst in self._live(buffers).items():
+            if dst:
+                torch._foreach_copy_(dst, snap[k])
+        self._bc1, self._un_bc = snap["bc1"], snap["un_bc"]
+        self._rolling_max = snap["rolling_max"].clone()
+
+
+class LHOPT(CIAO):
+    """CIAO steered by a frozen LHOPT policy (``policy``: None for the shipped one, bytes or a
+    path) over a run of ``total_steps`` steps with ``decisions`` decisions (default
+    ``DEFAULT_DECISIONS``, 16, where the shipped policy was trained).
+
+    Call ``step(closure)`` or ``step(loss=loss)`` once per training step, after
+    ``loss.backward()``. Every ``total_steps // decisions`` steps the policy sets new
+    hyperparameters and may save, load or swap a checkpoint register: a real copy of the
+    parameters, the ``buffers`` given (e.g. ``model.buffers()``, for batch-norm statistics) and
+    the optimizer state. ``eval_fn()``, if given, returns an eval loss for each decision. A step
+    whose loss is NaN or infinite updates nothing but is reported to the policy, which may then
+    restore a checkpoint. ``trace`` lists every decision; ``state_dict()`` holds the controller,
+    the registers and the trace, so a restored run continues exactly.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        total_steps: int,
+        decisions: Optional[int] = None,
+        policy: Any = None,
+        eval_fn: Optional[Callable[[], Any]] = None,
+        *,
+        mode: str = "greedy",
+        seed: Optional[int] = None,
+        initial: Optional[Dict[str, float]] = None,
+        buffers: Iterable[torch.Tensor] = (),
+    ):
+        if decisions is None:
+            # The middle of the shipped policy's training range (8 to 32 decisions per run); at
+            # 100 decisions it decays the learning rate too early (README, "Python").
+            decisions = max(1, min(DEFAULT_DECISIONS, int(total_steps)))
+        self._controller = Controller(
+            policy, total_steps=total_steps, decisions=decisions, mode=mode, seed=seed, initial=initial
+        )
+        super().__init__(params, hyper=self._controller.hyper)
+        self.eval_fn = eval_fn
+        self._buffers = list(buffers)
+        self._anchor = [p.detach().clone() for p in self._params]
+        self._registers: Dict[int, Dict[str, Any]] = {}
+        self._spare: Optional[Dict[str, Any]] = None  # reused by swaps
+        self.trace: List[Dict[str, Any]] = []
+
+    @property
+    def controller(self) -> Controller:
+        """The controller (for its ``step``, ``policy_name``, ...; ``step()`` drives it)."""
+        return self._controller
+
+    @CIAO.hyper.setter
+    def hyper(self, values: Dict[str, float]) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError("LHOPT's hyperparameters are set by its policy")
+        CIAO.hyper.fset(self, values)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None, *, loss: Any = None) -> Any:
+        """One training step: the closure's (or ``loss``'s) value is reported to the policy, the
+        parameters take a CIAO update, and a decision is made when one is due. Returns the loss."""
+        if (closure is None) == (loss is None):
+            raise TypeError("LHOPT.step needs the step's training loss: step(closure) or step(loss=loss)")
+        self._controller.check_step()
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        value = self._loss_value(loss)
+        report = None
+        if math.isfinite(value):
+            report = self.update(reductions=self._controller.wants_reductions)
+        rows, clipped = report if report is not None else (None, False)
+        if self._controller.observe(value, rows, clipped) == "decision_due":
+            self._decide()
+        return loss
+
+    @staticmethod
+    def _loss_value(loss: Any) -> float:
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"the loss must be a single number, got a tensor of shape {tuple(loss.shape)}")
+            return float(loss.item())
+        if isinstance(loss, numbers.Real) and not isinstance(loss, bool):
+            return float(loss)
+        raise TypeError(f"the loss must be a number or a one-element tensor, not {type(loss).__name__}")
+
+    def _decide(self) -> None:
+        params, work = self._params, self._work
+        torch._foreach_copy_(work, params)
+        torch._foreach_sub_(work, self._anchor)
+        norms = torch.stack([_global_norm(torch._foreach_norm(params)), _global_norm(torch._foreach_norm(work))])
+        param_norm, displacement = norms.tolist()
+        eval_loss = None if self.eval_fn is None else float(self.eval_fn())
+        decision = self._controller.decide(param_norm, displacement, eval_loss)
+        CIAO.hyper.fset(self, decision["hyper"])
+        self._restart(decision["restart"])
+        # After any restart: the next displacement is measured from where training resumes.
+        torch._foreach_copy_(self._anchor, params)
+        self.trace.append(
+            {
+                "step": self._controller.step,
+                "hyper": decision["hyper"],
+                "restart": decision["restart"],
+                "warning": decision["warning"],
+                "param_norm": param_norm,
+                "displacement": displacement,
+                "eval_loss": eval_loss,
+            }
+        )
+
+    def _restart(self, restart: Dict[str, Any]) -> None:
+        op, register = restart["op"], restart["register"]
+        if op == "none":
+            return
+        if op == "save":
+            self._registers[register] = self._snapshot(self._buffers, into=self._registers.get(register))
+            return
+        saved = self._registers.get(register)
+        if saved is None:
+            # The core only reports loads of registers it recorded as saved.
+            raise RuntimeError(f"register {register} is empty: optimizer and controller are out of step")
+        if op == "swap":
+            self._spare = self._snapshot(self._buffers, into=self._spare)
+            self._restore(saved, self._buffers)
+            self._registers[register], self._spare = self._spare, saved
+        else:
+            self._restore(saved, self._buffers)
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["lhopt"] = {
+            "controller": self._controller.state_dict(),
+            "anchor": [a.clone() for a in self._anchor],
+            "registers": copy.deepcopy(self._registers),
+            "trace": copy.deepcopy(self.trace),
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        extra = self._extra(state_dict, "lhopt")
+        anchor = extra["anchor"]
+        if len(anchor) != len(self._params) or any(a.shape != p.shape for a, p in zip(anchor, self._params)):
+            raise ValueError("the saved state belongs to a different parameter list")
+        previous = self._controller.state_dict()
+        self._controller.load_state_dict(extra["controller"])  # checks policy and schedule
+        try:
+            super().load_state_dict(state_dict)
+        except BaseException:
+            self._controller.load_state_dict(previous)
+            raise
+        first = self._params[0]
+        torch._foreach_copy_(self._anchor, [a.to(first) for a in anchor])
+        def to_device(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(first.device).clone()
+            return [to_device(t) for t in x] if isinstance(x, list) else x
+
+        self._registers = {int(r): {k: to_device(v) for k, v in snap.items()} for r, snap in extra["registers"].items()}
+        self.trace = copy.deepcopy(extra["trace"])
