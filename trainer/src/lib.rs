@@ -4,6 +4,7 @@ pub mod error;
 
 pub use error::{Error, Result};
 pub mod baseline;
+pub mod batched;
 pub mod cli;
 pub mod env;
 pub mod eval;
