@@ -96,6 +96,8 @@ impl MetaTrainConfig {
                 path.display()
             )));
         }
+        crate::batched::rollout::check_config(&cfg.rollout)
+            .map_err(|e| Error::Usage(format!("config {}: {e}", path.display())))?;
         if cfg.rollout.families.is_empty() || cfg.plot_every == 0 {
             return Err(Error::Usage(format!(
                 "config {}: rollout.families must not be empty and plot_every must be at least 1",

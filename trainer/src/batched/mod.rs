@@ -6,6 +6,8 @@
 //!   checkpoint registers.
 
 pub mod ciao;
+pub mod env;
+pub mod rollout;
 pub mod tasks;
 
 #[cfg(test)]
