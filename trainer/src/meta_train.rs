@@ -330,7 +330,11 @@ pub fn run(
 
     let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(snapshot(&learner))));
     let next_task = Arc::new(AtomicU64::new(progress.next_task));
-    let (tx, rx) = mpsc::sync_channel::<Result<EpisodeReport>>(2 * cfg.rollout.workers.max(1));
+    // Room for two batches per worker: a worker that finished a batch of episodes hands them all
+    // over and starts the next one instead of waiting for the learner to drain it.
+    let per_worker = 2 * cfg.rollout.batch_instances.max(1);
+    let (tx, rx) =
+        mpsc::sync_channel::<Result<EpisodeReport>>(per_worker * cfg.rollout.workers.max(1));
     let ctx = WorkerContext {
         sizes,
         norm_clip: cfg.ppo.norm_clip,

@@ -415,15 +415,14 @@ fn batched_episode_matches_unbatched_episodes() {
     use crate::ppo::agent::{ActMode, PolicyAgent};
     use crate::ppo::rollout::{PRIVILEGED_DIM, perturb};
 
-    let c = TaskConfig::Algorithmic(algorithmic::Config {
-        problem: algorithmic::Problem::Parity,
-        cell: CellKind::Gru,
-        hidden: 8,
-        layers: 1,
-        length: 5,
-        batch: 6,
+    // One intra-op thread, as in the workers: libtorch's reductions then sum in a fixed order.
+    tch::set_num_threads(1);
+    let c = TaskConfig::NoisyQuadratic(quadratic::Config {
+        dims: 40,
+        conditioning: 300.0,
+        noise: 0.3,
     });
-    let specs = seeds(c, Family::Algorithmic);
+    let specs = seeds(c, Family::NoisyQuadratic);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let cfgs: Vec<EpisodeConfig> = (0..specs.len())
         .map(|i| EpisodeConfig {
@@ -466,7 +465,7 @@ fn batched_episode_matches_unbatched_episodes() {
             // interval starts with m̂ = g (step 0): compared loosely, everything else tightly.
             let noise = 1 + 5 * 6..1 + 6 * 6;
             for (j, (x, y)) in a.obs.iter().zip(&b.obs).enumerate() {
-                let rel = if noise.contains(&j) { 0.05 } else { 1e-3 };
+                let rel = if noise.contains(&j) { 0.05 } else { 1e-2 };
                 assert!(
                     (x - y).abs() <= rel * x.abs().max(y.abs()).max(1e-2),
                     "instance {i} step {} observation {j}: {x} vs {y}",
@@ -474,13 +473,44 @@ fn batched_episode_matches_unbatched_episodes() {
                 );
             }
         }
-        assert_close(&got.train_losses, &expected.train_losses, 1e-4, "losses");
+        assert_close(&got.train_losses, &expected.train_losses, 1e-3, "losses");
         let (x, y) = (got.final_eval_loss, expected.final_eval_loss);
-        assert!((x - y).abs() <= 1e-4 * y.abs(), "final eval {x} vs {y}");
+        assert!((x - y).abs() <= 1e-3 * y.abs(), "final eval {x} vs {y}");
         assert_eq!(agent.records[i].actions, one.record.actions);
     }
     assert!(
         restarts > 0,
         "the episode exercised the checkpoint registers"
     );
+}
+
+#[test]
+fn batch_instances_of_zero_or_beyond_the_limit_are_refused_by_the_config() {
+    use crate::meta_train::MetaTrainConfig;
+    let path = std::path::Path::new("cfg.toml");
+    for (k, needle) in [(0, "at least one instance"), (100_000, "more than")] {
+        let text = format!("[rollout]\nbatch_instances = {k}\n");
+        let err = MetaTrainConfig::from_toml(&text, path).err().unwrap();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let cfg = MetaTrainConfig::from_toml("[rollout]\nbatch_instances = 1\n", path).unwrap();
+    assert_eq!(cfg.rollout.batch_instances, 1);
+}
+
+#[test]
+fn instance_zero_is_the_configuration_and_the_others_reseed_it() {
+    use super::rollout::instance;
+    use crate::meta_task::MetaTask;
+    use crate::ppo::rollout::RolloutConfig;
+    let t = MetaTask::sample(&RolloutConfig::default(), 1, 4);
+    assert_eq!(instance(&t, 0), t);
+    let others: Vec<MetaTask> = (1..4).map(|i| instance(&t, i)).collect();
+    for o in &others {
+        assert_eq!(
+            (&o.spec.config, o.steps, o.decisions),
+            (&t.spec.config, t.steps, t.decisions)
+        );
+        assert_ne!((o.seed, o.spec.seed), (t.seed, t.spec.seed));
+    }
+    assert_ne!(others[0].spec.seed, others[1].spec.seed);
 }
