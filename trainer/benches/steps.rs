@@ -3,7 +3,8 @@
 //!
 //! Run: `source <(scripts/setup-libtorch.sh --env) && cargo bench -p lhopt-trainer --bench steps`
 //! (the Python side uses `$LHOPT_TORCH_PYTHON`, else `$VIRTUAL_ENV/bin/python`). Optional
-//! arguments: seconds per measurement (default 2), a substring of the task names to run.
+//! arguments: seconds per measurement (default 2), a substring of the task names to run (`batched`
+//! runs only the batched table).
 //!
 //! A step is: next minibatch, forward, zero gradients, backward, optimizer step, loss read back.
 //! The Rust side is measured with CIAO (reductions every 4th step, as the controller samples them)
@@ -154,9 +155,15 @@ fn specs() -> Vec<(&'static str, TaskSpec)> {
     ]
 }
 
-/// The batched rows: the three batched families at the mid-range sizes above, and the tiny
-/// 8×8-input MLP.
+/// The batched rows: the three batched families at the mid-range sizes above, and each at the
+/// small end of its CPU range (where libtorch's per-op cost dominates), the MLP on 8×8 inputs.
 fn batched_specs() -> Vec<(&'static str, TaskSpec)> {
+    let spec = |family, config| TaskSpec {
+        family,
+        seed: 1,
+        config,
+        steps: 1000,
+    };
     let mut chosen: Vec<(&'static str, TaskSpec)> = specs()
         .into_iter()
         .filter(|(_, s)| {
@@ -164,26 +171,51 @@ fn batched_specs() -> Vec<(&'static str, TaskSpec)> {
                 && !matches!(&s.config, TaskConfig::Image(c) if c.norm != NormKind::None)
         })
         .collect();
-    chosen.push((
-        "MLP 64-32-10 on 8x8 Fashion-MNIST, batch 64",
-        TaskSpec {
-            family: Family::ImageMlp,
-            seed: 1,
-            config: TaskConfig::Image(ImageConfig {
-                dataset: ImageSet::FashionMnist8,
-                arch: Arch::Mlp {
-                    hidden_layers: 1,
-                    width: 32,
-                },
-                activation: Activation::Relu,
-                norm: NormKind::None,
-                dropout: 0.0,
-                batch: 64,
-                eval_examples: 2000,
-            }),
-            steps: 1000,
-        },
-    ));
+    chosen.extend([
+        (
+            "quadratic 100 dims",
+            spec(
+                Family::NoisyQuadratic,
+                TaskConfig::NoisyQuadratic(quadratic::Config {
+                    dims: 100,
+                    conditioning: 1e3,
+                    noise: 1.0,
+                }),
+            ),
+        ),
+        (
+            "parity GRU 16, len 8, batch 32",
+            spec(
+                Family::Algorithmic,
+                TaskConfig::Algorithmic(algorithmic::Config {
+                    problem: algorithmic::Problem::Parity,
+                    cell: CellKind::Gru,
+                    hidden: 16,
+                    layers: 1,
+                    length: 8,
+                    batch: 32,
+                }),
+            ),
+        ),
+        (
+            "MLP 64-32-10 on 8x8 Fashion-MNIST, batch 64",
+            spec(
+                Family::ImageMlp,
+                TaskConfig::Image(ImageConfig {
+                    dataset: ImageSet::FashionMnist8,
+                    arch: Arch::Mlp {
+                        hidden_layers: 1,
+                        width: 32,
+                    },
+                    activation: Activation::Relu,
+                    norm: NormKind::None,
+                    dropout: 0.0,
+                    batch: 64,
+                    eval_examples: 2000,
+                }),
+            ),
+        ),
+    ]);
     chosen
 }
 
@@ -388,11 +420,21 @@ fn main() {
         .find(|a| a.parse::<f64>().is_err())
         .cloned()
         .unwrap_or_default();
+    // `batched` alone runs only the batched table.
+    let (filter, only_batched) = if filter == "batched" {
+        (String::new(), true)
+    } else {
+        (filter, false)
+    };
     let python = python();
     if python.is_none() {
         eprintln!(
             "no PyTorch python found (set LHOPT_TORCH_PYTHON or source setup-libtorch.sh --env); Rust only"
         );
+    }
+    if only_batched {
+        batched_table(&filter, seconds, python.as_ref());
+        return;
     }
     println!(
         "inner steps per second on one CPU thread, {seconds} s per measurement: wall clock, and per CPU"

@@ -44,9 +44,10 @@ pub fn check_config(cfg: &RolloutConfig) -> Result<()> {
     }
 }
 
-/// Whether configuration `t` runs batched: batching is on and its family has batched tasks.
+/// Whether configuration `t` runs batched: batching is on and the configuration has batched tasks
+/// small enough to gain from them ([`tasks::prefers_batching`]).
 pub fn is_batched(cfg: &RolloutConfig, t: &MetaTask) -> bool {
-    cfg.batch_instances > 1 && tasks::is_batchable(&t.spec)
+    cfg.batch_instances > 1 && tasks::prefers_batching(&t.spec)
 }
 
 /// Instance `i` of configuration `t`'s batch (instance 0 is `t`).

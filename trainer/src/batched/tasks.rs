@@ -39,6 +39,49 @@ pub fn is_batchable(spec: &TaskSpec) -> bool {
     }
 }
 
+/// Above this many floating-point operations per instance step (forward and backward), a task
+/// is compute-bound already when unbatched and batching it loses (bench `steps`, batched table:
+/// the LSTM 64 and MLP 784-256-256 rows, 100–200 MFLOP, run 0.1–1x); below it, libtorch's per-op
+/// cost dominates and batching wins (the small rows, under 1 MFLOP). The crossover between those
+/// was not measured finely; 10 MFLOP sits between them.
+pub const MAX_BATCHED_FLOPS: u64 = 10_000_000;
+
+/// Forward and backward floating-point operations of one training step of one instance, roughly
+/// (3× the forward's multiply-adds × 2).
+pub fn instance_flops(spec: &TaskSpec) -> u64 {
+    match &spec.config {
+        TaskConfig::NoisyQuadratic(c) => 10 * c.dims,
+        TaskConfig::Algorithmic(c) => {
+            let gates = c.cell_gates() * c.hidden;
+            let inputs = c.problem.input_width() as u64;
+            let per_seq = (c.length + 1) * (gates * (inputs + c.hidden * c.layers) + c.hidden);
+            6 * c.batch * per_seq
+        }
+        TaskConfig::Image(c) => match c.arch {
+            Arch::Mlp {
+                hidden_layers,
+                width,
+            } => {
+                let side = if c.dataset == image::ImageSet::FashionMnist {
+                    28
+                } else {
+                    8
+                };
+                let macs = side * side * width + (hidden_layers - 1) * width * width + 10 * width;
+                6 * c.batch * macs
+            }
+            Arch::Cnn { .. } => u64::MAX,
+        },
+        _ => u64::MAX,
+    }
+}
+
+/// Whether meta-training should run `spec`'s configuration batched: it has a batched
+/// implementation and is small enough for batching to pay ([`MAX_BATCHED_FLOPS`]).
+pub fn prefers_batching(spec: &TaskSpec) -> bool {
+    is_batchable(spec) && instance_flops(spec) <= MAX_BATCHED_FLOPS
+}
+
 /// The most instances one batch may hold: far beyond what a step's tensors fit in memory for
 /// any configuration, so a larger K is a typo, not a request.
 pub const MAX_INSTANCES: usize = 4096;

@@ -514,3 +514,53 @@ fn instance_zero_is_the_configuration_and_the_others_reseed_it() {
     }
     assert_ne!(others[0].spec.seed, others[1].spec.seed);
 }
+
+#[test]
+fn only_small_configurations_prefer_batching() {
+    let mlp = |dataset, width, batch| {
+        TaskConfig::Image(ImageConfig {
+            dataset,
+            arch: Arch::Mlp {
+                hidden_layers: 2,
+                width,
+            },
+            activation: Activation::Relu,
+            norm: NormKind::None,
+            dropout: 0.0,
+            batch,
+            eval_examples: 100,
+        })
+    };
+    let rnn = |cell, hidden, length, batch| {
+        TaskConfig::Algorithmic(algorithmic::Config {
+            problem: algorithmic::Problem::Parity,
+            cell,
+            hidden,
+            layers: 1,
+            length,
+            batch,
+        })
+    };
+    let prefers = |family, config| tasks::prefers_batching(&spec(family, config, 1));
+    // The bench's compute-bound rows, where batching lost.
+    assert!(!prefers(
+        Family::ImageMlp,
+        mlp(ImageSet::FashionMnist, 256, 128)
+    ));
+    assert!(!prefers(
+        Family::Algorithmic,
+        rnn(CellKind::Lstm, 64, 16, 64)
+    ));
+    // Its small rows, where batching won.
+    assert!(prefers(
+        Family::ImageMlp,
+        mlp(ImageSet::FashionMnist8, 32, 64)
+    ));
+    assert!(prefers(Family::Algorithmic, rnn(CellKind::Gru, 16, 8, 32)));
+    let bowl = TaskConfig::NoisyQuadratic(quadratic::Config {
+        dims: 1000,
+        conditioning: 1e3,
+        noise: 1.0,
+    });
+    assert!(prefers(Family::NoisyQuadratic, bowl));
+}

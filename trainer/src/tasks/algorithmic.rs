@@ -71,6 +71,13 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Gate blocks of the recurrent cell (1 RNN, 3 GRU, 4 LSTM).
+    pub(crate) fn cell_gates(&self) -> u64 {
+        self.cell.gates() as u64
+    }
+}
+
 /// Draws `count` sequences: inputs `[count, steps, width]` in {-1, 1} and targets `[count, steps]`
 /// in {0, 1}.
 pub(crate) fn generate(

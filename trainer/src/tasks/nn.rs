@@ -283,7 +283,7 @@ pub enum CellKind {
 impl CellKind {
     pub(crate) const ALL: [CellKind; 3] = [CellKind::Rnn, CellKind::Gru, CellKind::Lstm];
 
-    fn gates(self) -> i64 {
+    pub(crate) fn gates(self) -> i64 {
         match self {
             CellKind::Rnn => 1,
             CellKind::Gru => 3,
