@@ -415,8 +415,6 @@ fn batched_episode_matches_unbatched_episodes() {
     use crate::ppo::agent::{ActMode, PolicyAgent};
     use crate::ppo::rollout::{PRIVILEGED_DIM, perturb};
 
-    // One intra-op thread, as in the workers: libtorch's reductions then sum in a fixed order.
-    tch::set_num_threads(1);
     let c = TaskConfig::NoisyQuadratic(quadratic::Config {
         dims: 40,
         conditioning: 300.0,
