@@ -3,24 +3,31 @@
 //!
 //! Run: `source <(scripts/setup-libtorch.sh --env) && cargo bench -p lhopt-trainer --bench steps`
 //! (the Python side uses `$LHOPT_TORCH_PYTHON`, else `$VIRTUAL_ENV/bin/python`). Optional
-//! arguments: seconds per measurement (default 2), a substring of the task names to run.
+//! arguments: seconds per measurement (default 2), a substring of the task names to run (`batched`
+//! runs only the batched table).
 //!
 //! A step is: next minibatch, forward, zero gradients, backward, optimizer step, loss read back.
 //! The Rust side is measured with CIAO (reductions every 4th step, as the controller samples them)
 //! and with AdamW; PyTorch runs `torch.optim.AdamW`.
+//!
+//! A second table has the batched rows (issue 10): K instances of one configuration trained as
+//! one tensor program by batched CIAO, in instance steps per second (batched steps × K), against
+//! the unbatched CIAO path and against K PyTorch models trained by `torch.func` (vmap of
+//! grad_and_value over functional_call, AdamW; `steps_vmap.py`).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lhopt_core::Hyperparams;
+use lhopt_trainer::batched::{self, ciao::BatchedCiao};
 use lhopt_trainer::optim::{AdamW, Ciao};
 use lhopt_trainer::tasks::image::{Arch, Config as ImageConfig, ImageSet};
 use lhopt_trainer::tasks::{
     Activation, CellKind, Family, NormKind, Task, TaskConfig, TaskSpec, algorithmic, lm, ncf,
     quadratic, synthetic, text,
 };
-use tch::Device;
+use tch::{Device, Kind};
 
 /// Mid-range CPU-scale configurations, one or two per family.
 fn specs() -> Vec<(&'static str, TaskSpec)> {
@@ -148,6 +155,119 @@ fn specs() -> Vec<(&'static str, TaskSpec)> {
     ]
 }
 
+/// The batched rows: the three batched families at the mid-range sizes above, and each at the
+/// small end of its CPU range (where libtorch's per-op cost dominates), the MLP on 8×8 inputs.
+fn batched_specs() -> Vec<(&'static str, TaskSpec)> {
+    let spec = |family, config| TaskSpec {
+        family,
+        seed: 1,
+        config,
+        steps: 1000,
+    };
+    let mut chosen: Vec<(&'static str, TaskSpec)> = specs()
+        .into_iter()
+        .filter(|(_, s)| {
+            batched::tasks::is_batchable(s)
+                && !matches!(&s.config, TaskConfig::Image(c) if c.norm != NormKind::None)
+        })
+        .collect();
+    chosen.extend([
+        (
+            "quadratic 100 dims",
+            spec(
+                Family::NoisyQuadratic,
+                TaskConfig::NoisyQuadratic(quadratic::Config {
+                    dims: 100,
+                    conditioning: 1e3,
+                    noise: 1.0,
+                }),
+            ),
+        ),
+        (
+            "parity GRU 16, len 8, batch 32",
+            spec(
+                Family::Algorithmic,
+                TaskConfig::Algorithmic(algorithmic::Config {
+                    problem: algorithmic::Problem::Parity,
+                    cell: CellKind::Gru,
+                    hidden: 16,
+                    layers: 1,
+                    length: 8,
+                    batch: 32,
+                }),
+            ),
+        ),
+        (
+            "MLP 64-32-10 on 8x8 Fashion-MNIST, batch 64",
+            spec(
+                Family::ImageMlp,
+                TaskConfig::Image(ImageConfig {
+                    dataset: ImageSet::FashionMnist8,
+                    arch: Arch::Mlp {
+                        hidden_layers: 1,
+                        width: 32,
+                    },
+                    activation: Activation::Relu,
+                    norm: NormKind::None,
+                    dropout: 0.0,
+                    batch: 64,
+                    eval_examples: 2000,
+                }),
+            ),
+        ),
+    ]);
+    chosen
+}
+
+/// Instances per batch in the batched rows.
+const BATCH_SIZES: [usize; 4] = [1, 8, 32, 128];
+
+/// Instance steps per second (batched steps × K) of K instances of `spec` on generated data,
+/// trained by batched CIAO (reductions every 4th step).
+fn batched_rate(spec: &TaskSpec, k: usize, seconds: f64) -> Rates {
+    let specs: Vec<TaskSpec> = (0..k as u64)
+        .map(|i| TaskSpec {
+            seed: spec.seed + i,
+            ..spec.clone()
+        })
+        .collect();
+    let images = match &spec.config {
+        TaskConfig::Image(c) => Some(synthetic::image_data(c.dataset)),
+        _ => None,
+    };
+    let mut task =
+        batched::tasks::build_with(&specs, Device::Cpu, images).expect("bench configs build");
+    let mut ciao = BatchedCiao::new(task.parameters());
+    let h = vec![Hyperparams::INITIAL; k];
+    let mut step = |task: &mut dyn batched::tasks::BatchedTask, i: u64| {
+        let losses = task.train_losses();
+        for p in task.parameters() {
+            p.shallow_clone().zero_grad();
+        }
+        losses.sum(Kind::Float).backward();
+        ciao.step(task.parameters(), &h, i.is_multiple_of(4));
+        Vec::<f32>::try_from(&losses).expect("losses")
+    };
+    for i in 0..3 {
+        step(task.as_mut(), i);
+    }
+    let (start, cpu_start, budget) = (
+        Instant::now(),
+        cpu_seconds(),
+        Duration::from_secs_f64(seconds),
+    );
+    let mut steps = 0;
+    while steps < 5 || start.elapsed() < budget {
+        step(task.as_mut(), steps);
+        steps += 1;
+    }
+    let k = k as f64;
+    Rates {
+        wall: k * steps as f64 / start.elapsed().as_secs_f64(),
+        cpu: k * steps as f64 / (cpu_seconds() - cpu_start),
+    }
+}
+
 enum Optimizer {
     Ciao(Ciao),
     AdamW(AdamW),
@@ -242,10 +362,32 @@ fn python() -> Option<PathBuf> {
 }
 
 fn torch_rate(python: &PathBuf, spec: &TaskSpec, seconds: f64) -> Result<Rates, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/steps_torch.py");
+    python_rate(python, "steps_torch.py", spec, seconds, None)
+}
+
+/// Instance steps per second of the `torch.func` peer training `k` models of `spec`.
+fn vmap_rate(python: &PathBuf, spec: &TaskSpec, k: usize, seconds: f64) -> Result<Rates, String> {
+    let r = python_rate(python, "steps_vmap.py", spec, seconds, Some(k))?;
+    let k = k as f64;
+    Ok(Rates {
+        wall: r.wall * k,
+        cpu: r.cpu * k,
+    })
+}
+
+fn python_rate(
+    python: &PathBuf,
+    script: &str,
+    spec: &TaskSpec,
+    seconds: f64,
+    k: Option<usize>,
+) -> Result<Rates, String> {
+    let script = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
     let json = serde_json::to_string(spec).expect("specs serialise");
+    let mut args = vec![script, json, seconds.to_string()];
+    args.extend(k.map(|k| k.to_string()));
     let out = Command::new(python)
-        .args([script, &json, &seconds.to_string()])
+        .args(&args)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !out.status.success() {
@@ -278,11 +420,21 @@ fn main() {
         .find(|a| a.parse::<f64>().is_err())
         .cloned()
         .unwrap_or_default();
+    // `batched` alone runs only the batched table.
+    let (filter, only_batched) = if filter == "batched" {
+        (String::new(), true)
+    } else {
+        (filter, false)
+    };
     let python = python();
     if python.is_none() {
         eprintln!(
             "no PyTorch python found (set LHOPT_TORCH_PYTHON or source setup-libtorch.sh --env); Rust only"
         );
+    }
+    if only_batched {
+        batched_table(&filter, seconds, python.as_ref());
+        return;
     }
     println!(
         "inner steps per second on one CPU thread, {seconds} s per measurement: wall clock, and per CPU"
@@ -328,5 +480,52 @@ fn main() {
             cell(ciao),
             cell(adamw)
         );
+    }
+    batched_table(&filter, seconds, python.as_ref());
+}
+
+/// The batched rows, each K against the unbatched CIAO path and the `torch.func` peer measured in
+/// the same run (interleaved repeats, best kept).
+fn batched_table(filter: &str, seconds: f64, python: Option<&PathBuf>) {
+    println!(
+        "\nbatched: K instances of one configuration, instance steps per second (batched steps × K)"
+    );
+    println!("on one CPU thread, wall clock (per CPU second); ratios of the CPU rates.\n");
+    println!(
+        "| task | K | unbatched CIAO | batched CIAO | batched / unbatched | PyTorch vmap AdamW | batched / vmap |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let cell = |r: Rates| format!("{:.0} ({:.0})", r.wall, r.cpu);
+    for (name, spec) in batched_specs()
+        .into_iter()
+        .filter(|(name, _)| name.contains(filter))
+    {
+        let mut single = Rates::ZERO;
+        let mut rows = vec![(Rates::ZERO, python.map(|_| Ok(Rates::ZERO))); BATCH_SIZES.len()];
+        for _ in 0..REPEATS {
+            single = single.max(rust_rate(&spec, true, seconds));
+            for (&k, (batched, torch)) in BATCH_SIZES.iter().zip(&mut rows) {
+                *batched = batched.max(batched_rate(&spec, k, seconds));
+                if let (Some(p), Some(Ok(best))) = (python, &*torch) {
+                    *torch = Some(vmap_rate(p, &spec, k, seconds).map(|r| best.max(r)));
+                }
+            }
+        }
+        for (&k, (batched, torch)) in BATCH_SIZES.iter().zip(rows) {
+            let (torch_cell, vs_torch) = match torch {
+                Some(Ok(t)) => (cell(t), format!("{:.2}", batched.cpu / t.cpu)),
+                Some(Err(e)) => {
+                    eprintln!("{name} K={k}: PyTorch vmap run failed: {e}");
+                    ("failed".into(), "-".into())
+                }
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "| {name} | {k} | {} | {} | {:.1} | {torch_cell} | {vs_torch} |",
+                cell(single),
+                cell(batched),
+                batched.cpu / single.cpu
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub use error::{Error, Result};
 pub mod alternatives;
 pub mod baseline;
+pub mod batched;
 pub mod cli;
 pub mod env;
 pub mod eval;

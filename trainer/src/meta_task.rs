@@ -73,16 +73,22 @@ impl MetaTask {
     /// Builds the task with its augmented initial weights (the same every time).
     pub fn build(&self, pool: &Pool) -> Result<Box<dyn Task>> {
         let task = pool.build(&self.spec)?;
+        self.rescale_weights(task.parameters());
+        Ok(task)
+    }
+
+    /// Multiplies each of the task's parameter tensors `params` by its augmentation factor (see
+    /// [`Self::weight_scale`]), in place.
+    pub(crate) fn rescale_weights(&self, params: &[tch::Tensor]) {
         if self.weight_scale > 1.0 {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, u64::MAX));
             let log_range = self.weight_scale.ln();
             let _guard = tch::no_grad_guard();
-            for p in task.parameters() {
+            for p in params {
                 let factor = rng.gen_range(-log_range..=log_range).exp();
                 let _ = p.shallow_clone().g_mul_scalar_(factor);
             }
         }
-        Ok(task)
     }
 
     /// The tuned reference of this configuration (spec §6): AdamW at each of the grid's learning

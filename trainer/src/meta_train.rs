@@ -96,6 +96,8 @@ impl MetaTrainConfig {
                 path.display()
             )));
         }
+        crate::batched::rollout::check_config(&cfg.rollout)
+            .map_err(|e| Error::Usage(format!("config {}: {e}", path.display())))?;
         if cfg.rollout.families.is_empty() || cfg.plot_every == 0 {
             return Err(Error::Usage(format!(
                 "config {}: rollout.families must not be empty and plot_every must be at least 1",
@@ -328,7 +330,11 @@ pub fn run(
 
     let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(snapshot(&learner))));
     let next_task = Arc::new(AtomicU64::new(progress.next_task));
-    let (tx, rx) = mpsc::sync_channel::<Result<EpisodeReport>>(2 * cfg.rollout.workers.max(1));
+    // Room for two batches per worker: a worker that finished a batch of episodes hands them all
+    // over and starts the next one instead of waiting for the learner to drain it.
+    let per_worker = 2 * cfg.rollout.batch_instances.max(1);
+    let (tx, rx) =
+        mpsc::sync_channel::<Result<EpisodeReport>>(per_worker * cfg.rollout.workers.max(1));
     let ctx = WorkerContext {
         sizes,
         norm_clip: cfg.ppo.norm_clip,

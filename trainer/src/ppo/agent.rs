@@ -69,16 +69,35 @@ impl Agent for PolicyAgent<'_> {
             .step(obs, &mut self.state)
             .try_into()
             .expect("the actor outputs 40 logits");
-        let action = match self.mode {
-            ActMode::Sample => lhopt_core::sample(&logits, &mut self.rng),
-            ActMode::Greedy => lhopt_core::greedy(&logits),
-        };
-        let r = &mut self.record;
-        r.obs.extend_from_slice(obs);
-        r.actions.push(action.choices);
-        r.logp.push(lhopt_core::log_prob(&logits, &action));
-        r.h.extend(h);
-        r.c.extend(c);
-        action
+        choose_and_record(
+            self.mode,
+            &logits,
+            &mut self.rng,
+            obs,
+            (&h, &c),
+            &mut self.record,
+        )
     }
+}
+
+/// Picks the action for `logits` in `mode` and records the decision (the observation, the action,
+/// its log-probability and the LSTM state `(h, c)` before the step) in `record`.
+pub(crate) fn choose_and_record(
+    mode: ActMode,
+    logits: &[f32; NUM_ACTION_LOGITS],
+    rng: &mut lhopt_core::Rng,
+    obs: &[f32; OBS_DIM],
+    (h, c): (&[f32], &[f32]),
+    record: &mut ActingRecord,
+) -> Action {
+    let action = match mode {
+        ActMode::Sample => lhopt_core::sample(logits, rng),
+        ActMode::Greedy => lhopt_core::greedy(logits),
+    };
+    record.obs.extend_from_slice(obs);
+    record.actions.push(action.choices);
+    record.logp.push(lhopt_core::log_prob(logits, &action));
+    record.h.extend_from_slice(h);
+    record.c.extend_from_slice(c);
+    action
 }

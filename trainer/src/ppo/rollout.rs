@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use super::agent::{ActMode, PolicyAgent};
+use super::agent::{ActMode, ActingRecord, PolicyAgent};
 use super::learner::Episode;
 use crate::env::{self, EpisodeConfig, Trace};
 use crate::error::Result;
@@ -63,6 +63,11 @@ pub struct RolloutConfig {
     /// Per-tensor initial-weight rescaling, log-uniform in [1/weight_scale, weight_scale]
     /// (1 disables it); see [`MetaTask::weight_scale`].
     pub weight_scale: f64,
+    /// Instances per batch for the families with batched tasks (noisy quadratic, image MLP,
+    /// algorithmic RNN): a configuration of those runs as one batch of this many episodes in
+    /// lockstep ([`crate::batched::rollout`]) instead of `episodes_per_task` sequential ones.
+    /// 1 turns batching off.
+    pub batch_instances: usize,
 }
 
 impl Default for RolloutConfig {
@@ -79,6 +84,7 @@ impl Default for RolloutConfig {
             hide_eval_fraction: 0.25,
             unperturbed_fraction: 0.25,
             weight_scale: 10.0,
+            batch_instances: crate::batched::rollout::DEFAULT_INSTANCES,
         }
     }
 }
@@ -222,20 +228,28 @@ impl Worker {
             let Some(job) = self.prepare(index)? else {
                 continue;
             };
+            if crate::batched::rollout::is_batched(&self.cfg, &job.task) {
+                let snapshot = self.latest_policy(&mut net, &mut version)?;
+                let reports = crate::batched::rollout::episodes(
+                    &self.cfg,
+                    &self.ctx.pool,
+                    &job.task,
+                    &job.curve,
+                    snapshot.version,
+                    &net,
+                )?;
+                for report in reports {
+                    if tx.send(Ok(report)).is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
             for e in 0..self.cfg.episodes_per_task {
                 if self.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                let snapshot = self
-                    .ctx
-                    .policy
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if version != Some(snapshot.version) {
-                    net.load_named(&snapshot.vars)?;
-                    version = Some(snapshot.version);
-                }
+                let snapshot = self.latest_policy(&mut net, &mut version)?;
                 let report = self.episode(&job, e, snapshot.version, &net)?;
                 if tx.send(Ok(report)).is_err() {
                     return Ok(());
@@ -243,6 +257,25 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// The latest published policy, loaded into `net` unless it is `version` already.
+    fn latest_policy(
+        &self,
+        net: &mut ActorCritic,
+        version: &mut Option<u64>,
+    ) -> Result<Arc<PolicySnapshot>> {
+        let snapshot = self
+            .ctx
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if *version != Some(snapshot.version) {
+            net.load_named(&snapshot.vars)?;
+            *version = Some(snapshot.version);
+        }
+        Ok(snapshot)
     }
 
     /// Samples task configuration `index` and gets its reference; `None` when the reference
@@ -262,61 +295,108 @@ impl Worker {
         net: &ActorCritic,
     ) -> Result<EpisodeReport> {
         let t = &job.task;
+        let start = EpisodeStart::draw(&self.cfg, t, e);
+        let cfg = EpisodeConfig {
+            total_steps: t.steps,
+            decisions: t.decisions,
+            initial: start.initial,
+            hide_eval: start.hide_eval,
+        };
+        let clock = Instant::now();
+        let mut task = t.build(&self.ctx.pool)?;
+        let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, start.agent_seed);
+        let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
+        let reference_share = t.reference_steps() / u64::from(self.cfg.episodes_per_task.max(1));
+        Ok(episode_report(
+            t,
+            &job.curve,
+            &start,
+            &trace,
+            agent.record,
+            version,
+            clock.elapsed().as_secs_f64(),
+            reference_share,
+        ))
+    }
+}
+
+/// How episode `e` of a task configuration starts: from perturbed initial hyperparameters or not
+/// (spec §4), with the eval loss hidden or not, and the agent's sampling seed.
+pub(crate) struct EpisodeStart {
+    pub(crate) initial: Hyperparams,
+    pub(crate) unperturbed: bool,
+    pub(crate) hide_eval: bool,
+    pub(crate) agent_seed: u64,
+}
+
+impl EpisodeStart {
+    /// A deterministic function of the configuration's seed and `e`.
+    pub(crate) fn draw(cfg: &RolloutConfig, t: &MetaTask, e: u32) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(t.seed, 1 + e as u64));
-        let unperturbed = rng.gen_bool(self.cfg.unperturbed_fraction.clamp(0.0, 1.0));
+        let unperturbed = rng.gen_bool(cfg.unperturbed_fraction.clamp(0.0, 1.0));
         let initial = if unperturbed {
             Hyperparams::INITIAL
         } else {
             perturb(&mut rng)
         };
-        let hide_eval = rng.gen_bool(self.cfg.hide_eval_fraction.clamp(0.0, 1.0));
-        let cfg = EpisodeConfig {
-            total_steps: t.steps,
-            decisions: t.decisions,
+        let hide_eval = rng.gen_bool(cfg.hide_eval_fraction.clamp(0.0, 1.0));
+        EpisodeStart {
             initial,
-            hide_eval,
-        };
-        let start = Instant::now();
-        let mut task = t.build(&self.ctx.pool)?;
-        let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, rng.r#gen());
-        let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
-        let record = agent.record;
-        let potentials = episode_potentials(&job.curve, &trace, t.steps);
-        let final_potential = potentials
-            .last()
-            .copied()
-            .unwrap_or(-reward::POTENTIAL_CLIP);
-        // Action k is rewarded with s_{k+1} − s_k; the last one with the end-of-run potential.
-        let rewards: Vec<f32> = potentials
-            .windows(2)
-            .map(|w| (w[1] - w[0]) as f32)
-            .collect();
-        let privileged = privileged_inputs(&job.curve, &trace, &initial, &potentials);
-        let summary = EpisodeSummary {
-            task: t.key(),
-            family: t.spec.family,
-            task_index: t.index,
-            steps: t.steps,
-            decisions: trace.decisions.len(),
-            log_speedup: final_potential,
             unperturbed,
             hide_eval,
-            seconds: start.elapsed().as_secs_f64(),
-            inner_steps: trace.train_losses.len() as u64
-                + t.reference_steps() / u64::from(self.cfg.episodes_per_task.max(1)),
-        };
-        let episode = Episode {
-            version,
-            obs: record.obs,
-            privileged,
-            actions: record.actions,
-            behaviour_logp: record.logp,
-            actor_h: record.h,
-            actor_c: record.c,
-            rewards,
-        };
-        Ok(EpisodeReport { episode, summary })
+            agent_seed: rng.r#gen(),
+        }
     }
+}
+
+/// The learner's data and the summary of one finished episode of `t`: rewards from the
+/// potentials against `curve`, the critic's privileged inputs. `seconds` is the episode's wall
+/// time and `reference_share` its share of the reference runs' inner steps.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn episode_report(
+    t: &MetaTask,
+    curve: &ReferenceCurve,
+    start: &EpisodeStart,
+    trace: &Trace,
+    record: ActingRecord,
+    version: u64,
+    seconds: f64,
+    reference_share: u64,
+) -> EpisodeReport {
+    let potentials = episode_potentials(curve, trace, t.steps);
+    let final_potential = potentials
+        .last()
+        .copied()
+        .unwrap_or(-reward::POTENTIAL_CLIP);
+    // Action k is rewarded with s_{k+1} − s_k; the last one with the end-of-run potential.
+    let rewards: Vec<f32> = potentials
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f32)
+        .collect();
+    let privileged = privileged_inputs(curve, trace, &start.initial, &potentials);
+    let summary = EpisodeSummary {
+        task: t.key(),
+        family: t.spec.family,
+        task_index: t.index,
+        steps: t.steps,
+        decisions: trace.decisions.len(),
+        log_speedup: final_potential,
+        unperturbed: start.unperturbed,
+        hide_eval: start.hide_eval,
+        seconds,
+        inner_steps: trace.train_losses.len() as u64 + reference_share,
+    };
+    let episode = Episode {
+        version,
+        obs: record.obs,
+        privileged,
+        actions: record.actions,
+        behaviour_logp: record.logp,
+        actor_h: record.h,
+        actor_c: record.c,
+        rewards,
+    };
+    EpisodeReport { episode, summary }
 }
 
 /// A sampled task configuration with its fitted reference.

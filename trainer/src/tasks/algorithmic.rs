@@ -12,7 +12,10 @@ use super::sampling::{choose, log_uniform_int};
 use super::{Scale, Task, TaskSpec, task_rng};
 
 /// Held-out sequences in the eval set.
-const EVAL_SEQUENCES: usize = 512;
+pub(crate) const EVAL_SEQUENCES: usize = 512;
+/// The task's RNG streams of training batches and of the eval set.
+pub(crate) const BATCH_STREAM: u64 = 1;
+pub(crate) const EVAL_STREAM: u64 = 2;
 
 /// Which problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +27,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    fn input_width(self) -> i64 {
+    pub(crate) fn input_width(self) -> i64 {
         match self {
             Problem::Parity => 1,
             Problem::Addition => 2,
@@ -68,9 +71,16 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Gate blocks of the recurrent cell (1 RNN, 3 GRU, 4 LSTM).
+    pub(crate) fn cell_gates(&self) -> u64 {
+        self.cell.gates() as u64
+    }
+}
+
 /// Draws `count` sequences: inputs `[count, steps, width]` in {-1, 1} and targets `[count, steps]`
 /// in {0, 1}.
-fn generate(
+pub(crate) fn generate(
     problem: Problem,
     length: usize,
     count: usize,
@@ -117,11 +127,32 @@ struct Model {
 }
 
 impl Model {
+    fn new(ps: &mut ParamStore, config: &Config) -> Self {
+        Model {
+            rnn: Recurrent::new(
+                ps,
+                config.cell,
+                config.problem.input_width(),
+                config.hidden as i64,
+                config.layers as i64,
+            ),
+            head: Linear::new(ps, config.hidden as i64, 1),
+        }
+    }
+
     fn logits(&self, x: &Tensor, train: bool) -> Tensor {
         self.head
             .forward(&self.rnn.forward(x, train))
             .squeeze_dim(-1)
     }
+}
+
+/// The initial parameters of the task `spec` (per layer w_ih, w_hh, b_ih, b_hh, then the head's
+/// weight and bias), as [`Algorithmic::new`] draws them.
+pub(crate) fn initial_parameters(spec: &TaskSpec, config: &Config, device: Device) -> Vec<Tensor> {
+    let mut ps = ParamStore::new(task_rng(spec, 0), device);
+    Model::new(&mut ps, config);
+    ps.finish().0
 }
 
 /// A built algorithmic task.
@@ -139,21 +170,11 @@ impl Algorithmic {
     /// Builds the model and the fixed eval set.
     pub fn new(spec: TaskSpec, config: &Config, device: Device) -> Self {
         let mut ps = ParamStore::new(task_rng(&spec, 0), device);
-        let width = config.problem.input_width();
-        let model = Model {
-            rnn: Recurrent::new(
-                &mut ps,
-                config.cell,
-                width,
-                config.hidden as i64,
-                config.layers as i64,
-            ),
-            head: Linear::new(&mut ps, config.hidden as i64, 1),
-        };
+        let model = Model::new(&mut ps, config);
         let (params, _) = ps.finish();
-        let mut eval_rng = task_rng(&spec, 2);
+        let mut eval_rng = task_rng(&spec, EVAL_STREAM);
         let eval = Self::batch_tensors(config, EVAL_SEQUENCES, &mut eval_rng, device);
-        let batches = task_rng(&spec, 1);
+        let batches = task_rng(&spec, BATCH_STREAM);
         Algorithmic {
             spec,
             config: config.clone(),

@@ -13,7 +13,10 @@ use super::{Scale, Task, TaskSpec, task_rng};
 use crate::error::{Error, Result};
 
 /// Examples per forward pass when evaluating, bounding peak memory.
-const EVAL_CHUNK: i64 = 1000;
+pub(crate) const EVAL_CHUNK: i64 = 1000;
+/// The task's RNG streams of minibatch order and of dropout masks.
+pub(crate) const BATCH_STREAM: u64 = 1;
+pub(crate) const MASK_STREAM: u64 = 3;
 
 /// Which image dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +25,9 @@ pub enum ImageSet {
     FashionMnist,
     /// The 8×8 handwritten digits (1797 images, grey levels 0–16).
     Digits,
+    /// Fashion-MNIST downsampled to 8×8 by area averaging: the tiny-image variant small-compute
+    /// learned optimizers train on (not drawn by the sampler; chosen explicitly).
+    FashionMnist8,
 }
 
 /// The network.
@@ -142,6 +148,10 @@ impl ImageData {
                 train: data.fashion_mnist(lhopt_data::Split::Train)?,
                 eval: data.fashion_mnist(lhopt_data::Split::Test)?,
             },
+            ImageSet::FashionMnist8 => ImageData {
+                train: downsample(&data.fashion_mnist(lhopt_data::Split::Train)?, 8),
+                eval: downsample(&data.fashion_mnist(lhopt_data::Split::Test)?, 8),
+            },
             ImageSet::Digits => {
                 let all = data.digits()?;
                 let order = permutation(&mut ChaCha8Rng::seed_from_u64(DIGITS_SPLIT_SEED), all.n);
@@ -189,6 +199,35 @@ impl ImageData {
     }
 }
 
+/// `images` shrunk to `side`×`side` by averaging the source pixels each output pixel covers (the
+/// windows of an adaptive average pool), rounded back to the same grey levels.
+fn downsample(images: &Images, side: usize) -> Images {
+    let (rows, cols) = (images.rows, images.cols);
+    let window = |i: usize, n: usize| (i * n / side)..((i + 1) * n).div_ceil(side);
+    let mut pixels = Vec::with_capacity(images.n * side * side);
+    for image in images.pixels.chunks_exact(rows * cols) {
+        for i in 0..side {
+            for j in 0..side {
+                let (mut sum, mut count) = (0u32, 0u32);
+                for r in window(i, rows) {
+                    for c in window(j, cols) {
+                        sum += u32::from(image[r * cols + c]);
+                        count += 1;
+                    }
+                }
+                pixels.push((sum as f32 / count as f32).round() as u8);
+            }
+        }
+    }
+    Images {
+        rows: side,
+        cols: side,
+        pixels,
+        labels: images.labels.clone(),
+        ..*images
+    }
+}
+
 /// The images at `ids`, in that order.
 fn subset(all: &Images, ids: &[i64]) -> Images {
     let size = all.rows * all.cols;
@@ -216,32 +255,10 @@ enum Network {
     },
 }
 
-/// A built image classification task.
-pub struct ImageTask {
-    spec: TaskSpec,
-    config: Config,
-    params: Vec<Tensor>,
-    buffers: Vec<Tensor>,
-    net: Network,
-    side: i64,
-    max_level: f64,
-    train_x: Tensor,
-    train_y: Tensor,
-    eval_x: Tensor,
-    eval_y: Tensor,
-    order: Vec<i64>,
-    cursor: usize,
-    batches: ChaCha8Rng,
-    masks: ChaCha8Rng,
-}
-
-impl ImageTask {
-    /// Builds the network and moves the data (as bytes) to `device`.
-    pub fn new(spec: TaskSpec, config: &Config, data: ImageData, device: Device) -> Result<Self> {
-        data.validate()?;
-        let side = data.train.rows as i64;
-        let mut ps = ParamStore::new(task_rng(&spec, 0), device);
-        let net = match config.arch {
+impl Network {
+    /// Draws the network's parameters from `ps`, in a fixed creation order.
+    fn new(ps: &mut ParamStore, config: &Config, side: i64) -> Self {
+        match config.arch {
             Arch::Mlp {
                 hidden_layers,
                 width,
@@ -251,14 +268,14 @@ impl ImageTask {
                     .map(|l| {
                         let inputs = if l == 0 { side * side } else { width };
                         (
-                            Linear::new(&mut ps, inputs, width),
-                            Norm::new(&mut ps, config.norm, width),
+                            Linear::new(ps, inputs, width),
+                            Norm::new(ps, config.norm, width),
                         )
                     })
                     .collect();
                 Network::Mlp {
                     hidden,
-                    out: Linear::new(&mut ps, width, CLASSES),
+                    out: Linear::new(ps, width, CLASSES),
                 }
             }
             Arch::Cnn {
@@ -275,19 +292,46 @@ impl ImageTask {
                             map /= 2;
                         }
                         (
-                            Conv2d::new(&mut ps, inputs, channels, 3),
-                            Norm::new(&mut ps, config.norm, channels),
+                            Conv2d::new(ps, inputs, channels, 3),
+                            Norm::new(ps, config.norm, channels),
                             pool,
                         )
                     })
                     .collect();
                 Network::Cnn {
                     convs,
-                    out: Linear::new(&mut ps, channels * map * map, CLASSES),
+                    out: Linear::new(ps, channels * map * map, CLASSES),
                 }
             }
-        };
-        let (params, buffers) = ps.finish();
+        }
+    }
+}
+
+/// The initial parameters and buffers of the image task `spec` on `side`×`side` images, as
+/// [`ImageTask::new`] draws them.
+pub(crate) fn initial_state(
+    spec: &TaskSpec,
+    config: &Config,
+    side: i64,
+    device: Device,
+) -> (Vec<Tensor>, Vec<Tensor>) {
+    let mut ps = ParamStore::new(task_rng(spec, 0), device);
+    Network::new(&mut ps, config, side);
+    ps.finish()
+}
+
+/// A dataset as tensors: pixel bytes `[N, side²]` and labels, the held-out split cut to the
+/// configuration's `eval_examples`.
+pub(crate) struct ImageTensors {
+    pub(crate) train_x: Tensor,
+    pub(crate) train_y: Tensor,
+    pub(crate) eval_x: Tensor,
+    pub(crate) eval_y: Tensor,
+}
+
+impl ImageTensors {
+    pub(crate) fn new(data: &ImageData, config: &Config, device: Device) -> Self {
+        let side = data.train.rows as i64;
         let to_x = |s: &Images| {
             Tensor::from_slice(&s.pixels)
                 .reshape([-1, side * side])
@@ -299,22 +343,82 @@ impl ImageTask {
                 .to_device(device)
         };
         let eval_n = (config.eval_examples as usize).min(data.eval.n) as i64;
+        ImageTensors {
+            train_x: to_x(&data.train),
+            train_y: to_y(&data.train),
+            eval_x: to_x(&data.eval).narrow(0, 0, eval_n),
+            eval_y: to_y(&data.eval).narrow(0, 0, eval_n),
+        }
+    }
+}
+
+/// Minibatch indices: epochs of a seeded shuffle of the training split.
+pub(crate) struct BatchOrder {
+    order: Vec<i64>,
+    cursor: usize,
+    rng: ChaCha8Rng,
+}
+
+impl BatchOrder {
+    pub(crate) fn new(rng: ChaCha8Rng) -> Self {
+        BatchOrder {
+            order: Vec::new(),
+            cursor: 0,
+            rng,
+        }
+    }
+
+    /// The next `batch` indices into `n` training examples (`batch` at most `n`).
+    pub(crate) fn next(&mut self, n: usize, batch: usize) -> &[i64] {
+        if self.cursor + batch > self.order.len() {
+            self.order = permutation(&mut self.rng, n);
+            self.cursor = 0;
+        }
+        self.cursor += batch;
+        &self.order[self.cursor - batch..self.cursor]
+    }
+}
+
+/// A built image classification task.
+pub struct ImageTask {
+    spec: TaskSpec,
+    config: Config,
+    params: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+    net: Network,
+    side: i64,
+    max_level: f64,
+    train_x: Tensor,
+    train_y: Tensor,
+    eval_x: Tensor,
+    eval_y: Tensor,
+    batches: BatchOrder,
+    masks: ChaCha8Rng,
+}
+
+impl ImageTask {
+    /// Builds the network and moves the data (as bytes) to `device`.
+    pub fn new(spec: TaskSpec, config: &Config, data: ImageData, device: Device) -> Result<Self> {
+        data.validate()?;
+        let side = data.train.rows as i64;
+        let mut ps = ParamStore::new(task_rng(&spec, 0), device);
+        let net = Network::new(&mut ps, config, side);
+        let (params, buffers) = ps.finish();
+        let tensors = ImageTensors::new(&data, config, device);
         Ok(ImageTask {
-            spec: spec.clone(),
             config: config.clone(),
             params,
             buffers,
             net,
             side,
             max_level: f64::from(data.train.max_value),
-            train_x: to_x(&data.train),
-            train_y: to_y(&data.train),
-            eval_x: to_x(&data.eval).narrow(0, 0, eval_n),
-            eval_y: to_y(&data.eval).narrow(0, 0, eval_n),
-            order: Vec::new(),
-            cursor: 0,
-            batches: task_rng(&spec, 1),
-            masks: task_rng(&spec, 3),
+            train_x: tensors.train_x,
+            train_y: tensors.train_y,
+            eval_x: tensors.eval_x,
+            eval_y: tensors.eval_y,
+            batches: BatchOrder::new(task_rng(&spec, BATCH_STREAM)),
+            masks: task_rng(&spec, MASK_STREAM),
+            spec,
         })
     }
 
@@ -351,13 +455,7 @@ impl ImageTask {
     fn next_batch(&mut self) -> Tensor {
         let n = self.train_y.size()[0] as usize;
         let batch = (self.config.batch as usize).min(n);
-        if self.cursor + batch > self.order.len() {
-            self.order = permutation(&mut self.batches, n);
-            self.cursor = 0;
-        }
-        let idx = Tensor::from_slice(&self.order[self.cursor..self.cursor + batch]);
-        self.cursor += batch;
-        idx.to_device(self.train_y.device())
+        Tensor::from_slice(self.batches.next(n, batch)).to_device(self.train_y.device())
     }
 }
 

@@ -9,9 +9,9 @@ pub mod algorithmic;
 pub mod image;
 pub mod lm;
 pub mod ncf;
-mod nn;
+pub(crate) mod nn;
 pub mod quadratic;
-mod sampling;
+pub(crate) mod sampling;
 pub mod synthetic;
 pub mod text;
 

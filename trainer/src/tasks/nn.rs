@@ -183,6 +183,11 @@ impl NormKind {
     pub(crate) const ALL: [NormKind; 3] = [NormKind::None, NormKind::Batch, NormKind::Layer];
 }
 
+/// ε of the batch and layer norms.
+pub(crate) const NORM_EPS: f64 = 1e-5;
+/// Momentum of the batch norms' running statistics.
+pub(crate) const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
 /// A normalisation layer with a learned per-channel affine, over `[..., C]` (layer norm over the
 /// last axis), `[N, C]` or `[N, C, H, W]` (batch norm per channel; layer norm over C, H, W).
 pub(crate) enum Norm {
@@ -217,7 +222,7 @@ impl Norm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        const EPS: f64 = 1e-5;
+        const EPS: f64 = NORM_EPS;
         match self {
             Norm::None => x.shallow_clone(),
             Norm::Batch {
@@ -231,7 +236,7 @@ impl Norm {
                 Some(mean),
                 Some(var),
                 train,
-                0.1,
+                BATCH_NORM_MOMENTUM,
                 EPS,
                 false,
             ),
@@ -250,13 +255,18 @@ pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
     if p <= 0.0 {
         return x.shallow_clone();
     }
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> = (0..x.numel())
-        .map(|_| if rng.r#gen::<f64>() < p { 0.0 } else { keep })
-        .collect();
+    let mut mask = Vec::with_capacity(x.numel());
+    dropout_mask(x.numel(), p, rng, &mut mask);
     x * Tensor::from_slice(&mask)
         .reshape(x.size())
         .to_device(x.device())
+}
+
+/// Appends `n` entries of an inverted-dropout mask (0 with probability `p`, else 1/(1 − p)),
+/// drawn as [`dropout`] draws them, so batched instances reproduce the unbatched masks.
+pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
+    let keep = (1.0 / (1.0 - p)) as f32;
+    out.extend((0..n).map(|_| if rng.r#gen::<f64>() < p { 0.0 } else { keep }));
 }
 
 /// Recurrent cell type.
@@ -273,7 +283,7 @@ pub enum CellKind {
 impl CellKind {
     pub(crate) const ALL: [CellKind; 3] = [CellKind::Rnn, CellKind::Gru, CellKind::Lstm];
 
-    fn gates(self) -> i64 {
+    pub(crate) fn gates(self) -> i64 {
         match self {
             CellKind::Rnn => 1,
             CellKind::Gru => 3,

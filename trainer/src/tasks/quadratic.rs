@@ -64,6 +64,17 @@ impl Quadratic {
         }
     }
 
+    /// Appends the next step's target offsets ξ (one per coordinate) to `out`.
+    pub(crate) fn draw_target(&mut self, out: &mut Vec<f32>) {
+        let n = self.curvature.numel();
+        out.extend((0..n).map(|_| self.noise as f32 * normal(&mut self.rng)));
+    }
+
+    /// The curvatures h_i.
+    pub(crate) fn curvature(&self) -> &Tensor {
+        &self.curvature
+    }
+
     fn loss(&self, target: Option<&Tensor>) -> Tensor {
         let x = &self.params[0];
         let diff = match target {
@@ -84,11 +95,9 @@ impl Task for Quadratic {
     }
 
     fn train_loss(&mut self) -> Tensor {
-        let x = &self.params[0];
-        let noise: Vec<f32> = (0..x.numel())
-            .map(|_| self.noise as f32 * normal(&mut self.rng))
-            .collect();
-        let target = Tensor::from_slice(&noise).to_device(x.device());
+        let mut noise = Vec::with_capacity(self.curvature.numel());
+        self.draw_target(&mut noise);
+        let target = Tensor::from_slice(&noise).to_device(self.curvature.device());
         self.loss(Some(&target))
     }
 

@@ -55,6 +55,7 @@ pub fn images(side: usize, max_value: u8, n: usize, seed: u64) -> Images {
 pub fn image_data(set: ImageSet) -> ImageData {
     let (side, max_value) = match set {
         ImageSet::FashionMnist => (28, 255),
+        ImageSet::FashionMnist8 => (8, 255),
         ImageSet::Digits => (8, 16),
     };
     ImageData {
