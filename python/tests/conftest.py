@@ -16,6 +16,13 @@ def parity_policy() -> bytes:
 
 
 @pytest.fixture(scope="session")
+def register_policy() -> bytes:
+    """A policy that uses the checkpoint registers (policies/v1.lhp saves, loads and swaps; the
+    shipped default holds them), for tests of what restarts do."""
+    return (REPO / "policies" / "v1.lhp").read_bytes()
+
+
+@pytest.fixture(scope="session")
 def core_c_library() -> Path:
     """The core behind its C API (`liblhopt.so` of lhopt-capi): $LHOPT_C_LIBRARY, or built here."""
     given = os.environ.get("LHOPT_C_LIBRARY")

@@ -35,15 +35,15 @@ def train(net, opt, steps, x, y):
 
 
 @pytest.mark.parametrize("seed", [None, 5], ids=["greedy", "sample"])
-def test_restored_run_continues_bit_for_bit(seed):
+def test_restored_run_continues_bit_for_bit(seed, register_policy):
     mode = "greedy" if seed is None else "sample"
     x, y = data()
     whole = model(0)
-    opt = lhopt.torch.LHOPT(whole.parameters(), T, K, mode=mode, seed=seed)
+    opt = lhopt.torch.LHOPT(whole.parameters(), T, K, policy=register_policy, mode=mode, seed=seed)
     train(whole, opt, range(T), x, y)
 
     first = model(0)
-    opt1 = lhopt.torch.LHOPT(first.parameters(), T, K, mode=mode, seed=seed)
+    opt1 = lhopt.torch.LHOPT(first.parameters(), T, K, policy=register_policy, mode=mode, seed=seed)
     train(first, opt1, range(SPLIT), x, y)
     assert opt1._registers, "the policy saved no checkpoint before the split: pick another split"
     buf = io.BytesIO()
@@ -53,7 +53,7 @@ def test_restored_run_continues_bit_for_bit(seed):
     buf.seek(0)
     saved = torch.load(buf)
     resumed = model(1)  # different initial weights: everything must come from the checkpoint
-    opt2 = lhopt.torch.LHOPT(resumed.parameters(), T, K, mode=mode, seed=seed)
+    opt2 = lhopt.torch.LHOPT(resumed.parameters(), T, K, policy=register_policy, mode=mode, seed=seed)
     resumed.load_state_dict(saved["model"])
     opt2.load_state_dict(saved["opt"])
     train(resumed, opt2, range(SPLIT, T), x, y)
