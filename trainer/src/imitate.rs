@@ -307,8 +307,7 @@ pub fn run(
         .flat_map(|d| &d.episodes)
         .filter(|e| !e.is_empty())
         .collect();
-    let owned: Vec<Episode> = episodes.iter().map(|&e| e.clone()).collect();
-    learner.prepare_imitation(&owned);
+    learner.prepare_imitation(&episodes);
 
     progress.set_message("cloning");
     progress.set_position(0);

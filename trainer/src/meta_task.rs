@@ -3,9 +3,8 @@
 //! weights, together with its tuned reference curve (reward version 2), computed once per
 //! configuration and cached on disk so that imitation, meta-training and their resumes share it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -126,17 +125,6 @@ impl MetaTask {
     }
 }
 
-/// Computes the references of `tasks` that are not cached yet, in parallel on `pool`.
-pub fn precompute_references(
-    tasks: &[MetaTask],
-    pool: &Pool,
-    cache: &ReferenceCache,
-    progress: &ProgressBar,
-) -> Result<Vec<Option<ReferenceCurve>>> {
-    progress.set_length(tasks.len() as u64);
-    pool.run(tasks.to_vec(), progress, |t| t.reference(pool, cache))
-}
-
 /// The point-wise best reference losses of task configurations, one small JSON file each, in
 /// `$LHOPT_CACHE/references/`.
 #[derive(Clone, Debug)]
@@ -189,11 +177,6 @@ impl ReferenceCache {
         };
         let json = serde_json::to_string(&stored).expect("references serialise");
         write_atomic(&self.path(key), json.as_bytes())
-    }
-
-    /// Where the cache lives.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

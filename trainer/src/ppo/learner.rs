@@ -189,7 +189,7 @@ impl Learner {
     }
 
     /// Folds the episodes' observations into the actor's and critic's input normalisation.
-    fn update_input_stats(&mut self, episodes: &[Episode]) {
+    fn update_input_stats<'a>(&mut self, episodes: impl IntoIterator<Item = &'a Episode>) {
         for ep in episodes {
             self.obs_stats.update(&ep.obs);
             self.critic_stats.update(&critic_rows(ep, self.privileged));
@@ -200,8 +200,8 @@ impl Learner {
 
     /// Prepares behaviour cloning on teacher episodes (spec §6a): their observations set the
     /// input normalisation and their returns the value scale, as PPO's first data would.
-    pub fn prepare_imitation(&mut self, demos: &[Episode]) {
-        self.update_input_stats(demos);
+    pub fn prepare_imitation(&mut self, demos: &[&Episode]) {
+        self.update_input_stats(demos.iter().copied());
         for ep in demos {
             self.value_stats.update(&returns_to_go(&ep.rewards));
         }
