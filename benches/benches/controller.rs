@@ -13,7 +13,8 @@ use lhopt_benches::{ThreadCpuTime, random_policy, reductions};
 use lhopt_core::policy::{LstmState, greedy};
 use lhopt_core::{
     Controller, DecisionInputs, FeatureSet, FrozenPolicy, Hyperparams, Mode, Observer, PolicyNet,
-    RunConfig, StepReductions, inner_features, observation::OBS_DIM,
+    RunConfig, StepReductions, inner_features,
+    observation::{OBS_DIM, REDUCTION_PERIOD},
 };
 
 /// A run long enough that benchmarks never reach a decision or the end.
@@ -34,19 +35,23 @@ fn observe<M: Measurement>(c: &mut Criterion<M>) {
     group.bench_function("step_without_reductions", |b| {
         b.iter(|| o.observe_step(black_box(0.5), None))
     });
+    // The observer reads reductions only on the steps it asks for (one in REDUCTION_PERIOD), so
+    // the unit is a whole period: REDUCTION_PERIOD steps, exactly one of them sampled.
     for tensors in [1, 16] {
         let r: Vec<_> = (0..tensors).map(|i| reductions(4096, i)).collect();
         group.throughput(Throughput::Elements(tensors as u64));
         group.bench_with_input(
-            BenchmarkId::new("step_with_reductions", tensors),
+            BenchmarkId::new("period_with_one_sampled_step", tensors),
             &r,
             |b, r| {
                 b.iter(|| {
-                    let sample = StepReductions {
-                        tensors: black_box(r),
-                        clipped: false,
-                    };
-                    o.observe_step(black_box(0.5), Some(sample))
+                    for _ in 0..REDUCTION_PERIOD {
+                        let sample = o.wants_reductions().then_some(StepReductions {
+                            tensors: black_box(r),
+                            clipped: false,
+                        });
+                        o.observe_step(black_box(0.5), sample);
+                    }
                 })
             },
         );
