@@ -59,6 +59,19 @@ impl Hyperparams {
         lamb_ombeta: 0.05,
     };
 
+    /// The field names, in [`Hyperparams::to_array`] order (what runtimes and command lines
+    /// call them).
+    pub const NAMES: [&'static str; NUM_HYPERS] = [
+        "lr",
+        "ombeta1",
+        "ombeta2",
+        "eps",
+        "wd",
+        "clip_frac",
+        "clip_ombeta",
+        "lamb_ombeta",
+    ];
+
     /// All eight values in field order.
     pub fn to_array(&self) -> [f32; NUM_HYPERS] {
         [

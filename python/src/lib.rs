@@ -34,18 +34,6 @@ create_exception!(
 /// The shipped policy, so `Controller()` works without a file.
 const DEFAULT_POLICY: &[u8] = include_bytes!("../../policies/default.lhp");
 
-/// Names of [`Hyperparams`] fields, in `to_array` order.
-const HYPER_NAMES: [&str; NUM_HYPERS] = [
-    "lr",
-    "ombeta1",
-    "ombeta2",
-    "eps",
-    "wd",
-    "clip_frac",
-    "clip_ombeta",
-    "lamb_ombeta",
-];
-
 /// Fields of one tensor's reductions, in the order `observe` takes them.
 const REDUCTION_FIELDS: [&str; 12] = [
     "numel",
@@ -98,7 +86,7 @@ fn policy_bytes(policy: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
 
 fn hyper_dict<'py>(py: Python<'py>, h: &Hyperparams) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    for (name, value) in HYPER_NAMES.iter().zip(h.to_array()) {
+    for (name, value) in Hyperparams::NAMES.iter().zip(h.to_array()) {
         d.set_item(name, value)?;
     }
     Ok(d)
@@ -109,10 +97,10 @@ fn initial_hyper(overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Hyperparams>
     let mut values = Hyperparams::INITIAL.to_array();
     for (key, value) in overrides.into_iter().flat_map(|d| d.iter()) {
         let name: String = key.extract()?;
-        let Some(i) = HYPER_NAMES.iter().position(|n| *n == name) else {
+        let Some(i) = Hyperparams::NAMES.iter().position(|n| *n == name) else {
             return Err(PyValueError::new_err(format!(
                 "unknown hyperparameter {name:?}; the names are {}",
-                HYPER_NAMES.join(", ")
+                Hyperparams::NAMES.join(", ")
             )));
         };
         let v: f32 = value.extract()?;
@@ -521,7 +509,7 @@ fn _lhopt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LhoptError", py.get_type::<LhoptError>())?;
     m.add("OrderError", py.get_type::<OrderError>())?;
     m.add("DEFAULT_POLICY", PyBytes::new(py, DEFAULT_POLICY))?;
-    m.add("HYPER_NAMES", HYPER_NAMES)?;
+    m.add("HYPER_NAMES", Hyperparams::NAMES)?;
     m.add("REDUCTION_FIELDS", REDUCTION_FIELDS)?;
     m.add("INITIAL_HYPER", hyper_dict(py, &Hyperparams::INITIAL)?)?;
     // The reference CIAO's constants, so the torch CIAO uses the same numbers.

@@ -277,28 +277,18 @@ fn parse_alternative(name: &str) -> std::result::Result<Alternative, String> {
 }
 
 fn parse_hyper(text: &str) -> std::result::Result<Hyperparams, String> {
-    const NAMES: [&str; 8] = [
-        "lr",
-        "ombeta1",
-        "ombeta2",
-        "eps",
-        "wd",
-        "clip_frac",
-        "clip_ombeta",
-        "lamb_ombeta",
-    ];
     let mut values = Hyperparams::INITIAL.to_array();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("'{pair}' is not name=value"))?;
-        let i = NAMES
+        let i = Hyperparams::NAMES
             .iter()
             .position(|n| *n == name.trim())
             .ok_or_else(|| {
                 format!(
                     "unknown hyperparameter '{name}'; names: {}",
-                    NAMES.join(" ")
+                    Hyperparams::NAMES.join(" ")
                 )
             })?;
         values[i] = value
