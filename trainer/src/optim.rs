@@ -16,7 +16,7 @@ const CLIP_NORM_EPS: f64 = 1e-6;
 /// δ inside log(|u| + δ) of the reductions.
 const LOG_DELTA: f64 = 1e-8;
 /// Scalars per tensor in the reduction readback, in [`TensorReductions`] field order after `numel`.
-const REDUCTIONS_PER_TENSOR: usize = 11;
+pub(crate) const REDUCTIONS_PER_TENSOR: usize = 11;
 
 /// One spec §1 step's per-tensor reductions and the global clip flag (spec §2), read back together.
 #[derive(Clone, Debug, PartialEq)]
@@ -229,6 +229,24 @@ fn deep_copies<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Vec<Tensor>
     tensors.into_iter().map(|t| t.detach().copy()).collect()
 }
 
+/// One tensor's reductions from its row of a readback (see [`REDUCTIONS_PER_TENSOR`]).
+pub(crate) fn tensor_reductions(numel: u64, r: &[f32]) -> TensorReductions {
+    TensorReductions {
+        numel,
+        grad_norm: r[0],
+        mhat_norm: r[1],
+        mhat_minus_grad_norm: r[2],
+        param_norm: r[3],
+        update_norm: r[4],
+        lr_p: r[5],
+        grad_dot_mhat: r[6],
+        grad_dot_param: r[7],
+        grad_dot_update: r[8],
+        count_v_gt_eps: r[9],
+        sum_log_abs_update: r[10],
+    }
+}
+
 /// Reads the stacked per-tensor reductions and the clip flag back in one transfer.
 fn read_report(params: &[Tensor], rows: &[Tensor], clipped: &Tensor) -> StepReport {
     let all = Tensor::cat(
@@ -243,20 +261,7 @@ fn read_report(params: &[Tensor], rows: &[Tensor], clipped: &Tensor) -> StepRepo
     let tensors = params
         .iter()
         .zip(per_tensor.chunks_exact(REDUCTIONS_PER_TENSOR))
-        .map(|(p, r)| TensorReductions {
-            numel: p.numel() as u64,
-            grad_norm: r[0],
-            mhat_norm: r[1],
-            mhat_minus_grad_norm: r[2],
-            param_norm: r[3],
-            update_norm: r[4],
-            lr_p: r[5],
-            grad_dot_mhat: r[6],
-            grad_dot_param: r[7],
-            grad_dot_update: r[8],
-            count_v_gt_eps: r[9],
-            sum_log_abs_update: r[10],
-        })
+        .map(|(p, r)| tensor_reductions(p.numel() as u64, r))
         .collect();
     StepReport {
         clipped: flag[0] > 0.5,

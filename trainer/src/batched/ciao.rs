@@ -4,15 +4,12 @@
 //! op, so that instance k follows the unbatched optimizer given instance k's gradients; the tests
 //! hold it to that and to the core's slice CIAO.
 
-use lhopt_core::{Hyperparams, TensorReductions};
+use lhopt_core::Hyperparams;
 use tch::{Kind, Tensor};
 
 use lhopt_core::ciao::{CLIP_NORM_EPS, LOG_UPDATE_DELTA, TRUST_FLOOR, TRUST_MIN_NORM};
 
-use crate::optim::StepReport;
-
-/// Scalars per tensor and instance in the reduction readback, in [`TensorReductions`] order.
-const REDUCTIONS_PER_TENSOR: usize = 11;
+use crate::optim::{REDUCTIONS_PER_TENSOR, StepReport, tensor_reductions};
 
 /// Per-instance coefficients derived on the host in f64 and rounded to f32 once, exactly as the
 /// unbatched optimizer's scalar arguments are; columns of the `[COEFFS, K]` tensor of a step.
@@ -291,20 +288,7 @@ fn read_reports(params: &[Tensor], rows: &[Tensor], clipped: &Tensor, k: usize) 
             tensors: params
                 .iter()
                 .zip(instance.chunks_exact(REDUCTIONS_PER_TENSOR))
-                .map(|(p, r)| TensorReductions {
-                    numel: (p.numel() / k) as u64,
-                    grad_norm: r[0],
-                    mhat_norm: r[1],
-                    mhat_minus_grad_norm: r[2],
-                    param_norm: r[3],
-                    update_norm: r[4],
-                    lr_p: r[5],
-                    grad_dot_mhat: r[6],
-                    grad_dot_param: r[7],
-                    grad_dot_update: r[8],
-                    count_v_gt_eps: r[9],
-                    sum_log_abs_update: r[10],
-                })
+                .map(|(p, r)| tensor_reductions((p.numel() / k) as u64, r))
                 .collect(),
         })
         .collect()
