@@ -248,24 +248,9 @@ fn batched_rate(spec: &TaskSpec, k: usize, seconds: f64) -> Rates {
         ciao.step(task.parameters(), &h, i.is_multiple_of(4));
         Vec::<f32>::try_from(&losses).expect("losses")
     };
-    for i in 0..3 {
+    timed(3, 5, seconds, k, |i| {
         step(task.as_mut(), i);
-    }
-    let (start, cpu_start, budget) = (
-        Instant::now(),
-        cpu_seconds(),
-        Duration::from_secs_f64(seconds),
-    );
-    let mut steps = 0;
-    while steps < 5 || start.elapsed() < budget {
-        step(task.as_mut(), steps);
-        steps += 1;
-    }
-    let k = k as f64;
-    Rates {
-        wall: k * steps as f64 / start.elapsed().as_secs_f64(),
-        cpu: k * steps as f64 / (cpu_seconds() - cpu_start),
-    }
+    })
 }
 
 enum Optimizer {
@@ -300,8 +285,22 @@ fn rust_rate(spec: &TaskSpec, use_ciao: bool, seconds: f64) -> Rates {
         }
         f32::try_from(&loss).expect("scalar loss")
     };
-    for i in 0..5 {
+    timed(5, 20, seconds, 1, |i| {
         step(task.as_mut(), i);
+    })
+}
+
+/// Runs `step(0..warmup)` untimed, then `step` for at least `min_steps` steps and `seconds`;
+/// the rates count `per_step` inner steps per call (the instances of a batched step).
+fn timed(
+    warmup: u64,
+    min_steps: u64,
+    seconds: f64,
+    per_step: usize,
+    mut step: impl FnMut(u64),
+) -> Rates {
+    for i in 0..warmup {
+        step(i);
     }
     let (start, cpu_start, budget) = (
         Instant::now(),
@@ -309,13 +308,14 @@ fn rust_rate(spec: &TaskSpec, use_ciao: bool, seconds: f64) -> Rates {
         Duration::from_secs_f64(seconds),
     );
     let mut steps = 0;
-    while steps < 20 || start.elapsed() < budget {
-        step(task.as_mut(), steps);
+    while steps < min_steps || start.elapsed() < budget {
+        step(steps);
         steps += 1;
     }
+    let inner = (per_step as u64 * steps) as f64;
     Rates {
-        wall: steps as f64 / start.elapsed().as_secs_f64(),
-        cpu: steps as f64 / (cpu_seconds() - cpu_start),
+        wall: inner / start.elapsed().as_secs_f64(),
+        cpu: inner / (cpu_seconds() - cpu_start),
     }
 }
 
