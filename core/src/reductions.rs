@@ -40,6 +40,27 @@ pub struct TensorReductions {
     pub sum_log_abs_update: f32,
 }
 
+impl TensorReductions {
+    /// Every field in declaration order, exactly (numel is exact below 2^53), for runtimes and
+    /// tests that handle the reductions as one row of numbers.
+    pub fn to_array(&self) -> [f64; 12] {
+        [
+            self.numel as f64,
+            self.grad_norm.into(),
+            self.mhat_norm.into(),
+            self.mhat_minus_grad_norm.into(),
+            self.param_norm.into(),
+            self.update_norm.into(),
+            self.lr_p.into(),
+            self.grad_dot_mhat.into(),
+            self.grad_dot_param.into(),
+            self.grad_dot_update.into(),
+            self.count_v_gt_eps.into(),
+            self.sum_log_abs_update.into(),
+        ]
+    }
+}
+
 /// `a·b / max(‖a‖‖b‖, δ)`, clamped to [−1, 1] (the reductions may come from slightly different
 /// roundings of the same vectors); 0 when an input is not finite or a norm is negative.
 fn cosine(dot: f32, norm_a: f32, norm_b: f32) -> f32 {

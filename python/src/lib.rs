@@ -154,23 +154,6 @@ fn tensor_reductions(row: &[f64; 12], index: usize) -> PyResult<TensorReductions
     })
 }
 
-fn reduction_row(r: &TensorReductions) -> [f64; 12] {
-    [
-        r.numel as f64,
-        r.grad_norm.into(),
-        r.mhat_norm.into(),
-        r.mhat_minus_grad_norm.into(),
-        r.param_norm.into(),
-        r.update_norm.into(),
-        r.lr_p.into(),
-        r.grad_dot_mhat.into(),
-        r.grad_dot_param.into(),
-        r.grad_dot_update.into(),
-        r.count_v_gt_eps.into(),
-        r.sum_log_abs_update.into(),
-    ]
-}
-
 fn restart_dict<'py>(py: Python<'py>, r: Restart) -> PyResult<Bound<'py, PyDict>> {
     let (op, register) = match r {
         Restart::None => ("none", None),
@@ -493,7 +476,7 @@ fn ciao_reference(
             &mut st,
             Some(&mut reductions),
         );
-        all_rows.push(reductions.iter().map(reduction_row).collect());
+        all_rows.push(reductions.iter().map(TensorReductions::to_array).collect());
         flags.push(clipped.map_err(core_err)?.clipped());
     }
     Ok((params, all_rows, flags))
