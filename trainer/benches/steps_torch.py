@@ -256,10 +256,16 @@ def main():
         opt.step()
         return loss.item()
 
-    for _ in range(5):
+    timed(step, warmup=5, min_steps=20, seconds=seconds)
+
+
+def timed(step, warmup, min_steps, seconds):
+    """Calls `step` `warmup` times untimed, then for at least `min_steps` calls and `seconds`;
+    prints calls per wall second and per CPU second (what the Rust bench reads back)."""
+    for _ in range(warmup):
         step()
     steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while steps < 20 or time.perf_counter() - start < seconds:
+    while steps < min_steps or time.perf_counter() - start < seconds:
         step()
         steps += 1
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start

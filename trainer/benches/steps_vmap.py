@@ -11,14 +11,13 @@ import copy
 import json
 import math
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from steps_torch import CELLS, Mlp
+from steps_torch import CELLS, Mlp, timed
 
 
 class Bowl(nn.Module):
@@ -101,14 +100,7 @@ def main():
         opt.step()
         return losses.tolist()
 
-    for _ in range(3):
-        step()
-    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while steps < 5 or time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    print(steps / wall, steps / cpu)
+    timed(step, warmup=3, min_steps=5, seconds=seconds)
 
 
 if __name__ == "__main__":
