@@ -382,6 +382,11 @@ pub struct EvalArgs {
     /// fly); prodigy-cosine (Prodigy with its lr on half a cosine from 1 to 0 over T).
     #[arg(long, value_delimiter = ',', value_parser = parse_alternative, value_name = "NAMES")]
     pub alternatives: Vec<Alternative>,
+    /// Also evaluate CIAO on the imitation teacher's hand schedule (lr ×2 per decision from the
+    /// initial 1e-3 up to PEAK, then a linear decay to 0 by the end, everything else held), one
+    /// row per peak, comma-separated (e.g. 1e-2,3e-2,1e-1): what the warm start clones, open loop.
+    #[arg(long, value_delimiter = ',', value_name = "PEAKS")]
+    pub schedules: Vec<f32>,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
     /// "vs default" column (one run to the largest; outside the range only a bound is reported).
     #[arg(long, value_delimiter = ',', default_values_t = eval::DEFAULT_BUDGET_FACTORS)]
@@ -655,6 +660,14 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             return Err(Error::Usage(format!("--alternatives names {name} twice")));
         }
         controllers.push(Controller::Alternative(alternative));
+    }
+    for &peak in &args.schedules {
+        if !(peak.is_finite() && peak > 0.0) {
+            return Err(Error::Usage(format!(
+                "--schedules wants positive learning rates, got {peak}"
+            )));
+        }
+        controllers.push(Controller::Schedule { peak });
     }
     let bars = MultiProgress::new();
     let grid_bar = bars.add(progress_bar("baseline runs"));

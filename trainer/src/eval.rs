@@ -16,6 +16,7 @@ use crate::alternatives::Alternative;
 use crate::baseline::{self, Grid, GridCurve, MeanSpeedup, Speedup};
 use crate::env::{self, EpisodeConfig, PolicyFile, Trace};
 use crate::error::{Error, Result};
+use crate::imitate::Teacher;
 use crate::plot::{self, Line, PlottedRun};
 use crate::pool::Pool;
 use crate::tasks::{Task, TaskSpec};
@@ -38,6 +39,12 @@ pub enum Controller {
     },
     /// Another optimizer at its published defaults instead of CIAO.
     Alternative(Alternative),
+    /// CIAO following the imitation teacher's hand schedule ([`Teacher`]) to a fixed peak
+    /// learning rate, from the initial hyperparameters: what the warm start clones, open loop.
+    Schedule {
+        /// Peak learning rate (CIAO units).
+        peak: f32,
+    },
 }
 
 impl Controller {
@@ -48,6 +55,7 @@ impl Controller {
             Controller::Fixed(_) => "fixed".into(),
             Controller::Policy { file, .. } => file.name.clone(),
             Controller::Alternative(a) => a.name().into(),
+            Controller::Schedule { peak } => format!("schedule-{peak:e}"),
         }
     }
 
@@ -55,6 +63,7 @@ impl Controller {
     pub fn initial(&self) -> Option<Hyperparams> {
         match self {
             Controller::Fixed(h) | Controller::Policy { initial: h, .. } => Some(*h),
+            Controller::Schedule { .. } => Some(Hyperparams::INITIAL),
             Controller::Alternative(_) => None,
         }
     }
@@ -82,6 +91,15 @@ impl Controller {
                     hide_eval,
                 };
                 env::run_episode(task, &cfg, file.agent()?.as_mut())
+            }
+            Controller::Schedule { peak } => {
+                let cfg = EpisodeConfig {
+                    total_steps: steps,
+                    decisions,
+                    initial: Hyperparams::INITIAL,
+                    hide_eval,
+                };
+                env::run_episode(task, &cfg, &mut Teacher::new(*peak, Hyperparams::INITIAL))
             }
         }
     }

@@ -27,7 +27,9 @@ use crate::env::{self, Agent, EpisodeConfig, Trace};
 use crate::error::{Error, Result};
 use crate::meta_task::{MetaTask, ReferenceCache, mix};
 use crate::meta_train::MetaTrainConfig;
+use crate::policy_net::ActorCritic;
 use crate::pool::Pool;
+use crate::ppo::agent::{ActMode, PolicyAgent};
 use crate::ppo::learner::{Episode, ImitationStats, Learner};
 use crate::ppo::rollout;
 use crate::reward::{self, ReferenceCurve};
@@ -47,6 +49,13 @@ pub struct ImitationConfig {
     pub steps: u64,
     /// Episodes per gradient step.
     pub batch: usize,
+    /// DAgger rounds after the first cloning: the clone runs every demonstrated configuration
+    /// itself (greedy, from the initial hyperparameters), each decision it took is labelled with
+    /// the teacher's action from where the clone actually was, and cloning continues on all
+    /// episodes so far. Corrects the drift of a pure clone away from the states it was taught.
+    pub dagger_rounds: u32,
+    /// Behaviour-cloning gradient steps after each DAgger round.
+    pub dagger_steps: u64,
 }
 
 impl Default for ImitationConfig {
@@ -57,6 +66,8 @@ impl Default for ImitationConfig {
             perturbed_demos: 1,
             steps: 400,
             batch: 32,
+            dagger_rounds: 2,
+            dagger_steps: 200,
         }
     }
 }
@@ -152,6 +163,10 @@ impl Agent for Teacher {
 /// The demonstrations of one task configuration.
 #[derive(Clone, Debug)]
 pub struct Demonstrations {
+    /// The configuration.
+    pub task: MetaTask,
+    /// Its tuned reference.
+    pub curve: ReferenceCurve,
     /// The configuration's family.
     pub family: Family,
     /// The peak that won.
@@ -211,6 +226,8 @@ pub fn demonstrate(
         episodes.push(episode(&curve, &trace, &initial, task.steps));
     }
     Ok(Some(Demonstrations {
+        task: task.clone(),
+        curve,
         family: task.spec.family,
         peak,
         peak_log_speedups,
@@ -259,6 +276,17 @@ pub enum ImitationLine {
         /// Mean winning log-speedup per family.
         per_family: Vec<(String, f64)>,
     },
+    /// The clone's own greedy runs of the demonstrated configurations, before a DAgger round.
+    Student {
+        /// DAgger round (1-based).
+        round: u32,
+        /// Mean final log-speedup over the reference from the initial hyperparameters.
+        mean_log_speedup: f64,
+        /// The same for the winning teachers, for comparison.
+        mean_teacher_log_speedup: f64,
+        /// Share of the clone's decisions whose lr choice was its teacher's from there.
+        lr_agreement: f64,
+    },
     /// A behaviour-cloning step (every tenth, and the last).
     Step {
         /// Gradient step (1-based).
@@ -302,36 +330,136 @@ pub fn run(
         ));
     }
     let mut lines = vec![teachers_line(cfg, &demos)];
-    let episodes: Vec<&Episode> = demos
+    let mut episodes: Vec<Episode> = demos
         .iter()
-        .flat_map(|d| &d.episodes)
+        .flat_map(|d| d.episodes.iter().cloned())
         .filter(|e| !e.is_empty())
         .collect();
-    learner.prepare_imitation(&episodes);
+    learner.prepare_imitation(&episodes.iter().collect::<Vec<_>>());
 
-    progress.set_message("cloning");
-    progress.set_position(0);
-    progress.set_length(cfg.steps);
     let mut rng = ChaCha8Rng::seed_from_u64(mix(run_seed, 0x0131_7A7E));
-    let mut order: Vec<usize> = Vec::new();
-    for step in 1..=cfg.steps {
-        if order.len() < cfg.batch {
-            let mut fresh: Vec<usize> = (0..episodes.len()).collect();
-            fresh.shuffle(&mut rng);
-            order.extend(fresh);
+    let mut done = 0;
+    for round in 0..=cfg.dagger_rounds {
+        if round > 0 {
+            progress.set_message(format!("clone's own runs, round {round}"));
+            progress.set_position(0);
+            progress.set_length(demos.len() as u64);
+            let vars = learner.net.to_named();
+            let runs = pool.run(demos.iter().collect(), progress, |d| {
+                student_run(d, &vars, run_cfg, pool)
+            })?;
+            lines.push(student_line(round, &demos, &runs));
+            episodes.extend(
+                runs.into_iter()
+                    .map(|r| r.episode)
+                    .filter(|e| !e.is_empty()),
+            );
         }
-        let batch: Vec<&Episode> = order
-            .drain(..cfg.batch.min(order.len()))
-            .map(|i| episodes[i])
-            .collect();
-        let stats = learner.imitation_step(&batch);
-        if step % 10 == 0 || step == cfg.steps {
-            lines.push(ImitationLine::Step { step, stats });
+        let steps = if round == 0 {
+            cfg.steps
+        } else {
+            cfg.dagger_steps
+        };
+        progress.set_message(format!("cloning, round {round}"));
+        progress.set_position(0);
+        progress.set_length(steps);
+        let mut order: Vec<usize> = Vec::new();
+        for _ in 0..steps {
+            if order.len() < cfg.batch {
+                let mut fresh: Vec<usize> = (0..episodes.len()).collect();
+                fresh.shuffle(&mut rng);
+                order.extend(fresh);
+            }
+            let batch: Vec<&Episode> = order
+                .drain(..cfg.batch.min(order.len()))
+                .map(|i| &episodes[i])
+                .collect();
+            let stats = learner.imitation_step(&batch);
+            done += 1;
+            if done % 10 == 0 || (round == cfg.dagger_rounds && done == total_steps(cfg)) {
+                lines.push(ImitationLine::Step { step: done, stats });
+            }
+            progress.inc(1);
         }
-        progress.inc(1);
     }
     write_lines(&out.join(IMITATION_FILE), &lines)?;
     Ok(lines)
+}
+
+/// Behaviour-cloning steps of the whole phase, DAgger rounds included.
+fn total_steps(cfg: &ImitationConfig) -> u64 {
+    cfg.steps + u64::from(cfg.dagger_rounds) * cfg.dagger_steps
+}
+
+/// The clone's own run of one demonstrated configuration, relabelled by its teacher.
+struct StudentRun {
+    /// Observations the clone saw, the teacher's actions from there, the run's own rewards.
+    episode: Episode,
+    /// The run's final log-speedup over the reference.
+    log_speedup: f64,
+    /// Share of its decisions whose lr choice was the teacher's.
+    lr_agreement: f64,
+}
+
+/// Runs the clone (actor variables `vars`) greedily on `demo`'s configuration from the initial
+/// hyperparameters, as deployment does, and labels each decision with what the winning
+/// teacher would have done from the hyperparameters the clone had reached (DAgger).
+fn student_run(
+    demo: &Demonstrations,
+    vars: &[(String, Vec<f32>)],
+    run_cfg: &MetaTrainConfig,
+    pool: &Pool,
+) -> Result<StudentRun> {
+    let mut net = ActorCritic::new(
+        tch::Device::Cpu,
+        run_cfg.sizes()?,
+        rollout::PRIVILEGED_DIM,
+        run_cfg.ppo.norm_clip,
+    );
+    net.load_named(vars)?;
+    let task = &demo.task;
+    let initial = Hyperparams::INITIAL;
+    let cfg = EpisodeConfig {
+        total_steps: task.steps,
+        decisions: task.decisions,
+        initial,
+        hide_eval: false,
+    };
+    let mut inner = task.build(pool)?;
+    let mut agent = PolicyAgent::new(&net.actor, ActMode::Greedy, task.seed);
+    let trace = env::run_episode(inner.as_mut(), &cfg, &mut agent)?;
+    let mut episode = episode(&demo.curve, &trace, &initial, task.steps);
+    let mut before = initial;
+    let mut agree = 0usize;
+    for (k, (d, label)) in trace.decisions.iter().zip(&mut episode.actions).enumerate() {
+        let teacher =
+            Teacher::new(demo.peak as f32, before).action(d.progress, d.progress / (k + 1) as f32);
+        agree += usize::from(teacher.choices[0] == d.action.choices[0]);
+        *label = teacher.choices;
+        before = d.hyper;
+    }
+    let log_speedup = *rollout::episode_potentials(&demo.curve, &trace, task.steps)
+        .last()
+        .unwrap_or(&-reward::POTENTIAL_CLIP);
+    Ok(StudentRun {
+        lr_agreement: agree as f64 / trace.decisions.len().max(1) as f64,
+        log_speedup,
+        episode,
+    })
+}
+
+fn student_line(round: u32, demos: &[Demonstrations], runs: &[StudentRun]) -> ImitationLine {
+    let n = runs.len().max(1) as f64;
+    ImitationLine::Student {
+        round,
+        mean_log_speedup: runs.iter().map(|r| r.log_speedup).sum::<f64>() / n,
+        mean_teacher_log_speedup: demos
+            .iter()
+            .map(|d| d.peak_log_speedups.iter().copied().fold(f64::MIN, f64::max))
+            .sum::<f64>()
+            / n,
+        lr_agreement: runs.iter().map(|r| r.lr_agreement).sum::<f64>() / n,
+    }
 }
 
 /// Metrics of the imitation phase, in a run folder.

@@ -266,6 +266,8 @@ tasks = 2
 peaks = [1e-2, 3e-2]
 steps = 3
 batch = 2
+dagger_rounds = 1
+dagger_steps = 2
 [ppo]
 minibatch = 16
 minibatches = 2
@@ -312,7 +314,9 @@ fn meta_train_writes_its_outputs_and_a_finished_run_can_be_extended() {
     assert!(!run.join("metrics.jsonl").exists());
     let imitation = std::fs::read_to_string(run.join("imitation.jsonl")).unwrap();
     assert!(imitation.contains("\"kind\":\"teachers\""), "{imitation}");
-    assert!(imitation.contains("\"step\":3"), "{imitation}");
+    // One DAgger round: the clone ran both configurations itself, then 2 more cloning steps.
+    assert!(imitation.contains("\"kind\":\"student\""), "{imitation}");
+    assert!(imitation.contains("\"step\":5"), "{imitation}");
     let out = lhopt(
         dir.path(),
         &["meta-train", "--quiet", "--resume", "--out", run_arg],
