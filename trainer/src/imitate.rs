@@ -6,10 +6,12 @@
 //! of peak learning rates, each followed through the lr head's own relative actions as closely as
 //! they allow (up as fast as ×2 per decision, then a linear decay to 0 by the end, the schedule
 //! measured to reach the tuned grid on Fashion-MNIST), every other hyperparameter steered back to
-//! its initial value. The best peak in hindsight (lowest final eval loss) is the demonstration;
-//! it is also replayed from perturbed starts, so the clone learns to recover from bad settings.
-//! Demonstrations carry the reward of spec §6, so the critic is fitted to them too and PPO starts
-//! with a value function that knows what these schedules earn.
+//! its initial value. Each configuration demonstrates one peak: the best in hindsight, or among
+//! near-ties the one that does best over all configurations ([`choose_peaks`]). It is also
+//! replayed from perturbed starts, so the clone learns to recover from bad settings. Then DAgger
+//! rounds: the clone runs the configurations itself and the teacher labels what it should have
+//! done from where it was. Demonstrations carry the reward of spec §6, so the critic is fitted to
+//! them too and PPO starts with a value function that knows what these schedules earn.
 
 use std::io::Write;
 use std::path::Path;
@@ -43,6 +45,9 @@ pub struct ImitationConfig {
     pub tasks: u64,
     /// The teacher's peak learning rates (CIAO units).
     pub peaks: Vec<f64>,
+    /// A configuration demonstrates the peak nearest the usual one among those whose final
+    /// log-speedup is within this of its best ([`choose_peaks`]; 0: always its best).
+    pub peak_tolerance: f64,
     /// Extra demonstrations per configuration from perturbed initial hyperparameters.
     pub perturbed_demos: u32,
     /// Behaviour-cloning gradient steps.
@@ -62,7 +67,8 @@ impl Default for ImitationConfig {
     fn default() -> Self {
         Self {
             tasks: 128,
-            peaks: vec![1e-2, 3e-2, 1e-1, 3e-1],
+            peaks: vec![1e-2, 3e-2, 5e-2, 1e-1, 2e-1, 3e-1],
+            peak_tolerance: 0.15,
             perturbed_demos: 1,
             steps: 400,
             batch: 32,
@@ -169,70 +175,137 @@ pub struct Demonstrations {
     pub curve: ReferenceCurve,
     /// The configuration's family.
     pub family: Family,
-    /// The peak that won.
+    /// The peak it demonstrates ([`choose_peaks`]).
     pub peak: f64,
+    /// That peak's final log-speedup over the reference.
+    pub chosen_log_speedup: f64,
     /// Final log-speedup over the tuned reference of each peak from the initial hyperparameters
     /// (−3 when it diverged), in [`ImitationConfig::peaks`] order.
     pub peak_log_speedups: Vec<f64>,
-    /// The winning run and its perturbed replays, as learner episodes.
+    /// The chosen peak's run and its perturbed replays, as learner episodes.
     pub episodes: Vec<Episode>,
 }
 
-/// Runs the teacher's grid on `task` and returns its demonstrations; `None` when the task's
-/// reference cannot define a reward.
-pub fn demonstrate(
+/// Every peak of the teacher's grid, run on one configuration from the initial hyperparameters.
+pub struct TeacherRuns {
+    /// The configuration.
+    pub task: MetaTask,
+    /// Its tuned reference.
+    pub curve: ReferenceCurve,
+    /// Final log-speedup over the reference of each peak (−3 when it diverged), in
+    /// [`ImitationConfig::peaks`] order.
+    pub log_speedups: Vec<f64>,
+    traces: Vec<Trace>,
+}
+
+/// One teacher run of `task` at `peak` from `initial`.
+fn teacher_run(task: &MetaTask, pool: &Pool, peak: f64, initial: Hyperparams) -> Result<Trace> {
+    let mut inner = task.build(pool)?;
+    let cfg = EpisodeConfig {
+        total_steps: task.steps,
+        decisions: task.decisions,
+        initial,
+        hide_eval: false,
+    };
+    env::run_episode(
+        inner.as_mut(),
+        &cfg,
+        &mut Teacher::new(peak as f32, initial),
+    )
+}
+
+/// Runs the teacher's grid on `task`; `None` when the task's reference cannot define a reward.
+pub fn teach(
     task: &MetaTask,
     cfg: &ImitationConfig,
     pool: &Pool,
     references: &ReferenceCache,
-) -> Result<Option<Demonstrations>> {
+) -> Result<Option<TeacherRuns>> {
     let Some(curve) = task.reference(pool, references)? else {
         return Ok(None);
     };
-    let run = |peak: f64, initial: Hyperparams| -> Result<Trace> {
-        let mut inner = task.build(pool)?;
-        let cfg = EpisodeConfig {
-            total_steps: task.steps,
-            decisions: task.decisions,
-            initial,
-            hide_eval: false,
-        };
-        env::run_episode(
-            inner.as_mut(),
-            &cfg,
-            &mut Teacher::new(peak as f32, initial),
-        )
+    let mut runs = TeacherRuns {
+        task: task.clone(),
+        curve,
+        log_speedups: Vec::with_capacity(cfg.peaks.len()),
+        traces: Vec::with_capacity(cfg.peaks.len()),
     };
-    let mut best: Option<(f64, f64, Trace)> = None;
-    let mut peak_log_speedups = Vec::with_capacity(cfg.peaks.len());
     for &peak in &cfg.peaks {
-        let trace = run(peak, Hyperparams::INITIAL)?;
-        let s = *rollout::episode_potentials(&curve, &trace, task.steps)
-            .last()
-            .unwrap_or(&-reward::POTENTIAL_CLIP);
-        peak_log_speedups.push(s);
-        if best.as_ref().is_none_or(|(b, _, _)| s > *b) {
-            best = Some((s, peak, trace));
-        }
+        let trace = teacher_run(task, pool, peak, Hyperparams::INITIAL)?;
+        runs.log_speedups
+            .push(final_log_speedup(&curve, &trace, task.steps));
+        runs.traces.push(trace);
     }
-    let Some((_, peak, trace)) = best else {
-        return Err(Error::Usage("imitation.peaks must not be empty".into()));
+    Ok(Some(runs))
+}
+
+fn final_log_speedup(curve: &ReferenceCurve, trace: &Trace, steps: u64) -> f64 {
+    *rollout::episode_potentials(curve, trace, steps)
+        .last()
+        .unwrap_or(&-reward::POTENTIAL_CLIP)
+}
+
+/// The peak each configuration demonstrates (indices into [`ImitationConfig::peaks`]): among
+/// the peaks within [`ImitationConfig::peak_tolerance`] of the configuration's best final
+/// log-speedup, the one nearest (in log) to the peak that does best on average over all
+/// configurations. A clone cannot tell configurations apart by differences that small, so
+/// near-ties go to one consistent schedule instead of splitting the labels of similar states
+/// between neighbouring peaks (a split clone settles between them, measured below either).
+pub fn choose_peaks(runs: &[TeacherRuns], cfg: &ImitationConfig) -> Vec<usize> {
+    let n = runs.len().max(1) as f64;
+    let mean = |i: usize| runs.iter().map(|r| r.log_speedups[i]).sum::<f64>() / n;
+    let by = |f: &dyn Fn(usize) -> f64| {
+        (0..cfg.peaks.len())
+            .min_by(|&a, &b| f(a).total_cmp(&f(b)))
+            .unwrap_or(0)
     };
+    let usual = cfg.peaks[by(&|i| -mean(i))];
+    runs.iter()
+        .map(|r| {
+            let best = r.log_speedups.iter().copied().fold(f64::MIN, f64::max);
+            by(&|i| {
+                if r.log_speedups[i] >= best - cfg.peak_tolerance {
+                    (cfg.peaks[i] / usual).ln().abs()
+                } else {
+                    f64::INFINITY
+                }
+            })
+        })
+        .collect()
+}
+
+/// The demonstrations of one configuration at its chosen peak: the teacher's run from the
+/// initial hyperparameters and its replays from perturbed starts.
+pub fn demonstrate(
+    runs: TeacherRuns,
+    choice: usize,
+    cfg: &ImitationConfig,
+    pool: &Pool,
+) -> Result<Demonstrations> {
+    let TeacherRuns {
+        task,
+        curve,
+        log_speedups,
+        mut traces,
+    } = runs;
+    let peak = cfg.peaks[choice];
+    let trace = traces.swap_remove(choice);
     let mut episodes = vec![episode(&curve, &trace, &Hyperparams::INITIAL, task.steps)];
     let mut rng = ChaCha8Rng::seed_from_u64(mix(task.seed, 0x7EAC_4E50));
     for _ in 0..cfg.perturbed_demos {
         let initial = rollout::perturb(&mut rng);
-        let trace = run(peak, initial)?;
+        let trace = teacher_run(&task, pool, peak, initial)?;
         episodes.push(episode(&curve, &trace, &initial, task.steps));
     }
-    Ok(Some(Demonstrations {
-        task: task.clone(),
-        curve,
+    Ok(Demonstrations {
         family: task.spec.family,
+        task,
+        curve,
         peak,
-        peak_log_speedups,
+        chosen_log_speedup: log_speedups[choice],
+        peak_log_speedups: log_speedups,
         episodes,
-    }))
+    })
 }
 
 /// A teacher's run as a learner episode: observations, actions, the rewards of spec §6 and the
@@ -266,14 +339,16 @@ pub enum ImitationLine {
         tasks: usize,
         /// Episodes demonstrated.
         episodes: usize,
-        /// Mean final log-speedup over the tuned reference of the winning peak, from the initial
+        /// Mean final log-speedup over the tuned reference of the best peak in hindsight, from the initial
         /// hyperparameters.
         mean_best_log_speedup: f64,
+        /// Mean final log-speedup of the demonstrated (chosen) peaks.
+        mean_chosen_log_speedup: f64,
         /// Mean final log-speedup of each peak from the initial hyperparameters.
         mean_log_speedup_per_peak: Vec<(f64, f64)>,
-        /// How often each peak won.
-        wins_per_peak: Vec<(f64, usize)>,
-        /// Mean winning log-speedup per family.
+        /// How often each peak was demonstrated.
+        chosen_per_peak: Vec<(f64, usize)>,
+        /// Mean best-in-hindsight log-speedup per family.
         per_family: Vec<(String, f64)>,
     },
     /// The clone's own greedy runs of the demonstrated configurations, before a DAgger round.
@@ -282,7 +357,7 @@ pub enum ImitationLine {
         round: u32,
         /// Mean final log-speedup over the reference from the initial hyperparameters.
         mean_log_speedup: f64,
-        /// The same for the winning teachers, for comparison.
+        /// The same for the demonstrated teachers, for comparison.
         mean_teacher_log_speedup: f64,
         /// Share of the clone's decisions whose lr choice was its teacher's from there.
         lr_agreement: f64,
@@ -319,16 +394,25 @@ pub fn run(
         .collect();
     progress.set_message("teachers");
     progress.set_length(tasks.len() as u64);
-    let demos: Vec<Demonstrations> = pool
-        .run(tasks, progress, |t| demonstrate(&t, cfg, pool, references))?
+    let runs: Vec<TeacherRuns> = pool
+        .run(tasks, progress, |t| teach(&t, cfg, pool, references))?
         .into_iter()
         .flatten()
         .collect();
-    if demos.is_empty() {
+    if runs.is_empty() {
         return Err(Error::Usage(
             "imitation: no task configuration had a usable reference; raise imitation.tasks".into(),
         ));
     }
+    let choices = choose_peaks(&runs, cfg);
+    progress.set_message("perturbed replays");
+    progress.set_position(0);
+    progress.set_length(runs.len() as u64);
+    let demos: Vec<Demonstrations> = pool.run(
+        runs.into_iter().zip(choices).collect(),
+        progress,
+        |(r, choice)| demonstrate(r, choice, cfg, pool),
+    )?;
     let mut lines = vec![teachers_line(cfg, &demos)];
     let mut episodes: Vec<Episode> = demos
         .iter()
@@ -402,7 +486,7 @@ struct StudentRun {
 }
 
 /// Runs the clone (actor variables `vars`) greedily on `demo`'s configuration from the initial
-/// hyperparameters, as deployment does, and labels each decision with what the winning
+/// hyperparameters, as deployment does, and labels each decision with what the demonstrated
 /// teacher would have done from the hyperparameters the clone had reached (DAgger).
 fn student_run(
     demo: &Demonstrations,
@@ -453,11 +537,7 @@ fn student_line(round: u32, demos: &[Demonstrations], runs: &[StudentRun]) -> Im
     ImitationLine::Student {
         round,
         mean_log_speedup: runs.iter().map(|r| r.log_speedup).sum::<f64>() / n,
-        mean_teacher_log_speedup: demos
-            .iter()
-            .map(|d| d.peak_log_speedups.iter().copied().fold(f64::MIN, f64::max))
-            .sum::<f64>()
-            / n,
+        mean_teacher_log_speedup: demos.iter().map(|d| d.chosen_log_speedup).sum::<f64>() / n,
         lr_agreement: runs.iter().map(|r| r.lr_agreement).sum::<f64>() / n,
     }
 }
@@ -504,8 +584,14 @@ fn teachers_line(cfg: &ImitationConfig, demos: &[Demonstrations]) -> ImitationLi
         tasks: demos.len(),
         episodes: demos.iter().map(|d| d.episodes.len()).sum(),
         mean_best_log_speedup: mean(&best),
+        mean_chosen_log_speedup: mean(
+            &demos
+                .iter()
+                .map(|d| d.chosen_log_speedup)
+                .collect::<Vec<_>>(),
+        ),
         mean_log_speedup_per_peak: per_peak,
-        wins_per_peak: wins,
+        chosen_per_peak: wins,
         per_family,
     }
 }
@@ -591,6 +677,43 @@ mod tests {
         t.reset();
         let a = t.action(0.5, 0.0625);
         assert_eq!(&a.choices[1..], &Action::HOLD.choices[1..]);
+    }
+
+    fn runs_scoring(log_speedups: &[f64]) -> TeacherRuns {
+        TeacherRuns {
+            task: MetaTask::sample(&crate::ppo::rollout::RolloutConfig::default(), 0, 0),
+            curve: ReferenceCurve {
+                c: 0.0,
+                b: 1.0,
+                alpha: -0.5,
+                total_steps: 100,
+            },
+            log_speedups: log_speedups.to_vec(),
+            traces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn near_ties_go_to_the_peak_that_is_best_on_average() {
+        let cfg = ImitationConfig {
+            peaks: vec![1e-2, 3e-2, 1e-1],
+            peak_tolerance: 0.15,
+            ..ImitationConfig::default()
+        };
+        // 1e-1 is best on average (means -0.75, 0.8, 1.325).
+        let runs = [
+            runs_scoring(&[-3.0, 1.0, 0.9]), // near-tie: 1e-1
+            runs_scoring(&[-3.0, 1.0, 0.5]), // clear win of 3e-2
+            runs_scoring(&[1.0, -0.8, 2.4]), // clear win of 1e-1
+            runs_scoring(&[2.0, 2.0, 1.5]),  // tie far from 1e-1: the nearer, 3e-2
+        ];
+        assert_eq!(choose_peaks(&runs, &cfg), vec![2, 1, 2, 1]);
+        // Zero tolerance: the best in hindsight, always.
+        let strict = ImitationConfig {
+            peak_tolerance: 0.0,
+            ..cfg
+        };
+        assert_eq!(choose_peaks(&runs, &strict), vec![1, 1, 2, 1]);
     }
 
     #[test]

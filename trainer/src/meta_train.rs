@@ -441,9 +441,11 @@ fn warm_start(
     let lines = imitate::run(learner, cfg, pool, references, out, &bar)?;
     bar.finish_and_clear();
     for line in &lines {
-        if let imitate::ImitationLine::Teachers { .. } = line {
+        if let imitate::ImitationLine::Teachers { .. } | imitate::ImitationLine::Student { .. } =
+            line
+        {
             eprintln!(
-                "imitation teachers: {}",
+                "imitation: {}",
                 serde_json::to_string(line).expect("lines serialise")
             );
         }
