@@ -299,8 +299,10 @@ class LHOPT(CIAO):
     hyperparameters and may save, load or swap a checkpoint register: a real copy of the
     parameters, the ``buffers`` given (e.g. ``model.buffers()``, for batch-norm statistics) and
     the optimizer state. ``eval_fn()``, if given, returns an eval loss for each decision. A step
-    whose loss is NaN or infinite updates nothing but is reported to the policy, which may then
-    restore a checkpoint. ``trace`` lists every decision; ``state_dict()`` holds the controller,
+    whose loss is NaN or infinite raises ``lhopt.NonFiniteLossError`` and changes nothing (the
+    parameters, the optimizer state and the controller); with ``nonfinite="report"`` it updates
+    nothing but is reported to the policy, which may then restore a checkpoint (the core's
+    contract). ``trace`` lists every decision; ``state_dict()`` holds the controller,
     the registers and the trace, so a restored run continues exactly.
     """
 
@@ -316,13 +318,20 @@ class LHOPT(CIAO):
         seed: Optional[int] = None,
         initial: Optional[Dict[str, float]] = None,
         buffers: Iterable[torch.Tensor] = (),
+        nonfinite: str = "raise",
     ):
         if decisions is None:
             # The middle of the shipped policy's training range (8 to 32 decisions per run); at
             # 100 decisions it decays the learning rate too early (README, "Python").
             decisions = max(1, min(DEFAULT_DECISIONS, int(total_steps)))
         self._controller = Controller(
-            policy, total_steps=total_steps, decisions=decisions, mode=mode, seed=seed, initial=initial
+            policy,
+            total_steps=total_steps,
+            decisions=decisions,
+            mode=mode,
+            seed=seed,
+            initial=initial,
+            nonfinite=nonfinite,
         )
         super().__init__(params, hyper=self._controller.hyper)
         self.eval_fn = eval_fn
@@ -349,11 +358,13 @@ class LHOPT(CIAO):
         parameters take a CIAO update, and a decision is made when one is due. Returns the loss."""
         if (closure is None) == (loss is None):
             raise TypeError("LHOPT.step needs the step's training loss: step(closure) or step(loss=loss)")
-        self._controller.check_step()
         if closure is not None:
+            self._controller.check_step()  # the closure runs only for a step that can be taken
             with torch.enable_grad():
                 loss = closure()
         value = self._loss_value(loss)
+        # Refuses a step out of order or a non-finite loss (unless reported) before any update.
+        self._controller.check_step(value)
         report = None
         if math.isfinite(value):
             report = self.update(reductions=self._controller.wants_reductions)
