@@ -18,20 +18,20 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 create_exception!(
-    _lhopt,
+    lhopt,
     LhoptError,
     PyValueError,
     "A policy file, saved state or run configuration the core rejected; the message says why."
 );
 create_exception!(
-    _lhopt,
+    lhopt,
     NonFiniteLossError,
     PyValueError,
     "A NaN or infinite training loss, refused by a controller made with nonfinite='raise' (the \
      default); the step was not recorded and nothing changed."
 );
 create_exception!(
-    _lhopt,
+    lhopt,
     OrderError,
     PyRuntimeError,
     "A controller call made out of order (a step while a decision is due, a decision when none \
@@ -231,8 +231,8 @@ impl Controller {
             "the training loss of step {} is {loss}{}; the step was not recorded and nothing \
              changed. Skip the batch (catch this error and go on: the step does not count), or \
              fix its cause (a learning rate too high, bad data, a log of zero); to let the policy \
-             see the divergence and react to it (it may restore a checkpoint), make the \
-             controller with nonfinite='report'",
+             see the divergence and react to it (it may restore a checkpoint), pass \
+             nonfinite='report' to LHOPT or Controller",
             run.steps_done(),
             if loss.is_finite() { ", beyond float32" } else { "" },
         )))
