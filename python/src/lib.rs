@@ -234,7 +234,11 @@ impl Controller {
              see the divergence and react to it (it may restore a checkpoint), pass \
              nonfinite='report' to LHOPT or Controller",
             run.steps_done(),
-            if loss.is_finite() { ", beyond float32" } else { "" },
+            if loss.is_finite() {
+                ", beyond float32"
+            } else {
+                ""
+            },
         )))
     }
 
