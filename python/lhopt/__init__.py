@@ -18,6 +18,7 @@ from ._lhopt import (
     REDUCTION_FIELDS,
     Controller,
     LhoptError,
+    NonFiniteLossError,
     OrderError,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "REDUCTION_FIELDS",
     "Controller",
     "LhoptError",
+    "NonFiniteLossError",
     "OrderError",
 ]

@@ -19,6 +19,10 @@ LOG_UPDATE_DELTA: float
 class LhoptError(ValueError):
     """A policy file, saved state or run configuration the core rejected."""
 
+class NonFiniteLossError(ValueError):
+    """A NaN or infinite training loss, refused by a controller made with ``nonfinite="raise"``
+    (the default); the step was not recorded and nothing changed."""
+
 class OrderError(RuntimeError):
     """A call made out of order; it had no effect."""
 
@@ -42,7 +46,8 @@ class Controller:
     """A frozen LHOPT policy steering one run of ``total_steps`` steps, with a decision every
     ``total_steps // decisions`` steps. ``policy``: None (the shipped one), bytes or a path.
     ``mode="sample"`` samples actions with ``seed`` instead of taking the most likely ones.
-    ``initial`` overrides some of the initial hyperparameters."""
+    ``initial`` overrides some of the initial hyperparameters. ``nonfinite``: what ``observe``
+    does with a NaN or infinite loss, raise ``NonFiniteLossError`` or report it to the policy."""
 
     def __init__(
         self,
@@ -53,14 +58,17 @@ class Controller:
         mode: Literal["greedy", "sample"] = "greedy",
         seed: Optional[int] = None,
         initial: Optional[Dict[str, float]] = None,
+        nonfinite: Literal["raise", "report"] = "raise",
     ) -> None: ...
     def observe(
         self, loss: float, reductions: Optional[Sequence[Sequence[float]]] = None, clipped: bool = False
     ) -> Literal["continue", "decision_due", "finished"]:
-        """Records one step's training loss (NaN/inf are signals, not errors) and, on sampled
-        steps, one row of ``REDUCTION_FIELDS`` per tensor and the clip flag."""
-    def check_step(self) -> None:
-        """Raises OrderError unless ``observe`` would accept a step now."""
+        """Records one step's training loss and, on sampled steps, one row of
+        ``REDUCTION_FIELDS`` per tensor and the clip flag. A loss that is NaN or infinite as a
+        float32 raises ``NonFiniteLossError`` and records nothing, unless ``nonfinite="report"``."""
+    def check_step(self, loss: Optional[float] = None) -> None:
+        """Raises OrderError unless ``observe`` would accept a step now and, given the step's
+        loss, ``NonFiniteLossError`` where ``observe`` would refuse it; changes nothing."""
     def decide(self, param_norm: float, displacement: float, eval_loss: Optional[float] = None) -> Decision:
         """Makes the decision ``observe`` announced."""
     @property
@@ -75,6 +83,8 @@ class Controller:
     def total_steps(self) -> int: ...
     @property
     def decisions(self) -> int: ...
+    @property
+    def nonfinite(self) -> Literal["raise", "report"]: ...
     @property
     def preset(self) -> List[int]:
         """The policy's [pre, hidden, post] layer sizes."""

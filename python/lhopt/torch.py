@@ -45,10 +45,6 @@ def _global_norm(norms: List[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.dot(a.reshape(-1), b.reshape(-1))
-
-
 class CIAO(torch.optim.Optimizer):
     """CIAO at fixed (or hand-set) hyperparameters.
 
@@ -57,7 +53,7 @@ class CIAO(torch.optim.Optimizer):
     floating dtype (tested with float32). Parameter groups are accepted, but every tensor gets
     the same hyperparameters. A parameter without a gradient counts as having a zero gradient.
     Gradients are scaled in place when the clip fires. Memory: besides the two moments, an
-    update buffer, a work buffer and a boolean mask per parameter (reused every step).
+    update buffer and a work buffer as large as the parameters (reused every step).
     """
 
     def __init__(self, params: Iterable[Any], hyper: Optional[Dict[str, float]] = None):
@@ -76,21 +72,40 @@ class CIAO(torch.optim.Optimizer):
                 "m": torch.zeros_like(p, memory_format=torch.preserve_format),
                 "v": torch.zeros_like(p, memory_format=torch.preserve_format),
             }
-        self._matrices = [i for i, p in enumerate(self._params) if p.dim() >= 2]
-        self._matrix_index = torch.tensor(self._matrices, dtype=torch.long, device=first.device)
+        self._bind_state()
+        # The trust ratio applies to matrices only; it is computed for every tensor (fewer ops
+        # per step than a gather and a scatter) and let through where both norms reach this
+        # floor: TRUST_MIN_NORM for matrices, NaN (which no norm reaches) for the others.
+        self._trust_floor = torch.tensor(
+            [TRUST_MIN_NORM if p.dim() >= 2 else math.nan for p in self._params], dtype=first.dtype, device=first.device
+        )
         # Every tensor takes every step with the same hyperparameters, so the bias corrections
         # are shared scalars (the core keeps one per tensor, all equal).
         self._bc1 = 0.0
         self._un_bc = 0.0
-        self._un_ema = torch.zeros(len(self._matrices), dtype=first.dtype, device=first.device)
+        self._un_ema = torch.zeros(len(self._params), dtype=first.dtype, device=first.device)
         self._rolling_max = torch.zeros((), dtype=first.dtype, device=first.device)
-        # Scratch space (not state): the update u, a work buffer and a mask per parameter.
-        self._u = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
-        self._work = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
-        self._mask = [torch.empty_like(p, dtype=torch.bool) for p in self._params]
+        # Scratch space (not state): the update u and a work buffer, each one flat buffer with a
+        # flat row and a shaped view per parameter, so that a pass over all tensors can be a
+        # single op.
+        numels = [p.numel() for p in self._params]
+        self._u_flat = first.new_empty(sum(numels))
+        self._work_flat = first.new_empty(sum(numels))
+        # Sliced, not split: views of a multi-output op could not be written in grad mode.
+        starts = [sum(numels[:i]) for i in range(len(numels))]
+        self._u_rows = [self._u_flat[a : a + n] for a, n in zip(starts, numels)]
+        self._work_rows = [self._work_flat[a : a + n] for a, n in zip(starts, numels)]
+        self._u = [x.view(p.shape) for x, p in zip(self._u_rows, self._params)]
+        self._work = [x.view(p.shape) for x, p in zip(self._work_rows, self._params)]
         self._hyper = dict(INITIAL_HYPER)
         self.hyper = hyper or {}
         self._frozen = True
+
+    def _bind_state(self) -> None:
+        """The moments as lists, looked up once (a tensor's hash is a Python call) and again
+        whenever the state is replaced."""
+        self._ms = [self.state[p]["m"] for p in self._params]
+        self._vs = [self.state[p]["v"] for p in self._params]
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         if getattr(self, "_frozen", False):
@@ -122,7 +137,7 @@ class CIAO(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.update()
+        self._update()
         return loss
 
     @torch.no_grad()
@@ -130,6 +145,10 @@ class CIAO(torch.optim.Optimizer):
         """One CIAO update. With ``reductions=True`` also returns, in one device-to-host
         transfer, one row per tensor in ``lhopt.REDUCTION_FIELDS`` order and whether the clip
         fired: what ``Controller.observe`` takes."""
+        return self._update(reductions)
+
+    def _update(self, reductions: bool = False) -> Optional[Tuple[Rows, bool]]:
+        # update() without its no_grad context, for the steps, which are already inside one.
         h = self._hyper
         params = self._params
         grads = []
@@ -144,17 +163,19 @@ class CIAO(torch.optim.Optimizer):
         self._rolling_max = torch.maximum(grad_norm, self._rolling_max * (1.0 - h["clip_ombeta"]))
         clip = self._rolling_max * h["clip_frac"] / (grad_norm + CLIP_NORM_EPS)
         scale = clip.clamp(max=1.0)
-        torch._foreach_mul_(grads, scale)
+        # Reading the factor costs nothing on the CPU, and spares a pass over the gradients on
+        # the steps where the clip does not fire (most of them); elsewhere it would stall the
+        # device, so the scaling always runs there.
+        if scale.device.type != "cpu" or scale.item() < 1.0:
+            torch._foreach_mul_(grads, scale)
 
         ob1, ob2, eps, wd = h["ombeta1"], h["ombeta2"], h["eps"], h["wd"]
         self._bc1 = self._bc1 * (1.0 - ob1) + ob1
-        ms = [self.state[p]["m"] for p in params]
-        vs = [self.state[p]["v"] for p in params]
+        ms, vs = self._ms, self._vs
         # Into persistent buffers (out=): fresh large temporaries cost page faults every step,
         # and copies before in-place ops an extra pass.
         u, work = self._u, self._work
-        torch._foreach_mul_(ms, 1.0 - ob1)
-        torch._foreach_add_(ms, grads, alpha=ob1)
+        torch._foreach_lerp_(ms, grads, ob1)  # m ← (1 − β₁')·m + β₁'·g in one pass
         torch._foreach_mul_(vs, 1.0 - ob2)
         for g, w in zip(grads, work):
             torch.abs(g, out=w)
@@ -170,12 +191,13 @@ class CIAO(torch.optim.Optimizer):
 
         if reductions:
             # ‖g‖ after the clip is the clip factor times the norm before it.
-            before = [grad_norms * scale, *self._reductions_before_update(grads, ms, vs, eps)]
+            grad_rows = [g.reshape(-1) for g in grads]
+            before = [grad_norms * scale, *self._reductions_before_update(grad_rows, ms, vs, eps)]
         torch._foreach_addcmul_(params, u, (-lr_p).unbind())
         if not reductions:
             return None
 
-        grad_dot_param = torch.stack([_dot(g, p) for g, p in zip(grads, params)])
+        grad_dot_param = torch.stack([torch.dot(g, p.reshape(-1)) for g, p in zip(grad_rows, params)])
         columns = [*before[:3], param_norms, update_norms, lr_p, before[3], grad_dot_param, *before[4:]]
         rows = torch.stack(columns, dim=1)
         flag = (clip < 1.0).to(rows.dtype).reshape(1)
@@ -187,43 +209,34 @@ class CIAO(torch.optim.Optimizer):
     def _tensor_lrs(self, param_norms, update_norms) -> torch.Tensor:
         """The learning rate of every tensor: lr, times the trust ratio for matrices."""
         h = self._hyper
-        first = self._params[0]
-        lr_p = torch.full((len(self._params),), h["lr"], dtype=first.dtype, device=first.device)
-        if not self._matrices:
-            return lr_p
         lo = h["lamb_ombeta"]
-        self._un_ema.mul_(1.0 - lo).add_(update_norms.index_select(0, self._matrix_index), alpha=lo)
+        self._un_ema.mul_(1.0 - lo).add_(update_norms, alpha=lo)
         self._un_bc = self._un_bc * (1.0 - lo) + lo
         un = self._un_ema / self._un_bc
-        pn = param_norms.index_select(0, self._matrix_index)
-        trusted = (pn >= TRUST_MIN_NORM) & (un >= TRUST_MIN_NORM)
-        ratio = torch.where(trusted, (pn / un).clamp(min=TRUST_FLOOR), 1.0)
-        lr_p[self._matrix_index] = h["lr"] * ratio
-        return lr_p
+        trusted = torch.minimum(param_norms, un) >= self._trust_floor
+        ratio = (param_norms / un).clamp_(min=TRUST_FLOOR)
+        return torch.where(trusted, ratio, 1.0).mul_(h["lr"])
 
-    def _reductions_before_update(self, grads, ms, vs, eps) -> List[torch.Tensor]:
-        """‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (u in self._u),
-        with m̂ = m / bc1 never stored whole."""
-        u, work, bc1 = self._u, self._work, self._bc1
+    def _reductions_before_update(self, grad_rows, ms, vs, eps) -> List[torch.Tensor]:
+        """‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (g flat, u in
+        self._u), with m̂ = m / bc1 never stored whole."""
+        work, bc1 = self._work, self._bc1
+        m_rows = [m.reshape(-1) for m in ms]
         mhat_norms = torch.stack(torch._foreach_norm(ms)) / bc1
-        grad_dot_mhat = torch.stack([_dot(g, m) for g, m in zip(grads, ms)]) / bc1
-        for g, m, w in zip(grads, ms, work):
+        grad_dot_mhat = torch.stack([torch.dot(g, m) for g, m in zip(grad_rows, m_rows)]) / bc1
+        for g, m, w in zip(grad_rows, m_rows, self._work_rows):
             torch.add(g, m, alpha=-1.0 / bc1, out=w)  # g − m̂, of the same norm as m̂ − g
-        diff_norms = torch._foreach_norm(work)
-        counts = [torch.count_nonzero(torch.gt(v, eps, out=mask)) for v, mask in zip(vs, self._mask)]
-        for x, w in zip(u, work):
-            torch.abs(x, out=w)
-        torch._foreach_add_(work, LOG_UPDATE_DELTA)
-        torch._foreach_log_(work)
-        dtype = grads[0].dtype
-        return [
-            mhat_norms,
-            torch.stack(diff_norms),
-            grad_dot_mhat,
-            torch.stack([_dot(g, x) for g, x in zip(grads, u)]),
-            torch.stack(counts).to(dtype),
-            torch.stack([w.sum() for w in work]),
-        ]
+        diff_norms = torch.stack(torch._foreach_norm(self._work_rows))
+        grad_dot_update = torch.stack([torch.dot(g, x) for g, x in zip(grad_rows, self._u_rows)])
+        # A count as a sum of ones in the work buffer: several times faster than count_nonzero
+        # of a mask, and exact up to 2^24 per tensor (the core reports it as a float32 too).
+        for v, w in zip(vs, work):
+            torch.gt(v, eps, out=w)
+        counts = torch.stack([w.sum() for w in work])
+        torch.abs(self._u_flat, out=self._work_flat)
+        self._work_flat.add_(LOG_UPDATE_DELTA).log_()
+        sum_logs = torch.stack([w.sum() for w in work])
+        return [mhat_norms, diff_norms, grad_dot_mhat, grad_dot_update, counts, sum_logs]
 
     def state_dict(self) -> Dict[str, Any]:
         sd = super().state_dict()
@@ -242,6 +255,7 @@ class CIAO(torch.optim.Optimizer):
         if extra["un_ema"].shape != self._un_ema.shape:
             raise ValueError("the saved state belongs to a different parameter list")
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("ciao", "lhopt")})
+        self._bind_state()
         self._rolling_max = extra["rolling_max"].to(self._rolling_max).clone()
         self._un_ema = extra["un_ema"].to(self._un_ema).clone()
         self._bc1, self._un_bc = float(extra["bc1"]), float(extra["un_bc"])
@@ -256,13 +270,7 @@ class CIAO(torch.optim.Optimizer):
     # Checkpoint registers: real copies of parameters, buffers and optimizer state.
 
     def _live(self, buffers: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
-        return {
-            "params": self._params,
-            "buffers": buffers,
-            "m": [self.state[p]["m"] for p in self._params],
-            "v": [self.state[p]["v"] for p in self._params],
-            "un_ema": [self._un_ema],
-        }
+        return {"params": self._params, "buffers": buffers, "m": self._ms, "v": self._vs, "un_ema": [self._un_ema]}
 
     @torch.no_grad()
     def _snapshot(self, buffers: List[torch.Tensor], into: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -299,8 +307,10 @@ class LHOPT(CIAO):
     hyperparameters and may save, load or swap a checkpoint register: a real copy of the
     parameters, the ``buffers`` given (e.g. ``model.buffers()``, for batch-norm statistics) and
     the optimizer state. ``eval_fn()``, if given, returns an eval loss for each decision. A step
-    whose loss is NaN or infinite updates nothing but is reported to the policy, which may then
-    restore a checkpoint. ``trace`` lists every decision; ``state_dict()`` holds the controller,
+    whose loss is NaN or infinite raises ``lhopt.NonFiniteLossError`` and changes nothing (the
+    parameters, the optimizer state and the controller); with ``nonfinite="report"`` it updates
+    nothing but is reported to the policy, which may then restore a checkpoint (the core's
+    contract). ``trace`` lists every decision; ``state_dict()`` holds the controller,
     the registers and the trace, so a restored run continues exactly.
     """
 
@@ -316,13 +326,20 @@ class LHOPT(CIAO):
         seed: Optional[int] = None,
         initial: Optional[Dict[str, float]] = None,
         buffers: Iterable[torch.Tensor] = (),
+        nonfinite: str = "raise",
     ):
         if decisions is None:
-            # The middle of the shipped policy's training range (8 to 32 decisions per run); at
-            # 100 decisions it decays the learning rate too early (README, "Python").
+            # The middle of the shipped policy's training range (8 to 32 decisions per run,
+            # policies/default.md): outside it the policy's behaviour is untested.
             decisions = max(1, min(DEFAULT_DECISIONS, int(total_steps)))
         self._controller = Controller(
-            policy, total_steps=total_steps, decisions=decisions, mode=mode, seed=seed, initial=initial
+            policy,
+            total_steps=total_steps,
+            decisions=decisions,
+            mode=mode,
+            seed=seed,
+            initial=initial,
+            nonfinite=nonfinite,
         )
         super().__init__(params, hyper=self._controller.hyper)
         self.eval_fn = eval_fn
@@ -349,14 +366,16 @@ class LHOPT(CIAO):
         parameters take a CIAO update, and a decision is made when one is due. Returns the loss."""
         if (closure is None) == (loss is None):
             raise TypeError("LHOPT.step needs the step's training loss: step(closure) or step(loss=loss)")
-        self._controller.check_step()
         if closure is not None:
+            self._controller.check_step()  # the closure runs only for a step that can be taken
             with torch.enable_grad():
                 loss = closure()
         value = self._loss_value(loss)
+        # Refuses a step out of order or a non-finite loss (unless reported) before any update.
+        self._controller.check_step(value)
         report = None
         if math.isfinite(value):
-            report = self.update(reductions=self._controller.wants_reductions)
+            report = self._update(reductions=self._controller.wants_reductions)
         rows, clipped = report if report is not None else (None, False)
         if self._controller.observe(value, rows, clipped) == "decision_due":
             self._decide()
@@ -374,8 +393,8 @@ class LHOPT(CIAO):
 
     def _decide(self) -> None:
         params, work = self._params, self._work
-        torch._foreach_copy_(work, params)
-        torch._foreach_sub_(work, self._anchor)
+        for p, a, w in zip(params, self._anchor, work):
+            torch.sub(p, a, out=w)
         norms = torch.stack([_global_norm(torch._foreach_norm(params)), _global_norm(torch._foreach_norm(work))])
         param_norm, displacement = norms.tolist()
         eval_loss = None if self.eval_fn is None else float(self.eval_fn())

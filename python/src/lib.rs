@@ -18,13 +18,20 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 create_exception!(
-    _lhopt,
+    lhopt,
     LhoptError,
     PyValueError,
     "A policy file, saved state or run configuration the core rejected; the message says why."
 );
 create_exception!(
-    _lhopt,
+    lhopt,
+    NonFiniteLossError,
+    PyValueError,
+    "A NaN or infinite training loss, refused by a controller made with nonfinite='raise' (the \
+     default); the step was not recorded and nothing changed."
+);
+create_exception!(
+    lhopt,
     OrderError,
     PyRuntimeError,
     "A controller call made out of order (a step while a decision is due, a decision when none \
@@ -114,6 +121,35 @@ fn initial_hyper(overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Hyperparams>
     Ok(Hyperparams::from_array(values))
 }
 
+/// What `observe` does with a NaN or infinite training loss.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NonFinite {
+    /// Refuse it with `NonFiniteLossError`, recording nothing: in a Python loop such a loss is
+    /// far more often a bug (bad data, a log of zero) than a run worth steering.
+    Raise,
+    /// The core's contract: record it as the divergence signal the policy reacts to.
+    Report,
+}
+
+impl NonFinite {
+    fn parse(s: &str) -> PyResult<Self> {
+        match s {
+            "raise" => Ok(NonFinite::Raise),
+            "report" => Ok(NonFinite::Report),
+            other => Err(PyValueError::new_err(format!(
+                "nonfinite must be 'raise' or 'report', not {other:?}"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            NonFinite::Raise => "raise",
+            NonFinite::Report => "report",
+        }
+    }
+}
+
 fn parse_mode(mode: &str, seed: Option<u64>) -> PyResult<Mode> {
     match (mode, seed) {
         ("greedy", None) => Ok(Mode::Greedy),
@@ -179,12 +215,33 @@ struct Controller {
     /// The policy file, for checking saved states before restoring them.
     policy: Vec<u8>,
     preset: [usize; 3],
+    nonfinite: NonFinite,
     name: String,
     card: String,
     feature_set: u16,
 }
 
 impl Controller {
+    /// Refuses a NaN or infinite loss unless the controller reports them; `run` is locked.
+    fn check_loss(&self, run: &Run, loss: f64) -> PyResult<()> {
+        if self.nonfinite == NonFinite::Report || (loss as f32).is_finite() {
+            return Ok(());
+        }
+        Err(NonFiniteLossError::new_err(format!(
+            "the training loss of step {} is {loss}{}; the step was not recorded and nothing \
+             changed. Skip the batch (catch this error and go on: the step does not count), or \
+             fix its cause (a learning rate too high, bad data, a log of zero); to let the policy \
+             see the divergence and react to it (it may restore a checkpoint), pass \
+             nonfinite='report' to LHOPT or Controller",
+            run.steps_done(),
+            if loss.is_finite() {
+                ", beyond float32"
+            } else {
+                ""
+            },
+        )))
+    }
+
     fn run(&self) -> MutexGuard<'_, Run> {
         // A panic cannot happen while the lock is held (the core does not panic), so a poisoned
         // lock still holds a consistent controller.
@@ -195,7 +252,7 @@ impl Controller {
 #[pymethods]
 impl Controller {
     #[new]
-    #[pyo3(signature = (policy=None, *, total_steps, decisions, mode="greedy", seed=None, initial=None))]
+    #[pyo3(signature = (policy=None, *, total_steps, decisions, mode="greedy", seed=None, initial=None, nonfinite="raise"))]
     fn new(
         policy: Option<&Bound<'_, PyAny>>,
         total_steps: u64,
@@ -203,9 +260,11 @@ impl Controller {
         mode: &str,
         seed: Option<u64>,
         initial: Option<&Bound<'_, PyDict>>,
+        nonfinite: &str,
     ) -> PyResult<Self> {
         let bytes = policy_bytes(policy)?;
         let mode = parse_mode(mode, seed)?;
+        let nonfinite = NonFinite::parse(nonfinite)?;
         let initial = initial_hyper(initial)?;
         let config = RunConfig {
             total_steps,
@@ -218,16 +277,18 @@ impl Controller {
             config,
             policy: bytes,
             preset: loaded.preset,
+            nonfinite,
             name: header.name.as_str().to_owned(),
             card: header.card.as_str().to_owned(),
             feature_set: header.feature_set_version,
         })
     }
 
-    /// Records one finished inner step: its training loss (NaN and infinity are signals the
-    /// policy reacts to, not errors) and, when `wants_reductions` was true before the step, one
-    /// row of 12 numbers per parameter tensor (see `REDUCTION_FIELDS`) and whether the gradient
-    /// clip fired. Returns "continue", "decision_due" or "finished".
+    /// Records one finished inner step: its training loss and, when `wants_reductions` was true
+    /// before the step, one row of 12 numbers per parameter tensor (see `REDUCTION_FIELDS`) and
+    /// whether the gradient clip fired. Returns "continue", "decision_due" or "finished". A loss
+    /// that is NaN or infinite as a float32 raises `NonFiniteLossError` and records nothing,
+    /// unless the controller was made with `nonfinite="report"`.
     #[pyo3(signature = (loss, reductions=None, clipped=false))]
     fn observe(
         &self,
@@ -249,6 +310,7 @@ impl Controller {
                 run.steps_done()
             )));
         }
+        self.check_loss(&run, loss)?;
         let given = reductions.is_some().then_some(StepReductions {
             tensors: &tensors,
             clipped,
@@ -261,9 +323,14 @@ impl Controller {
         })
     }
 
-    /// Raises `OrderError` unless `observe` would accept a step now (nothing else happens).
-    fn check_step(&self) -> PyResult<()> {
-        self.run().can_observe().map_err(order_err)
+    /// Raises `OrderError` unless `observe` would accept a step now and, given the step's
+    /// `loss`, `NonFiniteLossError` where `observe` would refuse it. Nothing else happens: a
+    /// runtime calls it before changing anything it cannot take back.
+    #[pyo3(signature = (loss=None))]
+    fn check_step(&self, loss: Option<f64>) -> PyResult<()> {
+        let run = self.run();
+        run.can_observe().map_err(order_err)?;
+        loss.map_or(Ok(()), |loss| self.check_loss(&run, loss))
     }
 
     /// Makes the decision that `observe` announced: `param_norm` is the global parameter norm,
@@ -341,6 +408,12 @@ impl Controller {
     #[getter]
     fn decisions(&self) -> u32 {
         self.config.decisions
+    }
+
+    /// What `observe` does with a NaN or infinite loss: "raise" or "report".
+    #[getter]
+    fn nonfinite(&self) -> &'static str {
+        self.nonfinite.name()
     }
 
     /// The policy's [pre, hidden, post] layer sizes.
@@ -491,6 +564,7 @@ fn _lhopt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ciao_reference, m)?)?;
     m.add("LhoptError", py.get_type::<LhoptError>())?;
     m.add("OrderError", py.get_type::<OrderError>())?;
+    m.add("NonFiniteLossError", py.get_type::<NonFiniteLossError>())?;
     m.add("DEFAULT_POLICY", PyBytes::new(py, DEFAULT_POLICY))?;
     m.add("HYPER_NAMES", Hyperparams::NAMES)?;
     m.add("REDUCTION_FIELDS", REDUCTION_FIELDS)?;

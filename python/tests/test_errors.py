@@ -1,5 +1,6 @@
 """Bad inputs raise clear Python exceptions (with the core's messages) and change nothing."""
 
+import copy
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 import lhopt
 import lhopt.torch
-from lhopt import Controller, LhoptError, OrderError
+from lhopt import Controller, LhoptError, NonFiniteLossError, OrderError
 
 ROW = [100, 1.0, 0.8, 0.5, 5.0, 0.3, 1e-3, 0.4, -0.2, 0.1, 90.0, -120.0]
 
@@ -53,6 +54,7 @@ def test_bad_policies(policy, error, message):
         ({"seed": 3}, ValueError, "only used with mode='sample'"),
         ({"initial": {"learning_rate": 0.1}}, ValueError, "unknown hyperparameter"),
         ({"initial": {"lr": math.nan}}, ValueError, "must be finite"),
+        ({"nonfinite": "skip"}, ValueError, "nonfinite must be 'raise' or 'report'"),
     ],
 )
 def test_bad_configurations(kw, error, message):
@@ -88,13 +90,34 @@ def test_bad_observations_change_nothing():
         unchanged(ctl, before)
 
 
-def test_non_finite_losses_are_signals_not_errors():
-    # The core's contract (and PROTOCOL.md's): a diverging run's NaN or infinite loss is what the
-    # policy must see to restore a checkpoint, so it is recorded, not refused.
+NON_FINITE = [math.nan, math.inf, -math.inf, 1e39]  # the last overflows the core's float32
+
+
+def test_non_finite_losses_raise_and_change_nothing():
     ctl = controller()
-    assert ctl.observe(math.nan) == "continue"
-    assert ctl.observe(math.inf) == "continue"
-    assert ctl.step == 2
+    for t in range(12):  # through sampled steps and a decision
+        before = ctl.state_dict()
+        for loss in NON_FINITE:
+            with pytest.raises(NonFiniteLossError, match=f"loss of step {t} is .*nothing changed.*nonfinite='report'"):
+                ctl.observe(loss, [ROW] if ctl.wants_reductions else None)
+            with pytest.raises(NonFiniteLossError, match="not recorded"):
+                ctl.check_step(loss)
+            unchanged(ctl, before)
+            assert ctl.step == t
+        ctl.check_step(0.5)
+        if ctl.observe(0.5, [ROW] if ctl.wants_reductions else None) == "decision_due":
+            ctl.decide(1.0, 0.1)
+    assert ctl.nonfinite == "raise"
+
+
+def test_non_finite_losses_are_signals_when_reported():
+    # The core's contract (and PROTOCOL.md's): a diverging run's NaN or infinite loss is what the
+    # policy reacts to (it may restore a checkpoint), so with nonfinite="report" it is recorded.
+    ctl = controller(nonfinite="report")
+    for loss in NON_FINITE:
+        ctl.check_step(loss)
+        assert ctl.observe(loss) == "continue"
+    assert ctl.step == len(NON_FINITE)
 
 
 def test_calls_out_of_order():
@@ -165,13 +188,24 @@ def small_problem():
 
 
 def snapshot(opt, net):
-    return [p.detach().clone() for p in net.parameters()], opt.controller.state_dict()
+    return [p.detach().clone() for p in net.parameters()], copy.deepcopy(opt.state_dict())
+
+
+def same(a, b):
+    """Equality of nested state_dicts, tensors compared exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def assert_same(opt, net, snap):
-    params, ctl = snap
+    params, state = snap
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), params))
-    assert opt.controller.state_dict() == ctl
+    assert same(opt.state_dict(), state)
 
 
 def test_optimizer_bad_inputs_change_nothing():
@@ -197,19 +231,49 @@ def test_optimizer_bad_inputs_change_nothing():
         opt.load_state_dict(other.state_dict())
     assert_same(opt, net, snap)
 
-    # A NaN loss updates nothing but is reported to the policy.
-    opt.step(loss=float("nan"))
-    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), snap[0]))
-    assert opt.controller.step == 1
-    opt.step(loss=loss)
-    assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), snap[0]))
-
-    for _ in range(18):
+    for _ in range(20):
         opt.step(loss=loss)
     snap = snapshot(opt, net)
     with pytest.raises(OrderError, match="the run has finished"):
         opt.step(loss=loss)
     assert_same(opt, net, snap)
+
+
+def test_optimizer_non_finite_losses_raise_and_change_nothing():
+    net, x, y = small_problem()
+    opt = lhopt.torch.LHOPT(net.parameters(), total_steps=20, decisions=4)
+
+    def closure(bad=None):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        loss.backward()
+        return loss if bad is None else loss * bad
+
+    for t in range(20):  # through sampled steps and decisions
+        closure()
+        snap = snapshot(opt, net)
+        for bad in NON_FINITE:
+            for call in (lambda: opt.step(loss=bad), lambda: opt.step(loss=torch.tensor(bad, dtype=torch.float64))):
+                with pytest.raises(NonFiniteLossError, match=f"loss of step {t} is"):
+                    call()
+                assert_same(opt, net, snap)
+            with pytest.raises(NonFiniteLossError, match="nothing changed"):
+                opt.step(lambda: closure(bad))
+            assert_same(opt, net, snap)
+        opt.step(closure)
+    assert opt.controller.step == 20 and len(opt.trace) == 4
+
+
+def test_optimizer_reports_non_finite_losses_when_asked():
+    net, x, y = small_problem()
+    opt = lhopt.torch.LHOPT(net.parameters(), total_steps=20, decisions=2, nonfinite="report")
+    torch.nn.functional.mse_loss(net(x), y).backward()
+    params = [p.detach().clone() for p in net.parameters()]
+    opt.step(loss=float("nan"))  # updates nothing, but the policy sees it
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), params))
+    assert opt.controller.step == 1
+    opt.step(loss=1.0)
+    assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), params))
 
 
 def test_ciao_bad_hyperparameters():

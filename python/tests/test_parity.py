@@ -121,7 +121,7 @@ def run_inputs(seed: int):
 @pytest.mark.parametrize("seed", [None, 7], ids=["greedy", "sample"])
 def test_decisions_and_state_are_the_cores_bit_for_bit(parity_policy, core_c_library, seed):
     lib = bind(ctypes.CDLL(str(core_c_library)))
-    ctl = lhopt.Controller(parity_policy, total_steps=T, decisions=K, mode="greedy" if seed is None else "sample", seed=seed)
+    ctl = lhopt.Controller(parity_policy, total_steps=T, decisions=K, mode="greedy" if seed is None else "sample", seed=seed, nonfinite="report")
     ref = CoreRun(lib, parity_policy, seed)
     steps, decide = run_inputs(seed=3)
     decisions, ops = 0, set()
