@@ -159,10 +159,15 @@ pub struct RankTally {
     pub episode_seconds: f64,
     /// The newest policy version any of them acted with.
     pub newest_version: u64,
+    /// Frames received, dropped ones included.
+    pub frames: u64,
     /// Bytes received, dropped frames included.
     pub bytes: u64,
-    /// Frames dropped.
+    /// Frames dropped as malformed, truncated, unfit or unexpected.
     pub dropped: u64,
+    /// Sound episodes dropped because their policy was more than the buffer's staleness limit
+    /// behind the learner's (the buffer would evict them before their first use).
+    pub stale: u64,
 }
 
 /// The learner's checks and accounts of arriving frames, independent of the transport: decodes,
@@ -170,6 +175,7 @@ pub struct RankTally {
 #[derive(Debug)]
 pub struct Inbox {
     hidden: usize,
+    max_staleness: u64,
     version: u64,
     next_task: u64,
     /// Per rank.
@@ -177,11 +183,13 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// An inbox for a network with LSTM width `hidden` at policy `version`, the task sequence
-    /// continuing at `next_task`.
-    pub fn new(hidden: usize, version: u64, next_task: u64) -> Self {
+    /// An inbox for a network with LSTM width `hidden` at policy `version` whose buffer keeps
+    /// decisions at most `max_staleness` versions old, the task sequence continuing at
+    /// `next_task`.
+    pub fn new(hidden: usize, max_staleness: u64, version: u64, next_task: u64) -> Self {
         Self {
             hidden,
+            max_staleness,
             version,
             next_task,
             tally: BTreeMap::new(),
@@ -202,10 +210,15 @@ impl Inbox {
     /// Checks and counts `frame` from `rank`; a refused frame is logged to stderr and dropped.
     pub fn accept(&mut self, rank: i32, frame: &[u8]) -> Incoming {
         let tally = self.tally.entry(rank).or_default();
+        tally.frames += 1;
         tally.bytes += frame.len() as u64;
         let refused = match wire::decode(frame) {
             Ok(Message::Episode(report)) => {
                 match wire::check_episode(&report, self.hidden, self.version) {
+                    Ok(()) if report.episode.version + self.max_staleness < self.version => {
+                        tally.stale += 1;
+                        return Incoming::Dropped;
+                    }
                     Ok(()) => {
                         tally.episodes += 1;
                         tally.decisions += report.episode.len() as u64;
@@ -239,6 +252,7 @@ fn variant_name(m: &Message) -> &'static str {
         Message::Start { .. } => "Start",
         Message::Policy(_) => "Policy",
         Message::Episode(_) => "Episode",
+        Message::Taken(_) => "Taken",
         Message::Failed(_) => "Failed",
         Message::Stop => "Stop",
         Message::Done => "Done",
@@ -278,7 +292,7 @@ mod tests {
             version: 1,
             vars: Vec::new(),
         });
-        let mut inbox = Inbox::new(wire::tests::HIDDEN, 0, 5);
+        let mut inbox = Inbox::new(wire::tests::HIDDEN, 2, 0, 5);
         let episode = wire::encode(&Message::Episode(wire::tests::report(4, 0)));
         assert!(matches!(inbox.accept(1, &episode), Incoming::Episode(_)));
         // The policy has not moved past version 0: an episode from version 1 is bogus.
@@ -299,8 +313,12 @@ mod tests {
             Incoming::Done
         ));
         let t = inbox.tally[&1];
-        assert_eq!((t.dropped, t.episodes, t.decisions), (4, 1, 4));
+        assert_eq!((t.frames, t.dropped, t.episodes, t.decisions), (6, 4, 1, 4));
         // The accepted episode came from configuration 7.
         assert_eq!(inbox.next_task(), 8);
+        // Three versions later an episode of version 0 is beyond the staleness limit of 2.
+        inbox.set_version(3);
+        assert!(matches!(inbox.accept(1, &episode), Incoming::Dropped));
+        assert_eq!((inbox.tally[&1].stale, inbox.tally[&1].dropped), (1, 4));
     }
 }

@@ -100,7 +100,12 @@ impl LaunchRollouts for RankLauncher {
             sent += start.len() + policy.len();
         }
         Ok(Box::new(RankRollouts {
-            inbox: Inbox::new(cfg.sizes()?.hidden, version, next_task),
+            inbox: Inbox::new(
+                cfg.sizes()?.hidden,
+                cfg.ppo.max_staleness,
+                version,
+                next_task,
+            ),
             world,
             done: BTreeSet::new(),
             started: Instant::now(),
@@ -145,13 +150,14 @@ impl RankRollouts {
         for (rank, t) in &self.inbox.tally {
             episode_bytes += t.bytes;
             eprintln!(
-                "learner: rank {rank}: {} episodes, {} decisions, {:.2} s per episode, newest policy {}, {} bytes received, {} dropped",
+                "learner: rank {rank}: {} episodes, {} decisions, {:.2} s per episode, newest policy {}, {} bytes received, {} dropped, {} stale",
                 t.episodes,
                 t.decisions,
                 t.episode_seconds / t.episodes.max(1) as f64,
                 t.newest_version,
                 t.bytes,
-                t.dropped
+                t.dropped,
+                t.stale
             );
         }
         eprintln!(
@@ -171,7 +177,10 @@ impl Rollouts for RankRollouts {
                 std::thread::sleep(POLL);
                 continue;
             };
-            match self.inbox.accept(rank, &frame) {
+            let incoming = self.inbox.accept(rank, &frame);
+            let taken = wire::encode(&Message::Taken(self.inbox.tally[&rank].frames));
+            self.world.process_at_rank(rank).send(&taken[..]);
+            match incoming {
                 Incoming::Episode(report) => break Ok(report),
                 Incoming::Failed(text) => {
                     break Err(Error::Distributed(format!("rank {rank} failed: {text}")));
@@ -235,19 +244,55 @@ enum Told {
     Stop,
 }
 
-/// Applies every frame waiting from the learner: a new policy goes to the local workers; `Stop`
-/// is reported; anything else is logged and dropped.
-fn take_frames(root: &Process<'_>, local: &mut LocalWorkers) -> Told {
-    let mut told = Told::Nothing;
-    while let Some((_, frame)) = receive(root) {
-        match wire::decode(&frame) {
-            // Publishing to local threads cannot fail.
-            Ok(Message::Policy(policy)) => drop(local.publish(policy)),
-            Ok(Message::Stop) => told = Told::Stop,
-            other => drop_unexpected(&other, &frame),
+/// A rollout rank's link to the learner: its local workers and its frames in flight.
+struct Link<'a> {
+    root: Process<'a>,
+    local: LocalWorkers,
+    /// Frames sent to the learner.
+    sent: u64,
+    /// Frames the learner has taken off the network ([`Message::Taken`]).
+    taken: u64,
+    /// Frames that may be in flight beyond `taken`.
+    window: u64,
+}
+
+impl Link<'_> {
+    /// Applies every frame waiting from the learner: a new policy goes to the local workers;
+    /// `Stop` is reported; anything else is logged and dropped.
+    fn take_frames(&mut self) -> Told {
+        let mut told = Told::Nothing;
+        while let Some((_, frame)) = receive(&self.root) {
+            match wire::decode(&frame) {
+                // Publishing to local threads cannot fail.
+                Ok(Message::Policy(policy)) => drop(self.local.publish(policy)),
+                Ok(Message::Taken(n)) => self.taken = self.taken.max(n),
+                Ok(Message::Stop) => told = Told::Stop,
+                other => drop_unexpected(&other, &frame),
+            }
         }
+        told
     }
-    told
+
+    /// Sends `message` to the learner without blocking in MPI: takes the learner's frames until
+    /// the send completes (the learner may be sending a policy to this rank at the same time).
+    fn send(&mut self, message: &Message) -> Told {
+        let frame = wire::encode(message);
+        self.sent += 1;
+        mpi::request::scope(|scope| {
+            let mut request = self.root.immediate_send(scope, &frame[..]);
+            let mut told = Told::Nothing;
+            loop {
+                match request.test() {
+                    Ok(_) => return told,
+                    Err(pending) => request = pending,
+                }
+                if self.take_frames() == Told::Stop {
+                    told = Told::Stop;
+                }
+                std::thread::sleep(POLL / 10);
+            }
+        })
+    }
 }
 
 fn drop_unexpected(decoded: &Result<Message, wire::WireError>, frame: &[u8]) {
@@ -301,7 +346,7 @@ fn serve(world: &SimpleCommunicator, pool: Pool) -> Result<()> {
         Message::Policy(policy) => Some(policy),
         _ => None,
     });
-    let mut local = LocalWorkers::start(
+    let local = LocalWorkers::start(
         &config,
         policy,
         first_task,
@@ -309,48 +354,42 @@ fn serve(world: &SimpleCommunicator, pool: Pool) -> Result<()> {
         pool,
         ReferenceCache::from_env()?,
     )?;
+    // As many frames in flight as the local channel holds: the learner can take a burst from
+    // every rank while each keeps its workers busy.
+    let window = (2 * config.rollout.batch_instances.max(1) * config.rollout.workers.max(1)) as u64;
+    let mut link = Link {
+        root,
+        local,
+        sent: 0,
+        taken: 0,
+        window,
+    };
     let mut failed = false;
     loop {
-        if take_frames(&root, &mut local) == Told::Stop {
+        if link.take_frames() == Told::Stop {
             break;
         }
-        if failed {
-            // Reported; the learner ends the run and sends `Stop`.
+        if failed || link.sent >= link.taken + link.window {
+            // Failed: reported, the learner ends the run and sends `Stop`. Window full: the
+            // workers wait on the local channel until the learner catches up.
             std::thread::sleep(POLL);
             continue;
         }
-        let message = match local.rx.recv_timeout(POLL) {
+        let message = match link.local.rx.recv_timeout(POLL) {
             Ok(Ok(report)) => Message::Episode(report),
             Ok(Err(e)) => Message::Failed(e.to_string()),
-            Err(RecvTimeoutError::Disconnected) => Message::Failed(every_worker_stopped().to_string()),
+            Err(RecvTimeoutError::Disconnected) => {
+                Message::Failed(every_worker_stopped().to_string())
+            }
             Err(RecvTimeoutError::Timeout) => continue,
         };
         failed = matches!(message, Message::Failed(_));
-        if send_polling(&root, &wire::encode(&message), &mut local) == Told::Stop {
+        if link.send(&message) == Told::Stop {
             break;
         }
     }
     // The learner sends nothing after `Stop`, so nothing can be waiting for this rank.
-    root.send(&wire::encode(&Message::Done)[..]);
-    Box::new(local).stop();
+    link.root.send(&wire::encode(&Message::Done)[..]);
+    Box::new(link.local).stop();
     Ok(())
-}
-
-/// Sends `frame` to the learner without blocking in MPI: takes the learner's frames until the
-/// send completes (the learner may be sending a policy to this rank at the same time).
-fn send_polling(root: &Process<'_>, frame: &[u8], local: &mut LocalWorkers) -> Told {
-    mpi::request::scope(|scope| {
-        let mut request = root.immediate_send(scope, frame);
-        let mut told = Told::Nothing;
-        loop {
-            match request.test() {
-                Ok(_) => return told,
-                Err(pending) => request = pending,
-            }
-            if take_frames(root, local) == Told::Stop {
-                told = Told::Stop;
-            }
-            std::thread::sleep(POLL / 10);
-        }
-    })
 }

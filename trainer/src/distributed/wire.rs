@@ -49,6 +49,11 @@ pub enum Message {
     Policy(PolicySnapshot),
     /// Rollout rank → learner: a finished episode.
     Episode(EpisodeReport),
+    /// Learner → rollout rank: how many of the rank's frames the learner has taken off the
+    /// network so far. A rank keeps only a few frames in flight beyond this count, so that rollouts
+    /// faster than the learner wait (acting with the newest policy when they resume) instead of
+    /// queueing ever staler episodes at the learner.
+    Taken(u64),
     /// Rollout rank → learner: the rank's workers stopped on this error; it waits for `Stop`.
     Failed(String),
     /// Learner → rollout rank: stop after the current episode and say `Done`.
@@ -233,6 +238,7 @@ pub(crate) mod tests {
                 vars: vec![("actor.w".into(), vec![1.0, -2.5])],
             }),
             Message::Episode(report(3, 2)),
+            Message::Taken(12),
             Message::Failed("no data".into()),
             Message::Stop,
             Message::Done,
