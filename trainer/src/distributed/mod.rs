@@ -18,9 +18,7 @@ use crate::error::{Error, Result};
 use crate::meta_task::ReferenceCache;
 use crate::meta_train::{Checkpoint, MetaTrainConfig};
 use crate::pool::Pool;
-use crate::ppo::rollout::{
-    EpisodeReport, PolicySnapshot, SharedPolicy, WorkerContext, Workers,
-};
+use crate::ppo::rollout::{EpisodeReport, PolicySnapshot, SharedPolicy, WorkerContext, Workers};
 use wire::{Message, WireError};
 
 /// Episodes in, policies out: the learner's side of the rollouts.
@@ -278,7 +276,16 @@ pub fn meta_train(
     #[cfg(not(feature = "mpi"))]
     {
         use crate::meta_train::{Phases, run};
-        run(out, config, resume, updates, Phases::All, pool, show_progress).map(Some)
+        run(
+            out,
+            config,
+            resume,
+            updates,
+            Phases::All,
+            pool,
+            show_progress,
+        )
+        .map(Some)
     }
 }
 

@@ -46,12 +46,34 @@ pub(super) fn meta_train(
     let world = universe.world();
     let (rank, size) = (world.rank(), world.size());
     let outcome = if size == 1 {
-        meta_train::run(out, config, resume, updates, Phases::All, pool, show_progress).map(Some)
+        meta_train::run(
+            out,
+            config,
+            resume,
+            updates,
+            Phases::All,
+            pool,
+            show_progress,
+        )
+        .map(Some)
     } else if rank == 0 {
-        eprintln!("learner: rank 0 of {size}; ranks 1 to {} run rollouts", size - 1);
+        eprintln!(
+            "learner: rank 0 of {size}; ranks 1 to {} run rollouts",
+            size - 1
+        );
         let launch = RankLauncher;
         let run = meta_train::run_with;
-        run(out, config, resume, updates, Phases::All, pool, show_progress, &launch).map(Some)
+        run(
+            out,
+            config,
+            resume,
+            updates,
+            Phases::All,
+            pool,
+            show_progress,
+            &launch,
+        )
+        .map(Some)
     } else {
         serve(&world, pool).map(|()| None)
     };
@@ -67,7 +89,9 @@ pub(super) fn meta_train(
 
 /// A frame waiting from `source`, with its sender's rank.
 fn receive(source: &impl Source) -> Option<(i32, Vec<u8>)> {
-    let (frame, status) = source.immediate_matched_probe()?.matched_receive_vec::<u8>();
+    let (frame, status) = source
+        .immediate_matched_probe()?
+        .matched_receive_vec::<u8>();
     Some((status.source_rank(), frame))
 }
 
@@ -322,7 +346,9 @@ fn await_frame<T>(root: &Process<'_>, mut pick: impl FnMut(Message) -> Option<T>
                 let name = super::variant_name(&m);
                 match pick(m) {
                     Some(t) => return t,
-                    None => eprintln!("rollout rank: dropped an unexpected {name} from the learner"),
+                    None => {
+                        eprintln!("rollout rank: dropped an unexpected {name} from the learner")
+                    }
                 }
             }
             Err(_) => drop_unexpected(&decoded, &frame),

@@ -127,7 +127,9 @@ pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
         return Err(WireError::Version(version));
     }
     if frame[6..8] != [0, 0] {
-        return Err(WireError::Payload("reserved header bytes are not zero".into()));
+        return Err(WireError::Payload(
+            "reserved header bytes are not zero".into(),
+        ));
     }
     let header = u32::from_le_bytes(frame[8..12].try_into().expect("4 bytes")) as usize;
     let payload = &frame[HEADER..];
@@ -175,7 +177,9 @@ pub fn check_episode(report: &EpisodeReport, hidden: usize, version: u64) -> Res
         .iter()
         .find(|a| a.iter().zip(HEAD_SIZES).any(|(&c, n)| usize::from(c) >= n))
     {
-        return Err(WireError::Episode(format!("action {a:?} outside the heads")));
+        return Err(WireError::Episode(format!(
+            "action {a:?} outside the heads"
+        )));
     }
     if ep.version > version {
         return Err(WireError::Episode(format!(
@@ -197,7 +201,11 @@ pub(crate) mod tests {
 
     /// A consistent episode of `decisions` decisions by policy `version` from configuration 7.
     pub(crate) fn report(decisions: usize, version: u64) -> EpisodeReport {
-        let rows = |w: usize| (0..decisions * w).map(|i| i as f32 * 0.5).collect::<Vec<_>>();
+        let rows = |w: usize| {
+            (0..decisions * w)
+                .map(|i| i as f32 * 0.5)
+                .collect::<Vec<_>>()
+        };
         EpisodeReport {
             episode: Episode {
                 version,
