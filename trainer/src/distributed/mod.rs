@@ -136,8 +136,8 @@ impl Rollouts for LocalWorkers {
 /// What the learner does with a frame that arrived from a rollout rank.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A sound episode for the learner.
-    Episode(EpisodeReport),
+    /// A sound episode for the learner (boxed: the other variants are a few bytes).
+    Episode(Box<EpisodeReport>),
     /// The rank's workers failed with this message.
     Failed(String),
     /// The rank has stopped.
@@ -223,7 +223,7 @@ impl Inbox {
                         tally.episode_seconds += report.summary.seconds;
                         tally.newest_version = tally.newest_version.max(report.episode.version);
                         self.next_task = self.next_task.max(report.summary.task_index + 1);
-                        return Incoming::Episode(report);
+                        return Incoming::Episode(Box::new(report));
                     }
                     Err(e) => e,
                 }

@@ -205,7 +205,7 @@ impl Rollouts for RankRollouts {
             let taken = wire::encode(&Message::Taken(self.inbox.tally[&rank].frames));
             self.world.process_at_rank(rank).send(&taken[..]);
             match incoming {
-                Incoming::Episode(report) => break Ok(report),
+                Incoming::Episode(report) => break Ok(*report),
                 Incoming::Failed(text) => {
                     break Err(Error::Distributed(format!("rank {rank} failed: {text}")));
                 }
