@@ -111,7 +111,6 @@ impl LaunchRollouts for RankLauncher {
         let ranks = world.size() - 1;
         let version = policy.version;
         let policy = wire::encode(&Message::Policy(policy));
-        let mut sent = 0;
         for r in 1..=ranks {
             let start = wire::encode(&Message::Start {
                 config: cfg.clone(),
@@ -121,7 +120,6 @@ impl LaunchRollouts for RankLauncher {
             let to = world.process_at_rank(r);
             to.send(&start[..]);
             to.send(&policy[..]);
-            sent += start.len() + policy.len();
         }
         Ok(Box::new(RankRollouts {
             inbox: Inbox::new(
@@ -135,7 +133,7 @@ impl LaunchRollouts for RankLauncher {
             started: Instant::now(),
             waiting: Duration::ZERO,
             updates: 0,
-            policy_bytes: sent as u64,
+            policy_frame: policy.len(),
         }))
     }
 }
@@ -150,8 +148,8 @@ struct RankRollouts {
     /// Time spent in [`Rollouts::next`] waiting for episodes.
     waiting: Duration,
     updates: u64,
-    /// Bytes of `Start` and `Policy` frames sent, over all ranks.
-    policy_bytes: u64,
+    /// Bytes of the latest policy frame.
+    policy_frame: usize,
 }
 
 impl RankRollouts {
@@ -184,10 +182,12 @@ impl RankRollouts {
                 t.stale
             );
         }
+        let ranks = self.rollout_ranks().count();
         eprintln!(
-            "learner: per update {:.0} bytes of episodes in, {:.0} bytes of policies out",
+            "learner: per update {:.0} bytes of episodes in, {} bytes of policies out (a {}-byte frame to each of {ranks} ranks)",
             episode_bytes as f64 / updates,
-            self.policy_bytes as f64 / updates
+            self.policy_frame * ranks,
+            self.policy_frame
         );
     }
 }
@@ -226,9 +226,9 @@ impl Rollouts for RankRollouts {
         self.inbox.set_version(policy.version);
         self.updates += 1;
         let frame = wire::encode(&Message::Policy(policy));
+        self.policy_frame = frame.len();
         for r in self.rollout_ranks().filter(|r| !self.done.contains(r)) {
             self.world.process_at_rank(r).send(&frame[..]);
-            self.policy_bytes += frame.len() as u64;
         }
         Ok(())
     }

@@ -9,8 +9,8 @@
 //! | 4 | 2 | format version, little-endian ([`FORMAT_VERSION`]) |
 //! | 6 | 2 | reserved, zero |
 //! | 8 | 4 | payload length in bytes, little-endian |
-//! | 12 | 8 | FNV-1a 64 of the payload, little-endian |
-//! | 20 | n | payload: a [`Message`] in postcard (variant index, then its fields) |
+//! | 12 | 4 | CRC-32 of the payload (the policy file's, [`lhopt_core::crc32`]), little-endian |
+//! | 16 | n | payload: a [`Message`] in postcard (variant index, then its fields) |
 //!
 //! A frame is refused when it is shorter than the header, has another magic or version, a
 //! length that disagrees with what arrived (truncated or padded), a checksum that does not
@@ -20,6 +20,7 @@
 //! up with any change of a message's fields, so a rank built from other sources is refused
 //! instead of misread.
 
+use lhopt_core::crc32::crc32;
 use lhopt_core::{HEAD_SIZES, OBS_DIM};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,7 @@ use crate::ppo::rollout::{EpisodeReport, PRIVILEGED_DIM, PolicySnapshot};
 /// The frame format's version.
 pub const FORMAT_VERSION: u16 = 1;
 const MAGIC: &[u8; 4] = b"LHMP";
-const HEADER: usize = 20;
+const HEADER: usize = 16;
 
 /// One message between the learner and a rollout rank.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,13 +94,6 @@ pub enum WireError {
     Episode(String),
 }
 
-/// FNV-1a, 64 bits: cheap, and any single changed byte changes it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// `message` as one frame.
 pub fn encode(message: &Message) -> Vec<u8> {
     let payload = postcard::to_allocvec(message).expect("messages serialise");
@@ -109,7 +103,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
     frame.extend_from_slice(&[0, 0]);
     let len = u32::try_from(payload.len()).expect("a message under 4 GiB");
     frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+    frame.extend_from_slice(&crc32(&payload).to_le_bytes());
     frame.extend_from_slice(&payload);
     frame
 }
@@ -139,7 +133,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
             actual: payload.len(),
         });
     }
-    if u64::from_le_bytes(frame[12..20].try_into().expect("8 bytes")) != fnv1a(payload) {
+    if u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes")) != crc32(payload) {
         return Err(WireError::Checksum);
     }
     let (message, rest) = postcard::take_from_bytes::<Message>(payload)
@@ -286,7 +280,7 @@ pub(crate) mod tests {
         junk.extend_from_slice(&[0, 0]);
         let payload = [200u8, 1, 2];
         junk.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        junk.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+        junk.extend_from_slice(&crc32(&payload).to_le_bytes());
         junk.extend_from_slice(&payload);
         assert!(matches!(decode(&junk), Err(WireError::Payload(_))));
     }
