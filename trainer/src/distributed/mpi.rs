@@ -22,7 +22,9 @@ use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, Process, SimpleCommunicator};
 
 use super::wire::{self, Message};
-use super::{Inbox, Incoming, LaunchRollouts, LocalWorkers, Rollouts, every_worker_stopped};
+use super::{
+    Inbox, Incoming, LaunchRollouts, LocalRollouts, LocalWorkers, Rollouts, every_worker_stopped,
+};
 use crate::error::{Error, Result};
 use crate::meta_task::ReferenceCache;
 use crate::meta_train::{self, Checkpoint, MetaTrainConfig, Phases};
@@ -45,8 +47,17 @@ pub(super) fn meta_train(
         .ok_or_else(|| Error::Distributed("MPI was initialised before meta-train".into()))?;
     let world = universe.world();
     let (rank, size) = (world.rank(), world.size());
-    let outcome = if size == 1 {
-        meta_train::run(
+    let outcome = if rank == 0 {
+        let launch: &dyn LaunchRollouts = if size == 1 {
+            &LocalRollouts
+        } else {
+            eprintln!(
+                "learner: rank 0 of {size}; ranks 1 to {} run rollouts",
+                size - 1
+            );
+            &RankLauncher
+        };
+        meta_train::run_with(
             out,
             config,
             resume,
@@ -54,24 +65,7 @@ pub(super) fn meta_train(
             Phases::All,
             pool,
             show_progress,
-        )
-        .map(Some)
-    } else if rank == 0 {
-        eprintln!(
-            "learner: rank 0 of {size}; ranks 1 to {} run rollouts",
-            size - 1
-        );
-        let launch = RankLauncher;
-        let run = meta_train::run_with;
-        run(
-            out,
-            config,
-            resume,
-            updates,
-            Phases::All,
-            pool,
-            show_progress,
-            &launch,
+            launch,
         )
         .map(Some)
     } else {
