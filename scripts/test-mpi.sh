@@ -2,15 +2,18 @@
 # The MPI meta-training path end to end on loopback (called by scripts/test.sh; needs Open MPI,
 # libclang and libtorch set up): builds `lhopt` with `--features mpi`, runs a 3-rank meta-train of
 # a few updates on tiny noisy quadratics and checks that both rollout ranks contributed episodes
-# and acted with policies newer than the first; then kills a rollout rank and later the learner
+# and acted with policies newer than the first; that frames from a misbehaving rank
+# (examples/mpi_bad_rank.rs) are logged and dropped, and its reported failure ends the job with a
+# message naming it; then kills a rollout rank and later the learner
 # with SIGKILL mid-run, resumes each time under a fresh mpirun, and checks that metrics.jsonl
 # counts updates 1..N with no gap and no duplicate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debug profile: shares the dependency builds (torch-sys above all) with `cargo test`.
-cargo build -p lhopt-trainer --features mpi --locked
+cargo build -p lhopt-trainer --features mpi --locked --bin lhopt --example mpi_bad_rank
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/lhopt"
+bad_rank="${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/mpi_bad_rank"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 export LHOPT_CACHE="$tmp/cache" LHOPT_DATA="$tmp/data"
@@ -47,6 +50,25 @@ for rank in 1 2; do
 done
 [ "$(updates | tr '\n' ' ')" = "1 2 3 4 5 6 " ] || fail "metrics after the first run: $(updates | tr '\n' ' ')"
 [ -f "$run/policy.lhp" ] || fail "no policy.lhp"
+
+# A third rank that sends a truncated frame, garbage and a frame of another version: the learner
+# logs and drops each and finishes the run on rank 1's episodes.
+mpirun --allow-run-as-root --oversubscribe -np 2 "$bin" meta-train --quiet --config "$tmp/tiny.toml" \
+    --updates 3 --out "$tmp/bad" : -np 1 "$bad_rank" 2>"$tmp/log" || { cat "$tmp/log"; fail "a malformed frame ended the run"; }
+dropped="$(grep -c "learner: dropped a message of .* bytes from rank 2" "$tmp/log")" || true
+[ "$dropped" = 3 ] || { cat "$tmp/log"; fail "expected 3 dropped frames from rank 2, the log has $dropped"; }
+[ "$(grep -c . "$tmp/bad/metrics.jsonl")" = 3 ] || fail "the run beside a bad rank did not reach 3 updates"
+echo "3 malformed frames from rank 2 logged and dropped; the run finished:"
+grep "learner: dropped" "$tmp/log"
+
+# The bad rank then reports a failure: the learner stops the ranks and ends the job naming it;
+# the checkpoint stays readable.
+if mpirun --allow-run-as-root --oversubscribe -np 2 "$bin" meta-train --quiet --resume --updates 100 \
+    --out "$tmp/bad" : -np 1 "$bad_rank" fail >"$tmp/log" 2>&1; then
+    fail "a failed rank did not end the job"
+fi
+grep "MPI job: rank 2 failed: the disk is full" "$tmp/log" || { cat "$tmp/log"; fail "no message names the failed rank"; }
+"$bin" export --checkpoint "$tmp/bad/checkpoint.bin" --out "$tmp/bad.lhp" || fail "the checkpoint is unreadable"
 
 # Continues the run towards a far total in the background, SIGKILLs rank $1 once the metrics
 # have passed $2 lines, and checks that the job ended (mpirun naming the killed rank).
