@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the project, from a clean clone, on a machine with only the Rust toolchain:
-# installs what is missing (thumb target, qemu-system-arm, the datasets and PyTorch 2.11.0 in
-# caches outside the repo), then host tests for the whole workspace (trainer included), the no_std
-# thumb build, the firmware's no-alloc/no-panic link check and its run under QEMU, the Python
-# package (built with maturin into a throwaway venv), and formatting/lint checks.
+# installs what is missing (thumb target, qemu-system-arm, Open MPI, the datasets and PyTorch 2.11.0
+# in caches outside the repo), then host tests for the whole workspace (trainer included), a 3-rank
+# MPI meta-train (scripts/test-mpi.sh), the no_std thumb build, the firmware's no-alloc/no-panic
+# link check and its run under QEMU, the Python package (built with maturin into a throwaway venv),
+# and formatting/lint checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,17 @@ if ! command -v qemu-system-arm >/dev/null; then
     fi
 fi
 
+step "Open MPI and libclang for the trainer's mpi feature"
+if ! { command -v mpirun && command -v mpicc && ldconfig -p | grep 'libclang\(-[0-9.]*\)\?\.so'; } >/dev/null; then
+    mpi_packages=(openmpi-bin libopenmpi-dev libclang-dev)
+    if [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq "${mpi_packages[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${mpi_packages[@]}" >/dev/null; }
+    else
+        echo "Open MPI is missing: install it (Debian: sudo apt-get install ${mpi_packages[*]})" >&2
+        exit 1
+    fi
+fi
+
 step "datasets (sha256-pinned, cached outside the repo; a no-op once fetched)"
 scripts/fetch-data.sh
 
@@ -30,6 +42,7 @@ source <(scripts/setup-libtorch.sh --env)
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p lhopt-trainer --features mpi --all-targets --locked -- -D warnings
 
 # Includes tests/tests/firmware.rs: the Cortex-M4F firmware built with panic-never (links only
 # without a reachable panic or an allocator) and run under QEMU against the host's decisions.
@@ -39,6 +52,9 @@ cargo test --workspace --locked
 # Ignored in plain `cargo test` (it needs the downloads above); here the data is always there.
 step "the real datasets load with their published shapes"
 cargo test -p lhopt-data --locked --test real_cache -- --ignored real_datasets_load_with_their_published_shapes
+
+step "meta-training on 3 MPI ranks (loopback): every rank contributes, SIGKILLs resume"
+scripts/test-mpi.sh
 
 step "Python package: wheel into a throwaway venv with the cached torch, then pytest"
 scripts/test-python.sh

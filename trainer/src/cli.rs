@@ -405,15 +405,18 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Baseline(args) => run_baselines(&args, pool(workers)?),
         Command::Eval(args) => run_eval(&args, pool(workers)?),
         Command::MetaTrain(args) => {
-            let ckpt = meta_train::run(
+            // `None` on the rollout ranks of an MPI job: rank 0 reports the run.
+            let Some(ckpt) = crate::distributed::meta_train(
                 &args.out,
                 args.config.as_deref(),
                 args.resume,
                 args.updates,
-                meta_train::Phases::All,
                 pool(workers)?,
                 !args.quiet,
-            )?;
+            )?
+            else {
+                return Ok(());
+            };
             eprintln!(
                 "{} updates, {} episodes, {:.2} h; policy written to {}",
                 ckpt.learner.version,

@@ -49,6 +49,9 @@ pub enum Error {
     /// A checkpoint or policy file that cannot be read back into this network.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A rank of an MPI meta-training job failed or broke the protocol.
+    #[error("MPI job: {0}")]
+    Distributed(String),
 }
 
 /// Result alias for the trainer.

@@ -7,6 +7,7 @@ pub mod alternatives;
 pub mod baseline;
 pub mod batched;
 pub mod cli;
+pub mod distributed;
 pub mod env;
 pub mod eval;
 pub mod export;

@@ -12,14 +12,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::{LaunchRollouts, LocalRollouts, Rollouts};
 use crate::error::{Error, Result};
 use crate::export::{self, write_atomic};
 use crate::imitate::{self, ImitationConfig};
@@ -29,10 +27,7 @@ use crate::policy_net::{ActorCritic, PolicySizes};
 use crate::pool::Pool;
 use crate::ppo::PpoConfig;
 use crate::ppo::learner::{Episode, Learner, LearnerState, UpdateStats};
-use crate::ppo::rollout::{
-    EpisodeReport, PRIVILEGED_DIM, PolicySnapshot, RolloutConfig, SharedPolicy, WorkerContext,
-    Workers,
-};
+use crate::ppo::rollout::{PRIVILEGED_DIM, PolicySnapshot, RolloutConfig};
 
 /// File names inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -255,6 +250,31 @@ pub fn run(
     pool: Pool,
     show_progress: bool,
 ) -> Result<Checkpoint> {
+    run_with(
+        out,
+        config,
+        resume,
+        updates,
+        phases,
+        pool,
+        show_progress,
+        &LocalRollouts,
+    )
+}
+
+/// [`run`] with the rollouts started by `launch`: worker threads of this process, or the rollout
+/// ranks of an MPI job ([`crate::distributed`]).
+#[allow(clippy::too_many_arguments)]
+pub fn run_with(
+    out: &Path,
+    config: Option<&Path>,
+    resume: bool,
+    updates: Option<u64>,
+    phases: Phases,
+    pool: Pool,
+    show_progress: bool,
+    launch: &dyn LaunchRollouts,
+) -> Result<Checkpoint> {
     let ckpt_path = out.join(CHECKPOINT_FILE);
     let (mut cfg, resumed) = if resume {
         if config.is_some() {
@@ -328,23 +348,15 @@ pub fn run(
     let mut metrics = read_metrics(&out.join(METRICS_FILE), learner.version())?;
     rewrite_metrics(&out.join(METRICS_FILE), &metrics)?;
 
-    let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(snapshot(&learner))));
-    let next_task = Arc::new(AtomicU64::new(progress.next_task));
-    // Room for two batches per worker: a worker that finished a batch of episodes hands them all
-    // over and starts the next one instead of waiting for the learner to drain it.
-    let per_worker = 2 * cfg.rollout.batch_instances.max(1);
-    let (tx, rx) =
-        mpsc::sync_channel::<Result<EpisodeReport>>(per_worker * cfg.rollout.workers.max(1));
-    let ctx = WorkerContext {
-        sizes,
-        norm_clip: cfg.ppo.norm_clip,
-        seed: cfg.seed,
-        pool: Arc::new(pool),
+    // The seam to the rollouts: episodes come in through `rollouts.next()`, each new policy goes
+    // out through `rollouts.publish()`.
+    let mut rollouts = launch.start(
+        &cfg,
+        snapshot(&learner),
+        progress.next_task,
+        pool,
         references,
-        policy: policy.clone(),
-        next_task: next_task.clone(),
-    };
-    let workers = Workers::start(&cfg.rollout, &ctx, tx)?;
+    )?;
 
     let bar = if show_progress {
         ProgressBar::new(cfg.updates)
@@ -365,15 +377,15 @@ pub fn run(
     let session_start = Instant::now();
     let seconds_before = progress.seconds;
     while learner.version() < cfg.updates {
-        match one_update(&mut learner, &rx, &mut progress, &cfg) {
+        match one_update(&mut learner, &mut *rollouts, &mut progress, &cfg) {
             Ok(Some(mut line)) => {
                 progress.seconds = seconds_before + session_start.elapsed().as_secs_f64();
-                progress.next_task = next_task.load(std::sync::atomic::Ordering::Relaxed);
+                progress.next_task = rollouts.next_task();
                 line.seconds = progress.seconds;
                 line.episodes = progress.episodes;
                 line.decisions = progress.decisions;
                 line.inner_steps = progress.inner_steps;
-                *policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot(&learner));
+                rollouts.publish(snapshot(&learner))?;
                 append_metrics(&out.join(METRICS_FILE), &line)?;
                 bar.set_position(learner.version());
                 bar.set_message(format!(
@@ -400,8 +412,7 @@ pub fn run(
             }
         }
     }
-    drop(rx);
-    workers.stop();
+    rollouts.stop();
     bar.finish();
     result?;
     let ckpt = Checkpoint {
@@ -476,7 +487,7 @@ fn warm_start(
 /// `None` while the buffer is still filling.
 fn one_update(
     learner: &mut Learner,
-    rx: &mpsc::Receiver<Result<EpisodeReport>>,
+    rollouts: &mut dyn Rollouts,
     progress: &mut RunProgress,
     cfg: &MetaTrainConfig,
 ) -> Result<Option<MetricsLine>> {
@@ -486,9 +497,7 @@ fn one_update(
     let mut hidden_returns = Vec::new();
     let mut inner_steps = 0;
     while fresh.iter().map(Episode::len).sum::<usize>() < cfg.ppo.fresh_per_update() {
-        let report = rx.recv().map_err(|_| {
-            Error::Usage("every rollout worker stopped without saying why".into())
-        })??;
+        let report = rollouts.next()?;
         let s = &report.summary;
         returns.push(s.log_speedup);
         if s.hide_eval {

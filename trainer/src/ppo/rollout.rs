@@ -90,7 +90,7 @@ impl Default for RolloutConfig {
 }
 
 /// The policy the workers act with: the learner publishes a new one after each update.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PolicySnapshot {
     /// Learner version.
     pub version: u64,
@@ -102,7 +102,7 @@ pub struct PolicySnapshot {
 pub type SharedPolicy = Arc<RwLock<Arc<PolicySnapshot>>>;
 
 /// One finished episode and what it achieved.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpisodeReport {
     /// The learner's data.
     pub episode: Episode,
@@ -154,6 +154,10 @@ pub struct WorkerContext {
     pub policy: SharedPolicy,
     /// Number of the next task configuration.
     pub next_task: Arc<AtomicU64>,
+    /// How far [`Self::next_task`] moves per configuration taken: 1 in one process; the number
+    /// of rollout ranks under MPI, each rank starting at its own offset, so that the ranks take
+    /// disjoint configurations of the one task sequence.
+    pub task_stride: u64,
 }
 
 /// Running rollout workers.
@@ -224,7 +228,10 @@ impl Worker {
         );
         let mut version = None;
         while !self.stop.load(Ordering::Relaxed) {
-            let index = self.ctx.next_task.fetch_add(1, Ordering::Relaxed);
+            let index = self
+                .ctx
+                .next_task
+                .fetch_add(self.ctx.task_stride, Ordering::Relaxed);
             let Some(job) = self.prepare(index)? else {
                 continue;
             };
