@@ -97,13 +97,18 @@ pub struct LstmState<const H: usize> {
     pub c: [f32; H],
 }
 
-impl<const H: usize> Default for LstmState<H> {
+impl<const H: usize> LstmState<H> {
     /// Zeros, the state at the start of a run.
+    pub const ZERO: Self = Self {
+        h: [0.0; H],
+        c: [0.0; H],
+    };
+}
+
+impl<const H: usize> Default for LstmState<H> {
+    /// [`LstmState::ZERO`].
     fn default() -> Self {
-        Self {
-            h: [0.0; H],
-            c: [0.0; H],
-        }
+        Self::ZERO
     }
 }
 
@@ -219,7 +224,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
     /// Zero weights, unit layer-norm gains, zero input mean, unit input variance and clip
     /// [`DEFAULT_INPUT_CLIP`]: every logit is 0 (uniform heads). The starting point for filling
     /// in trained weights with [`PolicyNet::for_each_param_mut`].
-    pub fn neutral() -> Self {
+    pub const fn neutral() -> Self {
         Self {
             pre_w: PackedMatrix::zeroed(),
             pre_b: Vector::zeroed(),
@@ -499,7 +504,7 @@ pub struct Rng {
 
 impl Rng {
     /// A generator seeded with `seed` (any value, including 0).
-    pub fn new(seed: u64) -> Self {
+    pub const fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
