@@ -238,7 +238,10 @@ const HEAD_SIZES_U8: [u8; NUM_HEADS] = {
     let mut i = 0;
     while i < NUM_HEADS {
         out[i] = HEAD_SIZES[i] as u8;
-        assert!(out[i] as usize == HEAD_SIZES[i], "a head has 256 choices or more");
+        assert!(
+            out[i] as usize == HEAD_SIZES[i],
+            "a head has 256 choices or more"
+        );
         i += 1;
     }
     out

@@ -302,7 +302,12 @@ impl Observer {
         feature_set: FeatureSet,
     ) -> Result<Self, Error> {
         let interval = config.interval()?;
-        Ok(Self::start(config, interval, initial.clamped(), feature_set))
+        Ok(Self::start(
+            config,
+            interval,
+            initial.clamped(),
+            feature_set,
+        ))
     }
 
     /// The observer of a run of no steps, already finished: the placeholder inside

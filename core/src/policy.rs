@@ -389,8 +389,18 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
             .zip(gx)
             .zip(gh)
             .zip(self.lstm_b.as_flat())
-            .zip(self.ln_x_gain.as_flat().iter().zip(self.ln_x_bias.as_flat()))
-            .zip(self.ln_h_gain.as_flat().iter().zip(self.ln_h_bias.as_flat()))
+            .zip(
+                self.ln_x_gain
+                    .as_flat()
+                    .iter()
+                    .zip(self.ln_x_bias.as_flat()),
+            )
+            .zip(
+                self.ln_h_gain
+                    .as_flat()
+                    .iter()
+                    .zip(self.ln_h_bias.as_flat()),
+            )
         {
             let x = (x - mean_x) * inv_x * gain_x + bias_x;
             *out = x + ((h - mean_h) * inv_h * gain_h + bias_h + b);
