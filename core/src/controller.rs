@@ -134,11 +134,29 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
     }
 
     /// A controller that holds every hyperparameter where it is ([`FrozenPolicy::holding`],
-    /// greedy): a constant baseline behind the same integration code, and where stack is
-    /// scarce the way to build a controller whose weights exist only once: create this one in
-    /// place, then [`Controller::load`] the real policy into it.
+    /// greedy): a constant baseline behind the same integration code.
     pub fn holding(cfg: RunConfig, initial: Hyperparams) -> Result<Self, Error> {
         Self::new(FrozenPolicy::holding(), cfg, initial, Mode::Greedy)
+    }
+
+    /// A controller with no policy and no run, built at compile time: it answers as a finished
+    /// run (`observe` says [`StepStatus::Finished`], `decide` [`Error::NoDecisionDue`], and its
+    /// hyperparameters are [`Hyperparams::INITIAL`]) until [`Controller::load`] puts a policy
+    /// and a run into it.
+    ///
+    /// Where stack is scarce, this is how the weights exist only once: the value is a `const`, so
+    /// a `static` holds it (in firmware, a `static mut` declared at the top of cortex-m-rt's
+    /// `#[entry]`, which the macro hands out as a safe `&'static mut`) and `load` decodes into
+    /// it in place. Any controller built at run time is returned by value, and rustc keeps a
+    /// temporary copy of it on the stack (README, "Embedding the controller").
+    pub const fn empty() -> Self {
+        Self {
+            policy: FrozenPolicy::empty(),
+            observer: Observer::FINISHED,
+            state: LstmState::ZERO,
+            rng: Rng::new(0),
+            mode: Mode::Greedy,
+        }
     }
 
     /// Decodes a policy file into this controller in place ([`FrozenPolicy::decode_into`]) and
@@ -370,6 +388,33 @@ mod tests {
             })
             .unwrap()
         })
+    }
+
+    #[test]
+    fn an_empty_controller_is_a_finished_run_until_a_policy_is_loaded() {
+        // Built at compile time, as firmware does for its `static`.
+        const EMPTY: Ctl = Ctl::empty();
+        let mut ctl = EMPTY;
+        assert!(ctl.is_finished() && !ctl.wants_reductions() && !ctl.decision_due());
+        assert_eq!(ctl.observe(0.5, None), StepStatus::Finished);
+        let inputs = DecisionInputs {
+            param_norm: 1.0,
+            displacement: 0.1,
+            eval_loss: f32::NAN,
+        };
+        assert_eq!(ctl.decide(&inputs), Err(Error::NoDecisionDue));
+        assert_eq!(ctl.hyper(), Hyperparams::INITIAL);
+
+        let policy = FrozenPolicy::new(random_net(4), "t", "").unwrap();
+        let mut file = vec![0u8; FrozenPolicy::<8, 4, 6>::MAX_ENCODED_LEN];
+        let n = policy.encode(&mut file).unwrap();
+        ctl.load(&file[..n], CFG, Hyperparams::INITIAL, Mode::Greedy)
+            .unwrap();
+        let mut fresh = Controller::new(policy, CFG, Hyperparams::INITIAL, Mode::Greedy).unwrap();
+        for t in 0..CFG.total_steps {
+            assert_eq!(drive(&mut ctl, t), drive(&mut fresh, t));
+        }
+        assert!(ctl.is_finished());
     }
 
     #[test]

@@ -220,6 +220,33 @@ pub struct FrozenPolicy<const PRE: usize, const H: usize, const POST: usize> {
     input_scale: [f32; OBS_DIM],
 }
 
+/// `n` as a `u16`, saturated (sizes are checked to fit by [`FrozenPolicy::new`]); a `const fn`,
+/// unlike `u16::try_from`.
+const fn narrow_u16(n: usize) -> u16 {
+    if n > u16::MAX as usize {
+        u16::MAX
+    } else {
+        n as u16
+    }
+}
+
+/// [`HEAD_SIZES`] as a header stores them (every head has fewer than 256 choices).
+// Evaluated at compile time: an index out of range or a head too wide fails the build.
+#[allow(clippy::indexing_slicing)]
+const HEAD_SIZES_U8: [u8; NUM_HEADS] = {
+    let mut out = [0; NUM_HEADS];
+    let mut i = 0;
+    while i < NUM_HEADS {
+        out[i] = HEAD_SIZES[i] as u8;
+        assert!(
+            out[i] as usize == HEAD_SIZES[i],
+            "a head has 256 choices or more"
+        );
+        i += 1;
+    }
+    out
+};
+
 fn size_u16(which: &'static str, n: usize) -> Result<u16, Error> {
     u16::try_from(n).map_err(|_| Error::SizeMismatch {
         which,
@@ -267,20 +294,32 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
 
     /// The header of a policy of this build's sizes (checked to fit a `u16` by
     /// [`FrozenPolicy::new`]).
-    fn header_for(
+    const fn header_for(
         name: heapless::String<NAME_CAPACITY>,
         card: heapless::String<CARD_CAPACITY>,
     ) -> PolicyHeader {
-        let narrow = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         PolicyHeader {
             feature_set_version: FEATURE_SET_VERSION,
-            obs_dim: narrow(OBS_DIM),
-            pre: narrow(PRE),
-            hidden: narrow(H),
-            post: narrow(POST),
-            head_sizes: HEAD_SIZES.map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+            obs_dim: narrow_u16(OBS_DIM),
+            pre: narrow_u16(PRE),
+            hidden: narrow_u16(H),
+            post: narrow_u16(POST),
+            head_sizes: HEAD_SIZES_U8,
             name,
             card,
+        }
+    }
+
+    /// A placeholder with no policy in it (neutral weights, no name, fingerprint 0), built at
+    /// compile time: what [`FrozenPolicy::decode`] decodes into, and the policy of
+    /// [`crate::Controller::empty`]. Not a policy to run: its cached input scale is not the
+    /// network's.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            header: Self::header_for(heapless::String::new(), heapless::String::new()),
+            net: PolicyNet::neutral(),
+            fingerprint: 0,
+            input_scale: [1.0; OBS_DIM],
         }
     }
 
@@ -320,12 +359,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// weights are decoded straight from `bytes` into the fixed arrays of the result.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         // Every field is overwritten by a successful decode_into.
-        let mut policy = Self {
-            header: Self::header_for(heapless::String::new(), heapless::String::new()),
-            net: PolicyNet::neutral(),
-            fingerprint: 0,
-            input_scale: [1.0; OBS_DIM],
-        };
+        let mut policy = Self::empty();
         policy.decode_into(bytes)?;
         Ok(policy)
     }

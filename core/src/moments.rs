@@ -129,12 +129,27 @@ pub fn progress_weights(p: f32, dp: f32) -> [f32; NUM_CDF] {
 }
 
 /// The five progress-weighted moments of one series, one per time scale in [`CDF_SCALES`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CdfFeatures {
     scales: [WeightedMoments; NUM_CDF],
 }
 
+impl Default for CdfFeatures {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
 impl CdfFeatures {
+    /// No samples yet (a `const`, so that a whole controller can be built at compile time).
+    pub const EMPTY: Self = Self {
+        scales: [WeightedMoments {
+            weight: 0.0,
+            mean: 0.0,
+            sum_sq: 0.0,
+        }; NUM_CDF],
+    };
+
     /// The five CDF features of `x` against the moments so far (without adding `x`).
     pub fn transform(&self, x: f32) -> [f32; NUM_CDF] {
         self.scales.map(|m| m.cdf(x))

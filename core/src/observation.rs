@@ -302,8 +302,34 @@ impl Observer {
         feature_set: FeatureSet,
     ) -> Result<Self, Error> {
         let interval = config.interval()?;
-        let initial = initial.clamped();
-        Ok(Self {
+        Ok(Self::start(
+            config,
+            interval,
+            initial.clamped(),
+            feature_set,
+        ))
+    }
+
+    /// The observer of a run of no steps, already finished: the placeholder inside
+    /// [`crate::Controller::empty`], which `load` replaces with a real run.
+    pub(crate) const FINISHED: Self = Self::start(
+        RunConfig {
+            total_steps: 0,
+            decisions: 1,
+        },
+        1,
+        Hyperparams::INITIAL,
+        FeatureSet::CURRENT,
+    );
+
+    /// A run at its first step, from a checked `interval` and in-bounds `initial`.
+    const fn start(
+        config: RunConfig,
+        interval: u64,
+        initial: Hyperparams,
+        feature_set: FeatureSet,
+    ) -> Self {
+        Self {
             config,
             feature_set,
             interval,
@@ -323,14 +349,14 @@ impl Observer {
             prev_displacement: None,
             prev_param_norm: None,
             prev_action: None,
-            inner_cdf: [CdfFeatures::default(); NUM_INNER_FEATURES],
-            loss_ratio_cdf: CdfFeatures::default(),
-            update_ratio_cdf: CdfFeatures::default(),
-            norm_ratio_cdf: CdfFeatures::default(),
-            train_loss_cdf: CdfFeatures::default(),
-            eval_loss_cdf: CdfFeatures::default(),
+            inner_cdf: [CdfFeatures::EMPTY; NUM_INNER_FEATURES],
+            loss_ratio_cdf: CdfFeatures::EMPTY,
+            update_ratio_cdf: CdfFeatures::EMPTY,
+            norm_ratio_cdf: CdfFeatures::EMPTY,
+            train_loss_cdf: CdfFeatures::EMPTY,
+            eval_loss_cdf: CdfFeatures::EMPTY,
             registers: [None; NUM_REGISTERS],
-        })
+        }
     }
 
     /// Whether the inner step about to run should report reductions (see [`FeatureSet`]). In

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::action::{Action, HEAD_OFFSETS, HEAD_SIZES, NUM_ACTION_LOGITS};
-use crate::math::{clamp, finite_or_zero, gate_sigmoid as sigmoid, tanh};
+use crate::math::{clamp, finite_or_zero, sigmoid_tanh, times_sigmoid};
 use crate::observation::OBS_DIM;
 use crate::weights::{
     GateMatrix, Matrix, Packed, PackedMatrix, Vector, deserialize_flat, serialize_flat,
@@ -97,13 +97,18 @@ pub struct LstmState<const H: usize> {
     pub c: [f32; H],
 }
 
-impl<const H: usize> Default for LstmState<H> {
+impl<const H: usize> LstmState<H> {
     /// Zeros, the state at the start of a run.
+    pub const ZERO: Self = Self {
+        h: [0.0; H],
+        c: [0.0; H],
+    };
+}
+
+impl<const H: usize> Default for LstmState<H> {
+    /// [`LstmState::ZERO`].
     fn default() -> Self {
-        Self {
-            h: [0.0; H],
-            c: [0.0; H],
-        }
+        Self::ZERO
     }
 }
 
@@ -182,15 +187,13 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     total
 }
 
-/// Layer norm in place over all of `x`: `(x − mean) / sqrt(var + ε) · gain + bias`, biased var.
-fn layer_norm(x: &mut [f32], gain: &[f32], bias: &[f32]) {
+/// The mean and `1 / sqrt(var + ε)` (biased variance) of `x`: what a layer norm applies as
+/// `(x − mean) · inv · gain + bias`.
+fn norm_stats(x: &[f32]) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = lane_sum(x, |v| v) / n;
     let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
-    let inv = 1.0 / libm::sqrtf(var + NORM_EPS);
-    for ((v, g), b) in x.iter_mut().zip(gain).zip(bias) {
-        *v = (*v - mean) * inv * g + b;
-    }
+    (mean, 1.0 / libm::sqrtf(var + NORM_EPS))
 }
 
 impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST> {
@@ -219,7 +222,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
     /// Zero weights, unit layer-norm gains, zero input mean, unit input variance and clip
     /// [`DEFAULT_INPUT_CLIP`]: every logit is 0 (uniform heads). The starting point for filling
     /// in trained weights with [`PolicyNet::for_each_param_mut`].
-    pub fn neutral() -> Self {
+    pub const fn neutral() -> Self {
         Self {
             pre_w: PackedMatrix::zeroed(),
             pre_b: Vector::zeroed(),
@@ -374,38 +377,50 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
     ) -> [f32; NUM_ACTION_LOGITS] {
         let pre = affine_relu(&self.pre_w, &self.pre_b, x);
 
-        let mut gx = gate_matvec(&self.lstm_wx, &pre);
-        let mut gh = gate_matvec(&self.lstm_wh, &state.h);
-        layer_norm(
-            gx.as_flattened_mut(),
-            self.ln_x_gain.as_flat(),
-            self.ln_x_bias.as_flat(),
-        );
-        layer_norm(
-            gh.as_flattened_mut(),
-            self.ln_h_gain.as_flat(),
-            self.ln_h_bias.as_flat(),
-        );
-        let mut gates = gx;
-        for ((g, h), b) in gates
+        let gx = gate_matvec(&self.lstm_wx, &pre);
+        let gh = gate_matvec(&self.lstm_wh, &state.h);
+        let (gx, gh) = (gx.as_flattened(), gh.as_flattened());
+        let ((mean_x, inv_x), (mean_h, inv_h)) = (norm_stats(gx), norm_stats(gh));
+        // `LN_x(gx) + (LN_h(gh) + b)`, both layer norms and the sum in one pass.
+        let mut gates = [[0.0; H]; 4];
+        for (((((out, x), h), b), (gain_x, bias_x)), (gain_h, bias_h)) in gates
             .as_flattened_mut()
             .iter_mut()
-            .zip(gh.as_flattened())
+            .zip(gx)
+            .zip(gh)
             .zip(self.lstm_b.as_flat())
+            .zip(
+                self.ln_x_gain
+                    .as_flat()
+                    .iter()
+                    .zip(self.ln_x_bias.as_flat()),
+            )
+            .zip(
+                self.ln_h_gain
+                    .as_flat()
+                    .iter()
+                    .zip(self.ln_h_bias.as_flat()),
+            )
         {
-            *g += h + b;
+            let x = (x - mean_x) * inv_x * gain_x + bias_x;
+            *out = x + ((h - mean_h) * inv_h * gain_h + bias_h + b);
         }
         let [i, f, g, o] = gates;
 
         let mut c = state.c;
         for (((c, i), f), g) in c.iter_mut().zip(&i).zip(&f).zip(&g) {
-            *c = sigmoid(*f) * *c + sigmoid(*i) * tanh(*g);
+            *c = times_sigmoid(*c, *f) + sigmoid_tanh(*i, *g);
         }
-        let mut c_norm = c;
-        layer_norm(&mut c_norm, &self.ln_c_gain.0, &self.ln_c_bias.0);
+        let (mean_c, inv_c) = norm_stats(&c);
         let mut h = [0.0; H];
-        for ((h, o), cn) in h.iter_mut().zip(&o).zip(&c_norm) {
-            *h = sigmoid(*o) * tanh(*cn);
+        for ((((h, o), c), gain), bias) in h
+            .iter_mut()
+            .zip(&o)
+            .zip(&c)
+            .zip(&self.ln_c_gain.0)
+            .zip(&self.ln_c_bias.0)
+        {
+            *h = sigmoid_tanh(*o, (c - mean_c) * inv_c * gain + bias);
         }
         state.c = c;
         state.h = h;
@@ -499,7 +514,7 @@ pub struct Rng {
 
 impl Rng {
     /// A generator seeded with `seed` (any value, including 0).
-    pub fn new(seed: u64) -> Self {
+    pub const fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 

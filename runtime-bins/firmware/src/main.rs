@@ -30,8 +30,13 @@ const INSTRUCTIONS_PER_TICK: u32 = 40;
 
 #[entry]
 fn main() -> ! {
+    // The controller lives in static memory, built at compile time (`Controller::empty` is a
+    // `const`), and `load` decodes the policy into it in place, so its weights exist once and
+    // never on the stack. cortex-m-rt turns a `static mut` at the top of `#[entry]` into a safe
+    // `&'static mut`: `main` runs once, so it is the only reference.
+    static mut CONTROLLER: Controller<PRE, HIDDEN, POST> = Controller::empty();
     stack::paint();
-    let status = match run() {
+    let status = match run(CONTROLLER) {
         Ok(()) => debug::EXIT_SUCCESS,
         Err(()) => debug::EXIT_FAILURE,
     };
@@ -41,23 +46,14 @@ fn main() -> ! {
     }
 }
 
-fn run() -> Result<(), ()> {
+fn run(ctrl: &mut Controller<PRE, HIDDEN, POST>) -> Result<(), ()> {
     let mut out = Out(hio::hstdout()?);
     let Some(peripherals) = cortex_m::Peripherals::take() else {
         return Err(());
     };
     let clock = Clock::start(peripherals.SYST);
 
-    // The controller is built holding its hyperparameters and the policy decoded into it in
-    // place, so the weights exist once in RAM (Controller::new(FrozenPolicy::decode(..)) would
-    // hold them several times over on the stack while moving them).
     let scenario = Scenario::DEFAULT;
-    let Ok(mut ctrl) =
-        Controller::<PRE, HIDDEN, POST>::holding(scenario.run_config(), Hyperparams::INITIAL)
-    else {
-        out.text(b"error: the scenario's run configuration was rejected\n");
-        return Err(());
-    };
     let start = clock.now();
     let loaded = ctrl.load(
         POLICY,
@@ -67,7 +63,7 @@ fn run() -> Result<(), ()> {
     );
     let decode_ticks = clock.since(start);
     if let Err(e) = loaded {
-        out.text(b"error: the embedded policy does not decode: ");
+        out.text(b"error: loading the embedded policy failed: ");
         out.text(error_name(&e));
         out.text(b"\n");
         return Err(());
@@ -80,7 +76,7 @@ fn run() -> Result<(), ()> {
 
     let (mut decision_ticks, mut decisions) = (0u32, 0u32);
     let run_start = clock.now();
-    replay(&mut ctrl, &scenario, |ctrl, k, inputs| {
+    replay(ctrl, &scenario, |ctrl, k, inputs| {
         let start = clock.now();
         let decision = ctrl.decide(inputs);
         let ticks = clock.since(start);
@@ -223,7 +219,7 @@ mod parity {
     }
 }
 
-/// A name for each decode error, printed without `core::fmt`.
+/// A name for each load or decision error, printed without `core::fmt`.
 fn error_name(e: &Error) -> &'static [u8] {
     match e {
         Error::Truncated { .. } => b"truncated",
@@ -235,6 +231,7 @@ fn error_name(e: &Error) -> &'static [u8] {
         Error::Malformed => b"malformed",
         Error::NonFinite => b"non-finite weight or statistic",
         Error::PolicyDiverged => b"the policy's recurrent state overflowed",
+        Error::InvalidConfig(_) => b"the scenario's run configuration was rejected",
         _ => b"invalid policy",
     }
 }
