@@ -229,6 +229,16 @@ pub struct MetricsLine {
     pub decisions_per_s: f64,
     /// Inner steps per wall second over this update's collection.
     pub inner_steps_per_s: f64,
+    /// Where the time went (all three from this update's fresh episodes and learner step):
+    /// worker wall seconds in the episodes themselves, summed over workers.
+    #[serde(default)]
+    pub episode_seconds: f64,
+    /// Worker wall seconds on the episodes' tuned references, summed over workers.
+    #[serde(default)]
+    pub reference_seconds: f64,
+    /// Learner wall seconds in the ingest and the PPO update.
+    #[serde(default)]
+    pub learner_seconds: f64,
     /// The update's statistics.
     pub stats: UpdateStats,
 }
@@ -483,6 +493,7 @@ fn one_update(
     let mut returns = Vec::new();
     let mut hidden_returns = Vec::new();
     let mut inner_steps = 0;
+    let (mut episode_seconds, mut reference_seconds) = (0.0, 0.0);
     while fresh.iter().map(Episode::len).sum::<usize>() < cfg.ppo.fresh_per_update() {
         let report = rx.recv().map_err(|_| {
             Error::Usage("every rollout worker stopped without saying why".into())
@@ -493,6 +504,8 @@ fn one_update(
             hidden_returns.push(s.log_speedup);
         }
         inner_steps += s.inner_steps;
+        episode_seconds += s.seconds;
+        reference_seconds += s.reference_seconds;
         fresh.push(report.episode);
     }
     let decisions: usize = fresh.iter().map(Episode::len).sum();
@@ -500,10 +513,12 @@ fn one_update(
     progress.decisions += decisions as u64;
     progress.inner_steps += inner_steps;
     let wall = start.elapsed().as_secs_f64().max(1e-9);
+    let learner_start = Instant::now();
     learner.ingest(&fresh);
     let Some(stats) = learner.update() else {
         return Ok(None);
     };
+    let learner_seconds = learner_start.elapsed().as_secs_f64();
     let mean = |v: &[f64]| {
         if v.is_empty() {
             f64::NAN
@@ -524,6 +539,9 @@ fn one_update(
         inner_steps: 0,
         decisions_per_s: decisions as f64 / wall,
         inner_steps_per_s: inner_steps as f64 / wall,
+        episode_seconds,
+        reference_seconds,
+        learner_seconds,
         stats,
     }))
 }
@@ -709,6 +727,9 @@ mod tests {
             inner_steps: 0,
             decisions_per_s: 1.0,
             inner_steps_per_s: 10.0,
+            episode_seconds: 1.0,
+            reference_seconds: 0.5,
+            learner_seconds: 0.1,
             stats: UpdateStats::default(),
         };
         for u in 1..=4 {

@@ -547,3 +547,113 @@ fn only_small_configurations_prefer_batching() {
     });
     assert!(prefers(Family::NoisyQuadratic, bowl));
 }
+
+/// `a` and `b` are evaluation traces at the same steps, with losses within `rel` of each other
+/// (non-finite where the other is).
+fn assert_traces_close(a: &[(u64, f64)], b: &[(u64, f64)], rel: f64, what: &str) {
+    assert_eq!(
+        a.iter().map(|e| e.0).collect::<Vec<_>>(),
+        b.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "{what}: evaluation steps"
+    );
+    for (&(step, x), &(_, y)) in a.iter().zip(b) {
+        let close = if y.is_finite() {
+            (x - y).abs() <= rel * y.abs().max(1e-3)
+        } else {
+            !x.is_finite()
+        };
+        assert!(close, "{what} step {step}: {x} vs {y}");
+    }
+}
+
+/// The learning rates of the reference tests: the grid's, and one so large that the run's loss
+/// overflows within a few steps (the stop-and-evaluate path).
+const REFERENCE_LRS: [f64; 6] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e30];
+
+/// The batched reference runs of a configuration are the unbatched `train_adamw` runs of
+/// `MetaTask::reference`, learning rate by learning rate, rescaled initial weights included:
+/// the same evaluation steps, losses within 1e-4 (the batched forward sums in another order).
+#[test]
+fn batched_reference_runs_are_the_unbatched_runs() {
+    use crate::baseline::{Schedule, train_adamw};
+    use crate::meta_task::MetaTask;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = crate::pool::Pool::new(Some(1), lhopt_data::DataDir::at(dir.path()));
+    pool.device = Device::Cpu;
+    let configs = [
+        (
+            Family::NoisyQuadratic,
+            TaskConfig::NoisyQuadratic(quadratic::Config {
+                dims: 30,
+                conditioning: 100.0,
+                noise: 0.5,
+            }),
+        ),
+        (
+            Family::Algorithmic,
+            TaskConfig::Algorithmic(algorithmic::Config {
+                problem: algorithmic::Problem::Parity,
+                cell: CellKind::Gru,
+                hidden: 8,
+                layers: 1,
+                length: 5,
+                batch: 6,
+            }),
+        ),
+    ];
+    for (family, config) in configs {
+        let t = MetaTask {
+            index: 0,
+            seed: 5,
+            spec: spec(family, config, 21),
+            steps: 40,
+            decisions: 4,
+            weight_scale: 10.0,
+        };
+        let eval_at = crate::reward::reference_eval_steps(t.steps);
+        let batched = super::reference::runs(&t, &pool, &REFERENCE_LRS, &eval_at).unwrap();
+        for (lr, got) in REFERENCE_LRS.iter().zip(&batched) {
+            let mut single = t.build(&pool).unwrap();
+            let expected = train_adamw(single.as_mut(), *lr, Schedule::Constant, t.steps, &eval_at);
+            assert_traces_close(got, &expected.evals, 1e-4, &format!("{family} lr {lr}"));
+        }
+        assert!(
+            batched.last().unwrap().len() < batched[0].len(),
+            "the last learning rate stopped its run early"
+        );
+    }
+}
+
+/// The same for a batch-norm MLP (running statistics are per instance), on generated images.
+#[test]
+fn batched_reference_runs_of_a_batch_norm_mlp_are_the_unbatched_runs() {
+    use crate::baseline::{Schedule, train_adamw};
+
+    let set = ImageSet::Digits;
+    let s = spec(
+        Family::ImageMlp,
+        TaskConfig::Image(ImageConfig {
+            dataset: set,
+            arch: Arch::Mlp {
+                hidden_layers: 2,
+                width: 16,
+            },
+            activation: Activation::Relu,
+            norm: NormKind::Batch,
+            dropout: 0.1,
+            batch: 8,
+            eval_examples: 50,
+        }),
+        3,
+    );
+    let eval_at = [0, 5, 17, 29];
+    let specs = vec![s.clone(); REFERENCE_LRS.len()];
+    let mut batch = tasks::build_with(&specs, Device::Cpu, Some(synthetic::image_data(set))).unwrap();
+    let batched = super::reference::train(batch.as_mut(), &REFERENCE_LRS, 30, &eval_at);
+    for (lr, got) in REFERENCE_LRS.iter().zip(&batched) {
+        let mut single = synthetic::build(&s, Device::Cpu).unwrap();
+        let expected = train_adamw(single.as_mut(), *lr, Schedule::Constant, 30, &eval_at);
+        assert_traces_close(got, &expected.evals, 1e-4, &format!("MLP lr {lr}"));
+    }
+}
