@@ -239,6 +239,13 @@ pub struct MetricsLine {
     /// Learner wall seconds in the ingest and the PPO update.
     #[serde(default)]
     pub learner_seconds: f64,
+    /// Worker wall seconds (episodes and references) of the configurations batching can speed
+    /// up ([`crate::ppo::rollout::EpisodeSummary::batchable`]), batched in this run or not.
+    #[serde(default)]
+    pub batchable_seconds: f64,
+    /// Decisions of those configurations.
+    #[serde(default)]
+    pub batchable_decisions: usize,
     /// The update's statistics.
     pub stats: UpdateStats,
 }
@@ -494,6 +501,7 @@ fn one_update(
     let mut hidden_returns = Vec::new();
     let mut inner_steps = 0;
     let (mut episode_seconds, mut reference_seconds) = (0.0, 0.0);
+    let (mut batchable_seconds, mut batchable_decisions) = (0.0, 0);
     while fresh.iter().map(Episode::len).sum::<usize>() < cfg.ppo.fresh_per_update() {
         let report = rx.recv().map_err(|_| {
             Error::Usage("every rollout worker stopped without saying why".into())
@@ -506,6 +514,10 @@ fn one_update(
         inner_steps += s.inner_steps;
         episode_seconds += s.seconds;
         reference_seconds += s.reference_seconds;
+        if s.batchable {
+            batchable_seconds += s.seconds + s.reference_seconds;
+            batchable_decisions += report.episode.len();
+        }
         fresh.push(report.episode);
     }
     let decisions: usize = fresh.iter().map(Episode::len).sum();
@@ -542,6 +554,8 @@ fn one_update(
         episode_seconds,
         reference_seconds,
         learner_seconds,
+        batchable_seconds,
+        batchable_decisions,
         stats,
     }))
 }
@@ -730,6 +744,8 @@ mod tests {
             episode_seconds: 1.0,
             reference_seconds: 0.5,
             learner_seconds: 0.1,
+            batchable_seconds: 0.5,
+            batchable_decisions: 4,
             stats: UpdateStats::default(),
         };
         for u in 1..=4 {

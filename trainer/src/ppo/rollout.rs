@@ -132,6 +132,10 @@ pub struct EpisodeSummary {
     pub hide_eval: bool,
     /// Wall seconds of the episode (not counting its share of the reference).
     pub seconds: f64,
+    /// Whether the configuration is one batching can speed up
+    /// ([`crate::batched::tasks::prefers_batching`]), whether or not this run batches it.
+    #[serde(default)]
+    pub batchable: bool,
     /// The episode's share of the wall seconds its worker spent on references (its
     /// configuration's and those of configurations skipped before it for want of a reward).
     #[serde(default)]
@@ -399,6 +403,7 @@ pub(crate) fn episode_report(
         unperturbed: start.unperturbed,
         hide_eval: start.hide_eval,
         seconds,
+        batchable: crate::batched::tasks::prefers_batching(&t.spec),
         reference_seconds: job.reference_seconds / episodes as f64,
         inner_steps: trace.train_losses.len() as u64 + t.reference_steps() / episodes as u64,
     };
