@@ -9,12 +9,13 @@
 # seconds and decisions of the configurations batching can speed up, batched or not, and the
 # others': the part batching can touch and its rate).
 #
-#   scripts/batch-throughput.sh [SECONDS=240] [K=32] [FAMILIES=batched|all]
+#   scripts/batch-throughput.sh [SECONDS=240] [K=32] [FAMILIES=batched|all] [FIRST=unbatched|batched]
 #
 # FAMILIES=batched samples only the families with batched tasks (quadratic, algorithmic,
 # image MLP); all adds the unbatched ones (image CNN, char LM) as meta-train does by default.
 # Both runs give one reference K episodes (the unbatched one sets episodes_per_task = K), so the
-# difference is the batching, not the reference amortisation.
+# difference is the batching, not the reference amortisation. FIRST says which runs first:
+# alternate it between pairs so that a load that drifts does not favour one side.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -32,7 +33,12 @@ case "${3:-batched}" in
 esac
 work="$(mktemp -d)"
 echo "runs in $work; $seconds s each, K = $k, families $families"
-for mode in unbatched batched; do
+case "${4:-unbatched}" in
+    unbatched) order="unbatched batched" ;;
+    batched) order="batched unbatched" ;;
+    *) echo "FIRST must be unbatched or batched, not $4" >&2; exit 2 ;;
+esac
+for mode in $order; do
     instances=1
     [ "$mode" = batched ] && instances="$k"
     cat > "$work/$mode.toml" <<TOML

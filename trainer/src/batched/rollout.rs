@@ -23,9 +23,7 @@ use crate::meta_task::{MetaTask, mix};
 use crate::policy_net::{ActorCritic, LstmState, RecurrentNet};
 use crate::pool::Pool;
 use crate::ppo::agent::{ActMode, ActingRecord, choose_and_record};
-use crate::ppo::rollout::{
-    EpisodeReport, EpisodeStart, JobRef, RolloutConfig, episode_report,
-};
+use crate::ppo::rollout::{EpisodeReport, EpisodeStart, JobRef, RolloutConfig, episode_report};
 
 /// Default instances per batch, sized by measurement on a 2-core machine (README, "Batched
 /// task instances"): 1, batching off. Back to back, K = 32 collected 1.02x the decisions/s of

@@ -652,11 +652,83 @@ fn batched_reference_runs_of_a_batch_norm_mlp_are_the_unbatched_runs() {
     );
     let eval_at = [0, 5, 17, 29];
     let specs = vec![s.clone(); REFERENCE_LRS.len()];
-    let mut batch = tasks::build_with(&specs, Device::Cpu, Some(synthetic::image_data(set))).unwrap();
+    let mut batch =
+        tasks::build_with(&specs, Device::Cpu, Some(synthetic::image_data(set))).unwrap();
     let batched = super::reference::train(batch.as_mut(), &REFERENCE_LRS, 30, &eval_at);
     for (lr, got) in REFERENCE_LRS.iter().zip(&batched) {
         let mut single = synthetic::build(&s, Device::Cpu).unwrap();
         let expected = train_adamw(single.as_mut(), *lr, Schedule::Constant, 30, &eval_at);
         assert_traces_close(got, &expected.evals, 1e-2, &format!("MLP lr {lr}"));
     }
+}
+
+/// An instance that cannot recover stops where the unbatched episode stops, with the same
+/// evaluations (the last one taken at the stop), while the others go on as their unbatched
+/// episodes do.
+#[test]
+fn a_stopped_instance_is_evaluated_at_its_stop_and_the_rest_go_on() {
+    use super::env::run_batched_episode;
+    use super::rollout::BatchedPolicyAgent;
+    use crate::env::{EpisodeConfig, run_episode};
+    use crate::policy_net::{ActorCritic, PolicySizes};
+    use crate::ppo::agent::{ActMode, PolicyAgent};
+    use crate::ppo::rollout::PRIVILEGED_DIM;
+
+    let c = TaskConfig::NoisyQuadratic(quadratic::Config {
+        dims: 20,
+        conditioning: 50.0,
+        noise: 0.3,
+    });
+    let specs = seeds(c, Family::NoisyQuadratic);
+    let cfg = EpisodeConfig {
+        total_steps: 24,
+        decisions: 3,
+        initial: Hyperparams::INITIAL,
+        hide_eval: false,
+    };
+    let net = ActorCritic::new(
+        Device::Cpu,
+        PolicySizes::preset("tiny").unwrap(),
+        PRIVILEGED_DIM,
+        5.0,
+    );
+    // Instance 1 starts from non-finite parameters: its first loss is not finite and no
+    // register can bring it back.
+    let poison = |params: &[Tensor], i: Option<i64>| {
+        tch::no_grad(|| {
+            for p in params {
+                let _ = match i {
+                    Some(i) => p.get(i).fill_(f64::NAN),
+                    None => p.shallow_clone().fill_(f64::NAN),
+                };
+            }
+        })
+    };
+    let mut batch = tasks::build_with(&specs, Device::Cpu, None).unwrap();
+    poison(batch.parameters(), Some(1));
+    let mut agent = BatchedPolicyAgent::new(&net.actor, [1, 2, 3]);
+    let traces = run_batched_episode(batch.as_mut(), &vec![cfg; 3], &mut agent).unwrap();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut single = synthetic::build(spec, Device::Cpu).unwrap();
+        if i == 1 {
+            poison(single.parameters(), None);
+        }
+        let mut one = PolicyAgent::new(&net.actor, ActMode::Sample, 1 + i as u64);
+        let expected = run_episode(single.as_mut(), &cfg, &mut one).unwrap();
+        let got = &traces[i];
+        assert_eq!(got.stopped_at, expected.stopped_at, "instance {i}");
+        assert_eq!(got.train_losses.len(), expected.train_losses.len());
+        assert_traces_close(
+            &got.evals,
+            &expected.evals,
+            1e-3,
+            &format!("instance {i} evals"),
+        );
+        assert_eq!(
+            got.final_eval_loss.is_finite(),
+            expected.final_eval_loss.is_finite()
+        );
+    }
+    assert_eq!(traces[1].stopped_at, Some(0));
+    assert!(traces[0].stopped_at.is_none() && traces[0].decisions.len() == 3);
 }
