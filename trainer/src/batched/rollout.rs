@@ -8,7 +8,8 @@
 //! would (its own perturbation, hidden-eval flag and sampling seed). All instances share the
 //! configuration's tuned reference: it depends on the architecture, data and T, which they share,
 //! and the seed moves a tuned AdamW curve far less than the policy's actions do, so K references
-//! (K × 5 AdamW runs) would buy little for their cost.
+//! (K × 5 AdamW runs) would buy little for their cost. The one reference runs as one batched
+//! program ([`super::reference`]).
 
 use std::time::Instant;
 
@@ -26,9 +27,10 @@ use crate::ppo::agent::{ActMode, ActingRecord, choose_and_record};
 use crate::ppo::rollout::{EpisodeReport, EpisodeStart, JobRef, RolloutConfig, episode_report};
 
 /// Default instances per batch, sized by measurement on a 2-core machine (README, "Batched
-/// task instances"): 1, batching off. Back to back, K = 32 collected 1.02x the decisions/s of
-/// the unbatched run on the batched families and 0.84x on all families, and it puts 32 episodes
-/// of one configuration into each batch; the references and the learner dominate a run here.
+/// task instances"): 1, batching off. Back to back under steady load, K = 32 collected 1.06x the
+/// decisions/s of the unbatched run on the batched families: the configurations batching cannot
+/// speed up take about 80% of the workers' time there. With the default `episodes_per_task` a
+/// batch would also give the batched families K / 8 times the others' episodes.
 pub const DEFAULT_INSTANCES: usize = 1;
 
 /// Refuses a batch size of 0 or above [`MAX_INSTANCES`].

@@ -246,7 +246,7 @@ impl Worker {
                 let reports = crate::batched::rollout::episodes(
                     &self.cfg,
                     &self.ctx.pool,
-                    job.reference(),
+                    job.view(),
                     snapshot.version,
                     &net,
                 )?;
@@ -328,7 +328,7 @@ impl Worker {
         let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, start.agent_seed);
         let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
         Ok(episode_report(
-            &job.reference(),
+            &job.view(),
             &start,
             &trace,
             agent.record,
@@ -429,7 +429,7 @@ struct TaskJob {
 }
 
 impl TaskJob {
-    fn reference(&self) -> JobRef<'_> {
+    fn view(&self) -> JobRef<'_> {
         JobRef {
             task: &self.task,
             curve: &self.curve,
