@@ -707,7 +707,7 @@ fn a_stopped_instance_is_evaluated_at_its_stop_and_the_rest_go_on() {
     let mut batch = tasks::build_with(&specs, Device::Cpu, None).unwrap();
     poison(batch.parameters(), Some(1));
     let mut agent = BatchedPolicyAgent::new(&net.actor, [1, 2, 3]);
-    let traces = run_batched_episode(batch.as_mut(), &vec![cfg; 3], &mut agent).unwrap();
+    let traces = run_batched_episode(batch.as_mut(), &[cfg; 3], &mut agent).unwrap();
     for (i, spec) in specs.iter().enumerate() {
         let mut single = synthetic::build(spec, Device::Cpu).unwrap();
         if i == 1 {
