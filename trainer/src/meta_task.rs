@@ -95,22 +95,37 @@ impl MetaTask {
     /// [`reward::reference_eval_steps`], point-wise best, fitted. Read from `cache` when it was
     /// computed before. `None` when no power law fits (a configuration nothing learns on).
     pub fn reference(&self, pool: &Pool, cache: &ReferenceCache) -> Result<Option<ReferenceCurve>> {
-        let points = match cache.load(&self.key())? {
-            Some(points) => points,
-            None => {
-                let eval_at = reward::reference_eval_steps(self.steps);
-                let mut runs = Vec::with_capacity(LEARNING_RATES.len());
-                for lr in LEARNING_RATES {
+        self.reference_with(cache, |eval_at| {
+            LEARNING_RATES
+                .iter()
+                .map(|&lr| {
                     let mut task = self.build(pool)?;
                     let trace = baseline::train_adamw(
                         task.as_mut(),
                         lr,
                         Schedule::Constant,
                         self.steps,
-                        &eval_at,
+                        eval_at,
                     );
-                    runs.push(trace.evals);
-                }
+                    Ok(trace.evals)
+                })
+                .collect()
+        })
+    }
+
+    /// [`Self::reference`] with the runs computed by `runs(eval_at)` on a cache miss: one trace
+    /// of evaluations per learning rate of [`LEARNING_RATES`], in that order, each taken after
+    /// the step counts in `eval_at` and at the end ([`crate::batched::reference`] computes them
+    /// as one batched program).
+    pub fn reference_with(
+        &self,
+        cache: &ReferenceCache,
+        runs: impl FnOnce(&[u64]) -> Result<Vec<Vec<(u64, f64)>>>,
+    ) -> Result<Option<ReferenceCurve>> {
+        let points = match cache.load(&self.key())? {
+            Some(points) => points,
+            None => {
+                let runs = runs(&reward::reference_eval_steps(self.steps))?;
                 let points = reward::pointwise_best(&runs);
                 cache.store(&self.key(), &points)?;
                 points

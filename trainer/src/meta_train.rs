@@ -224,6 +224,23 @@ pub struct MetricsLine {
     pub decisions_per_s: f64,
     /// Inner steps per wall second over this update's collection.
     pub inner_steps_per_s: f64,
+    /// Where the time went (all three from this update's fresh episodes and learner step):
+    /// worker wall seconds in the episodes themselves, summed over workers.
+    #[serde(default)]
+    pub episode_seconds: f64,
+    /// Worker wall seconds on the episodes' tuned references, summed over workers.
+    #[serde(default)]
+    pub reference_seconds: f64,
+    /// Learner wall seconds in the ingest and the PPO update.
+    #[serde(default)]
+    pub learner_seconds: f64,
+    /// Worker wall seconds (episodes and references) of the configurations batching can speed
+    /// up ([`crate::ppo::rollout::EpisodeSummary::batchable`]), batched in this run or not.
+    #[serde(default)]
+    pub batchable_seconds: f64,
+    /// Decisions of those configurations.
+    #[serde(default)]
+    pub batchable_decisions: usize,
     /// The update's statistics.
     pub stats: UpdateStats,
 }
@@ -496,6 +513,8 @@ fn one_update(
     let mut returns = Vec::new();
     let mut hidden_returns = Vec::new();
     let mut inner_steps = 0;
+    let (mut episode_seconds, mut reference_seconds) = (0.0, 0.0);
+    let (mut batchable_seconds, mut batchable_decisions) = (0.0, 0);
     while fresh.iter().map(Episode::len).sum::<usize>() < cfg.ppo.fresh_per_update() {
         let report = rollouts.next()?;
         let s = &report.summary;
@@ -504,6 +523,12 @@ fn one_update(
             hidden_returns.push(s.log_speedup);
         }
         inner_steps += s.inner_steps;
+        episode_seconds += s.seconds;
+        reference_seconds += s.reference_seconds;
+        if s.batchable {
+            batchable_seconds += s.seconds + s.reference_seconds;
+            batchable_decisions += report.episode.len();
+        }
         fresh.push(report.episode);
     }
     let decisions: usize = fresh.iter().map(Episode::len).sum();
@@ -511,10 +536,12 @@ fn one_update(
     progress.decisions += decisions as u64;
     progress.inner_steps += inner_steps;
     let wall = start.elapsed().as_secs_f64().max(1e-9);
+    let learner_start = Instant::now();
     learner.ingest(&fresh);
     let Some(stats) = learner.update() else {
         return Ok(None);
     };
+    let learner_seconds = learner_start.elapsed().as_secs_f64();
     let mean = |v: &[f64]| {
         if v.is_empty() {
             f64::NAN
@@ -535,6 +562,11 @@ fn one_update(
         inner_steps: 0,
         decisions_per_s: decisions as f64 / wall,
         inner_steps_per_s: inner_steps as f64 / wall,
+        episode_seconds,
+        reference_seconds,
+        learner_seconds,
+        batchable_seconds,
+        batchable_decisions,
         stats,
     }))
 }
@@ -720,6 +752,11 @@ mod tests {
             inner_steps: 0,
             decisions_per_s: 1.0,
             inner_steps_per_s: 10.0,
+            episode_seconds: 1.0,
+            reference_seconds: 0.5,
+            learner_seconds: 0.1,
+            batchable_seconds: 0.5,
+            batchable_decisions: 4,
             stats: UpdateStats::default(),
         };
         for u in 1..=4 {

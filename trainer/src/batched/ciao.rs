@@ -142,12 +142,6 @@ impl BatchedCiao {
             .view([COEFFS as i64, self.k as i64])
             .to_device(device);
         let c = |which: Coeff| coeffs.get(which as i64);
-        // A [K] vector viewed to broadcast over a [K, ...] tensor.
-        let bcast = |x: &Tensor, like: &Tensor| {
-            let mut shape = vec![1i64; like.dim()];
-            shape[0] = self.k as i64;
-            x.view(shape.as_slice())
-        };
         let norms_k = |t: &Tensor| t.flatten(1, -1).norm_scalaropt_dim(2, [1], false);
         let sums_k = |t: &Tensor| {
             t.flatten(1, -1)
@@ -267,6 +261,13 @@ impl BatchedCiao {
             .chain(std::iter::once(&self.rolling_max))
             .map(Tensor::shallow_clone)
     }
+}
+
+/// A `[K]` vector viewed to broadcast over a `[K, ...]` tensor.
+pub(super) fn bcast(x: &Tensor, like: &Tensor) -> Tensor {
+    let mut shape = vec![1i64; like.dim()];
+    shape[0] = x.size()[0];
+    x.view(shape.as_slice())
 }
 
 /// Reads every instance's reductions and clip flag back in one transfer.

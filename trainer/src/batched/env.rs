@@ -84,21 +84,30 @@ pub fn run_batched_episode(
     for step in 0..config.total_steps {
         let want = (0..k).any(|i| running[i] && observers[i].wants_reductions());
         let losses = forward_backward(task, &params);
-        // Instances whose state this step must not change: stopped, or with a non-finite loss.
+        // Running instances whose state this step must not change: those with a non-finite loss.
         let mut skip: Vec<usize> = Vec::new();
-        for (i, &loss) in losses.iter().enumerate() {
-            if !running[i] {
-                skip.push(i);
-                continue;
-            }
+        let mut stopping: Vec<usize> = Vec::new();
+        for (i, &loss) in losses.iter().enumerate().filter(|&(i, _)| running[i]) {
             traces[i].train_losses.push(loss);
             if !loss.is_finite() {
                 traces[i].nonfinite_steps += 1;
-                skip.push(i);
                 if !instance_finite(&params, i) && registers[i].iter().all(Option::is_none) {
-                    traces[i].stopped_at = Some(step);
-                    running[i] = false;
+                    stopping.push(i);
+                } else {
+                    skip.push(i);
                 }
+            }
+        }
+        // An instance that stops is evaluated now, as the unbatched loop evaluates it after its
+        // break; from then on nothing reads its state, so it needs no snapshot and restore on
+        // every later step (which cost two copies of each of its tensors per step).
+        if !stopping.is_empty() {
+            let evals = task.eval_losses();
+            for &i in &stopping {
+                traces[i].stopped_at = Some(step);
+                traces[i].evals.push((step + 1, evals[i]));
+                traces[i].final_eval_loss = evals[i];
+                running[i] = false;
             }
         }
         let saved: Vec<(usize, InstanceSnapshot)> = skip
@@ -183,7 +192,7 @@ pub fn run_batched_episode(
 
 /// Zeroes the gradients, takes every instance's next loss and back-propagates the finite ones
 /// (instances are independent, so the sum's gradient is each instance's own). Returns the losses.
-fn forward_backward(task: &mut dyn BatchedTask, params: &[Tensor]) -> Vec<f32> {
+pub(super) fn forward_backward(task: &mut dyn BatchedTask, params: &[Tensor]) -> Vec<f32> {
     for p in params {
         let mut g = p.grad();
         if g.defined() {
@@ -203,12 +212,13 @@ fn forward_backward(task: &mut dyn BatchedTask, params: &[Tensor]) -> Vec<f32> {
 }
 
 /// Final evaluation of every instance, reusing the one of the last step unless a load or swap at
-/// the last decision moved the model after it, or the instance stopped early.
+/// the last decision moved the model after it (an instance that stopped early was evaluated when
+/// it stopped).
 fn finish(task: &mut dyn BatchedTask, traces: &mut [Trace]) {
     let moved = |r: Restart| matches!(r, Restart::Load(_) | Restart::Swap(_));
     let fresh = |t: &Trace| {
         let done = t.train_losses.len() as u64;
-        let stale = t.decisions.last().is_some_and(|d| moved(d.restart));
+        let stale = t.stopped_at.is_none() && t.decisions.last().is_some_and(|d| moved(d.restart));
         t.evals
             .last()
             .filter(|&&(s, _)| s == done && !stale)

@@ -5,10 +5,12 @@
 //! - [`ciao`]: CIAO with per-instance hyperparameters, clipping, trust ratios, reductions and
 //!   checkpoint registers.
 //! - [`env`]: one lockstep episode of K instances, each with its own core `Observer`.
+//! - [`reference`]: a configuration's tuned reference, its learning rates as one batch.
 //! - [`rollout`]: batched rollouts for meta-training, reporting episodes as the unbatched worker.
 
 pub mod ciao;
 pub mod env;
+pub mod reference;
 pub mod rollout;
 pub mod tasks;
 

@@ -8,7 +8,8 @@
 //! would (its own perturbation, hidden-eval flag and sampling seed). All instances share the
 //! configuration's tuned reference: it depends on the architecture, data and T, which they share,
 //! and the seed moves a tuned AdamW curve far less than the policy's actions do, so K references
-//! (K × 5 AdamW runs) would buy little for their cost.
+//! (K × 5 AdamW runs) would buy little for their cost. The one reference runs as one batched
+//! program ([`super::reference`]).
 
 use std::time::Instant;
 
@@ -23,13 +24,13 @@ use crate::meta_task::{MetaTask, mix};
 use crate::policy_net::{ActorCritic, LstmState, RecurrentNet};
 use crate::pool::Pool;
 use crate::ppo::agent::{ActMode, ActingRecord, choose_and_record};
-use crate::ppo::rollout::{EpisodeReport, EpisodeStart, RolloutConfig, episode_report};
-use crate::reward::ReferenceCurve;
+use crate::ppo::rollout::{EpisodeReport, EpisodeStart, JobRef, RolloutConfig, episode_report};
 
 /// Default instances per batch, sized by measurement on a 2-core machine (README, "Batched
-/// task instances"): 1, batching off. Back to back, K = 32 collected 1.02x the decisions/s of
-/// the unbatched run on the batched families and 0.84x on all families, and it puts 32 episodes
-/// of one configuration into each batch; the references and the learner dominate a run here.
+/// task instances"): 1, batching off. Back to back under steady load, K = 32 collected 1.06x the
+/// decisions/s of the unbatched run on the batched families: the configurations batching cannot
+/// speed up take about 80% of the workers' time there. With the default `episodes_per_task` a
+/// batch would also give the batched families K / 8 times the others' episodes.
 pub const DEFAULT_INSTANCES: usize = 1;
 
 /// Refuses a batch size of 0 or above [`MAX_INSTANCES`].
@@ -76,17 +77,17 @@ pub fn build(t: &MetaTask, k: usize, pool: &Pool) -> Result<Box<dyn BatchedTask>
     Ok(task)
 }
 
-/// Runs one batch of `cfg.batch_instances` episodes of configuration `t` with the actor of `net`
-/// (policy `version`) and reports each episode as the unbatched worker would.
-pub fn episodes(
+/// Runs one batch of `cfg.batch_instances` episodes of `job`'s configuration with the actor of
+/// `net` (policy `version`) and reports each episode as the unbatched worker would.
+pub(crate) fn episodes(
     cfg: &RolloutConfig,
     pool: &Pool,
-    t: &MetaTask,
-    curve: &ReferenceCurve,
+    job: JobRef<'_>,
     version: u64,
     net: &ActorCritic,
 ) -> Result<Vec<EpisodeReport>> {
     check_config(cfg)?;
+    let t = job.task;
     let k = cfg.batch_instances;
     let clock = Instant::now();
     let starts: Vec<EpisodeStart> = (0..k)
@@ -104,24 +105,14 @@ pub fn episodes(
     let mut task = build(t, k, pool)?;
     let mut agent = BatchedPolicyAgent::new(&net.actor, starts.iter().map(|s| s.agent_seed));
     let traces = run_batched_episode(task.as_mut(), &episode_cfgs, &mut agent)?;
-    // Each episode's share of the batch's wall time and of the reference runs.
+    // Each episode's share of the batch's wall time (and, in the report, of the reference).
     let seconds = clock.elapsed().as_secs_f64() / k as f64;
-    let reference_share = t.reference_steps() / k as u64;
     Ok(starts
         .iter()
         .zip(&traces)
         .zip(agent.records)
         .map(|((start, trace), record)| {
-            episode_report(
-                t,
-                curve,
-                start,
-                trace,
-                record,
-                version,
-                seconds,
-                reference_share,
-            )
+            episode_report(&job, start, trace, record, version, seconds, k)
         })
         .collect())
 }

@@ -547,3 +547,188 @@ fn only_small_configurations_prefer_batching() {
     });
     assert!(prefers(Family::NoisyQuadratic, bowl));
 }
+
+/// `a` and `b` are evaluation traces at the same steps, with losses within `rel` of each other
+/// (non-finite where the other is).
+fn assert_traces_close(a: &[(u64, f64)], b: &[(u64, f64)], rel: f64, what: &str) {
+    assert_eq!(
+        a.iter().map(|e| e.0).collect::<Vec<_>>(),
+        b.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "{what}: evaluation steps"
+    );
+    for (&(step, x), &(_, y)) in a.iter().zip(b) {
+        let close = if y.is_finite() {
+            (x - y).abs() <= rel * y.abs().max(1e-3)
+        } else {
+            !x.is_finite()
+        };
+        assert!(close, "{what} step {step}: {x} vs {y}");
+    }
+}
+
+/// The learning rates of the reference tests: the grid's, and one so large that the run's loss
+/// overflows within a few steps (the stop-and-evaluate path).
+const REFERENCE_LRS: [f64; 6] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e30];
+
+/// The batched reference runs of a configuration are the unbatched `train_adamw` runs of
+/// `MetaTask::reference`, learning rate by learning rate, rescaled initial weights included:
+/// the same evaluation steps, losses within 1e-4 (the batched forward sums in another order).
+#[test]
+fn batched_reference_runs_are_the_unbatched_runs() {
+    use crate::baseline::{Schedule, train_adamw};
+    use crate::meta_task::MetaTask;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = crate::pool::Pool::new(Some(1), lhopt_data::DataDir::at(dir.path()));
+    pool.device = Device::Cpu;
+    let configs = [
+        (
+            Family::NoisyQuadratic,
+            TaskConfig::NoisyQuadratic(quadratic::Config {
+                dims: 30,
+                conditioning: 100.0,
+                noise: 0.5,
+            }),
+        ),
+        (
+            Family::Algorithmic,
+            TaskConfig::Algorithmic(algorithmic::Config {
+                problem: algorithmic::Problem::Parity,
+                cell: CellKind::Gru,
+                hidden: 8,
+                layers: 1,
+                length: 5,
+                batch: 6,
+            }),
+        ),
+    ];
+    for (family, config) in configs {
+        let t = MetaTask {
+            index: 0,
+            seed: 5,
+            spec: spec(family, config, 21),
+            steps: 40,
+            decisions: 4,
+            weight_scale: 10.0,
+        };
+        let eval_at = crate::reward::reference_eval_steps(t.steps);
+        let batched = super::reference::runs(&t, &pool, &REFERENCE_LRS, &eval_at).unwrap();
+        for (lr, got) in REFERENCE_LRS.iter().zip(&batched) {
+            let mut single = t.build(&pool).unwrap();
+            let expected = train_adamw(single.as_mut(), *lr, Schedule::Constant, t.steps, &eval_at);
+            assert_traces_close(got, &expected.evals, 1e-4, &format!("{family} lr {lr}"));
+        }
+        assert!(
+            batched.last().unwrap().len() < batched[0].len(),
+            "the last learning rate stopped its run early"
+        );
+    }
+}
+
+/// The same for a batch-norm MLP (running statistics are per instance), on generated images,
+/// within 1e-2: the bias feeding a batch norm has a gradient of pure rounding noise, which Adam
+/// normalises into steps of a full learning rate, so the two sides' biases and running means
+/// drift apart by rounding while the function they compute does not.
+#[test]
+fn batched_reference_runs_of_a_batch_norm_mlp_are_the_unbatched_runs() {
+    use crate::baseline::{Schedule, train_adamw};
+
+    let set = ImageSet::Digits;
+    let s = spec(
+        Family::ImageMlp,
+        TaskConfig::Image(ImageConfig {
+            dataset: set,
+            arch: Arch::Mlp {
+                hidden_layers: 2,
+                width: 16,
+            },
+            activation: Activation::Relu,
+            norm: NormKind::Batch,
+            dropout: 0.1,
+            batch: 8,
+            eval_examples: 50,
+        }),
+        3,
+    );
+    let eval_at = [0, 5, 17, 29];
+    let specs = vec![s.clone(); REFERENCE_LRS.len()];
+    let mut batch =
+        tasks::build_with(&specs, Device::Cpu, Some(synthetic::image_data(set))).unwrap();
+    let batched = super::reference::train(batch.as_mut(), &REFERENCE_LRS, 30, &eval_at);
+    for (lr, got) in REFERENCE_LRS.iter().zip(&batched) {
+        let mut single = synthetic::build(&s, Device::Cpu).unwrap();
+        let expected = train_adamw(single.as_mut(), *lr, Schedule::Constant, 30, &eval_at);
+        assert_traces_close(got, &expected.evals, 1e-2, &format!("MLP lr {lr}"));
+    }
+}
+
+/// An instance that cannot recover stops where the unbatched episode stops, with the same
+/// evaluations (the last one taken at the stop), while the others go on as their unbatched
+/// episodes do.
+#[test]
+fn a_stopped_instance_is_evaluated_at_its_stop_and_the_rest_go_on() {
+    use super::env::run_batched_episode;
+    use super::rollout::BatchedPolicyAgent;
+    use crate::env::{EpisodeConfig, run_episode};
+    use crate::policy_net::{ActorCritic, PolicySizes};
+    use crate::ppo::agent::{ActMode, PolicyAgent};
+    use crate::ppo::rollout::PRIVILEGED_DIM;
+
+    let c = TaskConfig::NoisyQuadratic(quadratic::Config {
+        dims: 20,
+        conditioning: 50.0,
+        noise: 0.3,
+    });
+    let specs = seeds(c, Family::NoisyQuadratic);
+    let cfg = EpisodeConfig {
+        total_steps: 24,
+        decisions: 3,
+        initial: Hyperparams::INITIAL,
+        hide_eval: false,
+    };
+    let net = ActorCritic::new(
+        Device::Cpu,
+        PolicySizes::preset("tiny").unwrap(),
+        PRIVILEGED_DIM,
+        5.0,
+    );
+    // Instance 1 starts from non-finite parameters: its first loss is not finite and no
+    // register can bring it back.
+    let poison = |params: &[Tensor], i: Option<i64>| {
+        tch::no_grad(|| {
+            for p in params {
+                let _ = match i {
+                    Some(i) => p.get(i).fill_(f64::NAN),
+                    None => p.shallow_clone().fill_(f64::NAN),
+                };
+            }
+        })
+    };
+    let mut batch = tasks::build_with(&specs, Device::Cpu, None).unwrap();
+    poison(batch.parameters(), Some(1));
+    let mut agent = BatchedPolicyAgent::new(&net.actor, [1, 2, 3]);
+    let traces = run_batched_episode(batch.as_mut(), &[cfg; 3], &mut agent).unwrap();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut single = synthetic::build(spec, Device::Cpu).unwrap();
+        if i == 1 {
+            poison(single.parameters(), None);
+        }
+        let mut one = PolicyAgent::new(&net.actor, ActMode::Sample, 1 + i as u64);
+        let expected = run_episode(single.as_mut(), &cfg, &mut one).unwrap();
+        let got = &traces[i];
+        assert_eq!(got.stopped_at, expected.stopped_at, "instance {i}");
+        assert_eq!(got.train_losses.len(), expected.train_losses.len());
+        assert_traces_close(
+            &got.evals,
+            &expected.evals,
+            1e-3,
+            &format!("instance {i} evals"),
+        );
+        assert_eq!(
+            got.final_eval_loss.is_finite(),
+            expected.final_eval_loss.is_finite()
+        );
+    }
+    assert_eq!(traces[1].stopped_at, Some(0));
+    assert!(traces[0].stopped_at.is_none() && traces[0].decisions.len() == 3);
+}

@@ -132,6 +132,14 @@ pub struct EpisodeSummary {
     pub hide_eval: bool,
     /// Wall seconds of the episode (not counting its share of the reference).
     pub seconds: f64,
+    /// Whether the configuration is one batching can speed up
+    /// ([`crate::batched::tasks::prefers_batching`]), whether or not this run batches it.
+    #[serde(default)]
+    pub batchable: bool,
+    /// The episode's share of the wall seconds its worker spent on references (its
+    /// configuration's and those of configurations skipped before it for want of a reward).
+    #[serde(default)]
+    pub reference_seconds: f64,
     /// Inner steps run, this episode plus its share of the reference runs.
     pub inner_steps: u64,
 }
@@ -227,21 +235,25 @@ impl Worker {
             self.ctx.norm_clip,
         );
         let mut version = None;
+        let mut reference_seconds = 0.0;
         while !self.stop.load(Ordering::Relaxed) {
             let index = self
                 .ctx
                 .next_task
                 .fetch_add(self.ctx.task_stride, Ordering::Relaxed);
-            let Some(job) = self.prepare(index)? else {
+            let clock = Instant::now();
+            let job = self.prepare(index)?;
+            reference_seconds += clock.elapsed().as_secs_f64();
+            let Some(mut job) = job else {
                 continue;
             };
+            job.reference_seconds = std::mem::take(&mut reference_seconds);
             if crate::batched::rollout::is_batched(&self.cfg, &job.task) {
                 let snapshot = self.latest_policy(&mut net, &mut version)?;
                 let reports = crate::batched::rollout::episodes(
                     &self.cfg,
                     &self.ctx.pool,
-                    &job.task,
-                    &job.curve,
+                    job.view(),
                     snapshot.version,
                     &net,
                 )?;
@@ -285,13 +297,22 @@ impl Worker {
         Ok(snapshot)
     }
 
-    /// Samples task configuration `index` and gets its reference; `None` when the reference
-    /// cannot define a reward (the configuration is skipped).
+    /// Samples task configuration `index` and gets its reference (as one batched program when
+    /// the configuration runs batched); `None` when the reference cannot define a reward (the
+    /// configuration is skipped).
     fn prepare(&self, index: u64) -> Result<Option<TaskJob>> {
         let task = MetaTask::sample(&self.cfg, self.ctx.seed, index);
-        Ok(task
-            .reference(&self.ctx.pool, &self.ctx.references)?
-            .map(|curve| TaskJob { task, curve }))
+        let (pool, cache) = (&self.ctx.pool, &self.ctx.references);
+        let curve = if crate::batched::rollout::is_batched(&self.cfg, &task) {
+            crate::batched::reference::reference(&task, pool, cache)?
+        } else {
+            task.reference(pool, cache)?
+        };
+        Ok(curve.map(|curve| TaskJob {
+            task,
+            curve,
+            reference_seconds: 0.0,
+        }))
     }
 
     fn episode(
@@ -313,16 +334,14 @@ impl Worker {
         let mut task = t.build(&self.ctx.pool)?;
         let mut agent = PolicyAgent::new(&net.actor, ActMode::Sample, start.agent_seed);
         let trace = env::run_episode(&mut *task, &cfg, &mut agent)?;
-        let reference_share = t.reference_steps() / u64::from(self.cfg.episodes_per_task.max(1));
         Ok(episode_report(
-            t,
-            &job.curve,
+            &job.view(),
             &start,
             &trace,
             agent.record,
             version,
             clock.elapsed().as_secs_f64(),
-            reference_share,
+            self.cfg.episodes_per_task.max(1) as usize,
         ))
     }
 }
@@ -356,20 +375,20 @@ impl EpisodeStart {
     }
 }
 
-/// The learner's data and the summary of one finished episode of `t`: rewards from the
-/// potentials against `curve`, the critic's privileged inputs. `seconds` is the episode's wall
-/// time and `reference_share` its share of the reference runs' inner steps.
-#[allow(clippy::too_many_arguments)]
+/// The learner's data and the summary of one finished episode of `job`'s configuration: rewards
+/// from the potentials against its curve, the critic's privileged inputs. `seconds` is the
+/// episode's wall time; the episode carries a 1/`episodes` share of the reference's inner steps
+/// and seconds.
 pub(crate) fn episode_report(
-    t: &MetaTask,
-    curve: &ReferenceCurve,
+    job: &JobRef<'_>,
     start: &EpisodeStart,
     trace: &Trace,
     record: ActingRecord,
     version: u64,
     seconds: f64,
-    reference_share: u64,
+    episodes: usize,
 ) -> EpisodeReport {
+    let (t, curve) = (job.task, job.curve);
     let potentials = episode_potentials(curve, trace, t.steps);
     let final_potential = potentials
         .last()
@@ -391,7 +410,9 @@ pub(crate) fn episode_report(
         unperturbed: start.unperturbed,
         hide_eval: start.hide_eval,
         seconds,
-        inner_steps: trace.train_losses.len() as u64 + reference_share,
+        batchable: crate::batched::tasks::prefers_batching(&t.spec),
+        reference_seconds: job.reference_seconds / episodes as f64,
+        inner_steps: trace.train_losses.len() as u64 + t.reference_steps() / episodes as u64,
     };
     let episode = Episode {
         version,
@@ -410,6 +431,26 @@ pub(crate) fn episode_report(
 struct TaskJob {
     task: MetaTask,
     curve: ReferenceCurve,
+    /// Wall seconds its worker spent on references before the configuration could start.
+    reference_seconds: f64,
+}
+
+impl TaskJob {
+    fn view(&self) -> JobRef<'_> {
+        JobRef {
+            task: &self.task,
+            curve: &self.curve,
+            reference_seconds: self.reference_seconds,
+        }
+    }
+}
+
+/// What an episode's report needs of its configuration: the configuration, its reference curve
+/// and the wall seconds the reference cost.
+pub(crate) struct JobRef<'a> {
+    pub(crate) task: &'a MetaTask,
+    pub(crate) curve: &'a ReferenceCurve,
+    pub(crate) reference_seconds: f64,
 }
 
 /// s_1..s_K at the decisions, then the end-of-run potential (−3 when the run stopped early).
