@@ -66,13 +66,13 @@ pub struct ImitationConfig {
 impl Default for ImitationConfig {
     fn default() -> Self {
         Self {
-            tasks: 256,
+            tasks: 128,
             peaks: vec![1e-2, 3e-2, 5e-2, 1e-1, 2e-1, 3e-1],
             peak_tolerance: 0.15,
             perturbed_demos: 1,
             steps: 400,
             batch: 32,
-            dagger_rounds: 3,
+            dagger_rounds: 2,
             dagger_steps: 200,
         }
     }
