@@ -222,6 +222,8 @@ pub(crate) mod tests {
                 hide_eval: true,
                 seconds: 0.5,
                 inner_steps: 60,
+                batchable: true,
+                reference_seconds: 0.25,
             },
         }
     }
