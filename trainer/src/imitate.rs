@@ -460,7 +460,7 @@ pub fn run(
                 .collect();
             let stats = learner.imitation_step(&batch);
             done += 1;
-            if done % 10 == 0 || (round == cfg.dagger_rounds && done == total_steps(cfg)) {
+            if done % 10 == 0 || done == total_steps(cfg) {
                 lines.push(ImitationLine::Step { step: done, stats });
             }
             progress.inc(1);
