@@ -198,8 +198,13 @@ pub struct TeacherRuns {
     traces: Vec<Trace>,
 }
 
-/// One teacher run of `task` at `peak` from `initial`.
-fn teacher_run(task: &MetaTask, pool: &Pool, peak: f64, initial: Hyperparams) -> Result<Trace> {
+/// One run of `task` steered by `agent` from `initial`, the eval loss visible.
+fn run_on(
+    task: &MetaTask,
+    pool: &Pool,
+    initial: Hyperparams,
+    agent: &mut dyn Agent,
+) -> Result<Trace> {
     let mut inner = task.build(pool)?;
     let cfg = EpisodeConfig {
         total_steps: task.steps,
@@ -207,11 +212,12 @@ fn teacher_run(task: &MetaTask, pool: &Pool, peak: f64, initial: Hyperparams) ->
         initial,
         hide_eval: false,
     };
-    env::run_episode(
-        inner.as_mut(),
-        &cfg,
-        &mut Teacher::new(peak as f32, initial),
-    )
+    env::run_episode(inner.as_mut(), &cfg, agent)
+}
+
+/// One teacher run of `task` at `peak` from `initial`.
+fn teacher_run(task: &MetaTask, pool: &Pool, peak: f64, initial: Hyperparams) -> Result<Trace> {
+    run_on(task, pool, initial, &mut Teacher::new(peak as f32, initial))
 }
 
 /// Runs the teacher's grid on `task`; `None` when the task's reference cannot define a reward.
@@ -503,15 +509,8 @@ fn student_run(
     net.load_named(vars)?;
     let task = &demo.task;
     let initial = Hyperparams::INITIAL;
-    let cfg = EpisodeConfig {
-        total_steps: task.steps,
-        decisions: task.decisions,
-        initial,
-        hide_eval: false,
-    };
-    let mut inner = task.build(pool)?;
     let mut agent = PolicyAgent::new(&net.actor, ActMode::Greedy, task.seed);
-    let trace = env::run_episode(inner.as_mut(), &cfg, &mut agent)?;
+    let trace = run_on(task, pool, initial, &mut agent)?;
     let mut episode = episode(&demo.curve, &trace, &initial, task.steps);
     let mut before = initial;
     let mut agree = 0usize;
