@@ -70,10 +70,13 @@ fi
 grep "MPI job: rank 2 failed: the disk is full" "$tmp/log" || { cat "$tmp/log"; fail "no message names the failed rank"; }
 "$bin" export --checkpoint "$tmp/bad/checkpoint.bin" --out "$tmp/bad.lhp" || fail "the checkpoint is unreadable"
 
-# Continues the run towards a far total in the background, SIGKILLs rank $1 once the metrics
-# have passed $2 lines, and checks that the job ended (mpirun naming the killed rank).
+# Continues the run towards a far total in the background, SIGKILLs rank $1 once this run has
+# added $2 metrics lines, and checks that the job ended (mpirun naming the killed rank). The
+# threshold counts from the lines already there: an absolute one can be passed before the new
+# job has started a process to kill.
 kill_rank_mid_run() {
-    local victim="$1" past="$2" pid="" p
+    local victim="$1" past pid="" p
+    past=$(($(updates | wc -l) + $2))
     mpi --resume --updates 100000 --out "$run" >"$tmp/killed.log" 2>&1 &
     local job=$!
     until [ "$(updates | wc -l)" -gt "$past" ]; do
@@ -90,8 +93,8 @@ kill_rank_mid_run() {
     echo "rank $victim killed at $(updates | wc -l) metrics lines; the job ended:"
     grep -m1 "process rank $victim .*signal 9" "$tmp/killed.log"
 }
-kill_rank_mid_run 2 8
-kill_rank_mid_run 0 12
+kill_rank_mid_run 2 2
+kill_rank_mid_run 0 2
 # A line written after the last checkpoint (killed before it) is dropped on resume and redone.
 total=$(($(updates | wc -l) + 3))
 mpi --resume --updates "$total" --out "$run" 2>"$tmp/log" || { cat "$tmp/log"; fail "resume failed"; }
