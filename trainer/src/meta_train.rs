@@ -406,8 +406,11 @@ pub fn run_with(
                 append_metrics(&out.join(METRICS_FILE), &line)?;
                 bar.set_position(learner.version());
                 bar.set_message(format!(
-                    "return {:+.3} entropy {:.2} {:.1} decisions/s",
-                    line.mean_return, line.stats.entropy, line.decisions_per_s
+                    "return {:+.3} entropy {:.2} KL to warm start {:.3} {:.1} decisions/s",
+                    line.mean_return,
+                    line.stats.entropy,
+                    line.stats.kl_to_warm_start,
+                    line.decisions_per_s
                 ));
                 metrics.push(line);
                 let ckpt = Checkpoint {
@@ -484,6 +487,7 @@ fn warm_start(
             stats.cross_entropy, stats.lr_accuracy
         );
     }
+    learner.anchor_here()?;
     progress.next_task = cfg.imitation.tasks;
     progress.seconds += start.elapsed().as_secs_f64();
     let ckpt = Checkpoint {
@@ -674,6 +678,12 @@ fn plot_metrics(path: &Path, metrics: &[MetricsLine]) -> Result<()> {
             "loss",
             true,
             vec![line("value loss", series(|m| m.stats.value_loss))],
+        ),
+        panel(
+            "KL(policy || warm start), sum over heads",
+            "nats",
+            false,
+            vec![line("KL", series(|m| m.stats.kl_to_warm_start))],
         ),
     ];
     plot::write_png(path, "lhopt meta-training", &panels, 2)

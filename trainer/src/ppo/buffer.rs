@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use lhopt_core::{NUM_HEADS, OBS_DIM};
+use lhopt_core::{NUM_ACTION_LOGITS, NUM_HEADS, OBS_DIM};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use tch::{Device, Kind, Tensor};
@@ -27,6 +27,9 @@ pub struct Chunk {
     pub actions: Vec<i64>,
     /// Log-probability of the actions under the behaviour policy.
     pub behaviour_logp: Vec<f32>,
+    /// The warm start's logits at each decision, `len × NUM_ACTION_LOGITS` (empty when the run
+    /// has no warm start to stay near).
+    pub anchor_logits: Vec<f32>,
     /// GAE advantages.
     pub advantages: Vec<f32>,
     /// Value targets (advantage + value), in return units.
@@ -54,6 +57,8 @@ pub struct Minibatch {
     pub actions: Tensor,
     /// `[B, L]`.
     pub behaviour_logp: Tensor,
+    /// `[B, L, NUM_ACTION_LOGITS]`: the warm start's logits, when every chunk has them.
+    pub anchor_logits: Option<Tensor>,
     /// `[B, L]`.
     pub advantages: Tensor,
     /// `[B, L]`.
@@ -136,6 +141,9 @@ pub fn batch(
     let mut obs = vec![0f32; b * chunk_len * OBS_DIM];
     let mut pri = vec![0f32; b * chunk_len * privileged];
     let mut act = vec![0i64; b * chunk_len * NUM_HEADS];
+    let anchored = chunks.iter().all(|c| !c.anchor_logits.is_empty());
+    let anchor_width = if anchored { NUM_ACTION_LOGITS } else { 0 };
+    let mut anchor = vec![0f32; b * chunk_len * anchor_width];
     let (mut lp, mut adv, mut ret, mut mask) = (
         vec![0f32; b * chunk_len],
         vec![0f32; b * chunk_len],
@@ -149,6 +157,10 @@ pub fn batch(
         pri[row * privileged..][..c.privileged.len()].copy_from_slice(&c.privileged);
         act[row * NUM_HEADS..][..c.actions.len()].copy_from_slice(&c.actions);
         lp[row..][..c.len].copy_from_slice(&c.behaviour_logp);
+        if anchored {
+            anchor[row * NUM_ACTION_LOGITS..][..c.anchor_logits.len()]
+                .copy_from_slice(&c.anchor_logits);
+        }
         adv[row..][..c.len].copy_from_slice(&c.advantages);
         ret[row..][..c.len].copy_from_slice(&c.returns);
         mask[row..][..c.len].fill(1.0);
@@ -166,6 +178,7 @@ pub fn batch(
             .view([b, l, NUM_HEADS as i64])
             .to_device(device),
         behaviour_logp: t(&lp, &[b, l]),
+        anchor_logits: anchored.then(|| t(&anchor, &[b, l, NUM_ACTION_LOGITS as i64])),
         advantages: t(&adv, &[b, l]),
         returns: t(&ret, &[b, l]),
         mask: t(&mask, &[b, l]).to_kind(Kind::Float),
@@ -187,6 +200,7 @@ mod tests {
             privileged: vec![0.0; len * 2],
             actions: vec![1; len * NUM_HEADS],
             behaviour_logp: vec![-1.0; len],
+            anchor_logits: vec![version as f32; len * NUM_ACTION_LOGITS],
             advantages: vec![0.5; len],
             returns: vec![1.0; len],
             actor_h0: vec![0.1; 4],
@@ -246,5 +260,17 @@ mod tests {
         assert_eq!(mb.obs.double_value(&[0, 3, 0]), 0.0);
         assert_eq!(mb.actor_state.h.size(), vec![2, 4]);
         assert_eq!(mb.critic_state.c.double_value(&[1, 3]), 0.4f32 as f64);
+        let anchor = mb.anchor_logits.expect("every chunk has anchor logits");
+        assert_eq!(anchor.size(), vec![2, 5, NUM_ACTION_LOGITS as i64]);
+        assert_eq!(anchor.double_value(&[1, 4, 39]), 2.0);
+        assert_eq!(anchor.double_value(&[0, 3, 0]), 0.0);
+        // One chunk without them (collected before the run had a warm start): no KL term.
+        let mut bare = chunk(3, 2);
+        bare.anchor_logits.clear();
+        assert!(
+            batch(&[chunk(1, 3), bare], 5, 2, 4, Device::Cpu)
+                .anchor_logits
+                .is_none()
+        );
     }
 }

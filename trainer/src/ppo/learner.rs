@@ -1,7 +1,7 @@
 //! The learner: turns finished episodes into chunks (critic values, GAE, normalisation
 //! statistics) and runs the clipped PPO update over minibatches of recurrent chunks.
 
-use lhopt_core::{NUM_HEADS, OBS_DIM};
+use lhopt_core::{NUM_ACTION_LOGITS, NUM_HEADS, OBS_DIM};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use super::PpoConfig;
 use super::adam::{Adam, AdamState};
 use super::buffer::{self, Chunk, ReplayBuffer};
 use super::gae;
-use super::loss::{clipped_surrogate, log_prob_and_entropy, masked_mean};
+use super::loss::{clipped_surrogate, kl_divergence, log_prob_and_entropy, masked_mean};
 use crate::error::{Error, Result};
 use crate::policy_net::{ActorCritic, LstmState, PolicySizes, RunningMoments};
 
@@ -65,6 +65,12 @@ pub struct UpdateStats {
     pub grad_norm: f64,
     /// Mean policy-version lag of the data used.
     pub staleness: f64,
+    /// Mean KL(current ‖ warm start) summed over the heads (0 without a warm start).
+    #[serde(default)]
+    pub kl_to_warm_start: f64,
+    /// The coefficient that KL was weighted with in this update.
+    #[serde(default)]
+    pub kl_coef: f64,
     /// Decisions in the buffer after the update.
     pub buffer_decisions: usize,
 }
@@ -114,6 +120,9 @@ pub struct LearnerState {
     pub value_stats: RunningMoments,
     /// Unexpired experience.
     pub buffer: ReplayBuffer,
+    /// The warm start PPO is kept near ([`Learner::anchor_here`]): its variables, as
+    /// [`ActorCritic::to_named`] writes them.
+    pub anchor: Option<Vec<(String, Vec<f32>)>>,
 }
 
 /// The PPO learner.
@@ -131,6 +140,8 @@ pub struct Learner {
     buffer: ReplayBuffer,
     version: u64,
     seed: u64,
+    /// A frozen copy of the warm start, with its own input statistics.
+    anchor: Option<ActorCritic>,
 }
 
 impl Learner {
@@ -165,7 +176,33 @@ impl Learner {
             buffer: ReplayBuffer::default(),
             version: 0,
             seed,
+            anchor: None,
         }
+    }
+
+    /// Freezes the current actor, input statistics included, as the warm start that PPO's KL
+    /// penalty ([`PpoConfig::kl_to_warm_start`]) keeps the policy near. Called once, when
+    /// behaviour cloning ends.
+    pub fn anchor_here(&mut self) -> Result<()> {
+        self.anchor = Some(self.frozen_copy(&self.net.to_named())?);
+        Ok(())
+    }
+
+    fn frozen_copy(&self, vars: &[(String, Vec<f32>)]) -> Result<ActorCritic> {
+        let mut net = ActorCritic::new(
+            self.net.vs.device(),
+            self.net.actor.sizes(),
+            self.privileged,
+            self.net.actor.norm_clip(),
+        );
+        net.load_named(vars)?;
+        net.vs.freeze();
+        Ok(net)
+    }
+
+    /// The KL coefficient at the current version: halves every `kl_half_life` updates.
+    fn kl_coef(&self) -> f64 {
+        self.cfg.kl_to_warm_start * 0.5f64.powf(self.version as f64 / self.cfg.kl_half_life)
     }
 
     /// The current policy version (updates done).
@@ -229,6 +266,7 @@ impl Learner {
                         .flat_map(|a| a.iter().map(|&c| c as i64))
                         .collect(),
                     behaviour_logp: vec![0.0; ep.len()],
+                    anchor_logits: Vec::new(),
                     advantages: vec![0.0; ep.len()],
                     returns: returns_to_go(&ep.rewards),
                     actor_h0: zeros.clone(),
@@ -296,6 +334,7 @@ impl Learner {
         let adv = gae::advantages(&ep.rewards, &values, self.cfg.gamma, self.cfg.gae_lambda);
         let returns: Vec<f32> = adv.iter().zip(&values).map(|(a, v)| a + v).collect();
         self.value_stats.update(&returns);
+        let anchor_logits = self.anchor_logits(ep);
         let h = self.net.actor.sizes().hidden;
         for (ci, start) in (0..ep.len()).step_by(l).enumerate() {
             let end = (start + l).min(ep.len());
@@ -310,6 +349,9 @@ impl Learner {
                     .flat_map(|a| a.iter().map(|&c| c as i64))
                     .collect(),
                 behaviour_logp: ep.behaviour_logp[start..end].to_vec(),
+                anchor_logits: anchor_logits
+                    .get(start * NUM_ACTION_LOGITS..end * NUM_ACTION_LOGITS)
+                    .map_or_else(Vec::new, <[f32]>::to_vec),
                 advantages: adv[start..end].to_vec(),
                 returns: returns[start..end].to_vec(),
                 actor_h0: ep.actor_h[start * h..(start + 1) * h].to_vec(),
@@ -319,6 +361,22 @@ impl Learner {
                 uses: 0,
             });
         }
+    }
+
+    /// The warm start's logits along the whole episode from the zero state, `len ×
+    /// NUM_ACTION_LOGITS` (empty without a warm start).
+    fn anchor_logits(&self, ep: &Episode) -> Vec<f32> {
+        let Some(anchor) = &self.anchor else {
+            return Vec::new();
+        };
+        let _guard = tch::no_grad_guard();
+        let dev = anchor.vs.device();
+        let state = LstmState::zeros(1, anchor.actor.sizes().hidden, dev);
+        let x = Tensor::from_slice(&ep.obs)
+            .view([1, ep.len() as i64, OBS_DIM as i64])
+            .to_device(dev);
+        let (logits, _) = anchor.actor.forward(&x, &state);
+        Vec::<f32>::try_from(logits.view([-1]).to_device(Device::Cpu)).expect("float logits")
     }
 
     /// (mean, std) of the value targets, the critic's output scale.
@@ -360,6 +418,7 @@ impl Learner {
             sum.approx_kl += s.approx_kl;
             sum.clip_fraction += s.clip_fraction;
             sum.grad_norm += s.grad_norm;
+            sum.kl_to_warm_start += s.kl_to_warm_start;
         }
         let n = self.cfg.minibatches as f64;
         self.version += 1;
@@ -372,6 +431,8 @@ impl Learner {
             clip_fraction: sum.clip_fraction / n,
             grad_norm: sum.grad_norm / n,
             staleness: sum.staleness / n,
+            kl_to_warm_start: sum.kl_to_warm_start / n,
+            kl_coef: self.kl_coef(),
             buffer_decisions: self.buffer.decisions(),
         })
     }
@@ -393,8 +454,15 @@ impl Learner {
         let target = (&mb.returns - mu as f64) / sigma as f64;
         let value_loss = masked_mean(&(v.squeeze_dim(-1) - target).square(), &mb.mask);
         let entropy_mean = masked_mean(&entropy, &mb.mask);
-        let loss = &policy_loss + &value_loss * self.cfg.value_coef
+        let mut loss = &policy_loss + &value_loss * self.cfg.value_coef
             - &entropy_mean * self.cfg.entropy_coef;
+        let kl = mb
+            .anchor_logits
+            .as_ref()
+            .map(|anchor| masked_mean(&kl_divergence(&logits, anchor), &mb.mask));
+        if let Some(kl) = &kl {
+            loss += kl * self.kl_coef();
+        }
 
         for p in &mut self.params {
             p.zero_grad();
@@ -416,6 +484,7 @@ impl Learner {
             approx_kl: masked_mean(&(-log_ratio), &mb.mask).double_value(&[]),
             clip_fraction: masked_mean(&outside, &mb.mask).double_value(&[]),
             grad_norm,
+            kl_to_warm_start: kl.map_or(0.0, |kl| kl.double_value(&[])),
             ..Default::default()
         }
     }
@@ -431,6 +500,7 @@ impl Learner {
             critic_stats: self.critic_stats.clone(),
             value_stats: self.value_stats.clone(),
             buffer: self.buffer.clone(),
+            anchor: self.anchor.as_ref().map(ActorCritic::to_named),
         }
     }
 
@@ -446,6 +516,7 @@ impl Learner {
         self.critic_stats = s.critic_stats;
         self.value_stats = s.value_stats;
         self.buffer = s.buffer;
+        self.anchor = s.anchor.map(|vars| self.frozen_copy(&vars)).transpose()?;
         Ok(())
     }
 }
@@ -506,25 +577,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn learns_the_one_right_action_on_a_toy_environment() {
-        let cfg = toy_config();
-        let mut learner = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 11);
-        let first = (0..8)
-            .map(|s| toy_episode(&learner, 1000 + s).1)
-            .sum::<f32>()
-            / 8.0;
-        assert!(
-            first < 0.35,
-            "the untrained policy is near uniform over 7 choices, got {first}"
-        );
+    /// Up to `updates` PPO updates on the toy environment, stopping once the right action is
+    /// chosen 90 % of the time: that share in the last update's episodes, and its statistics.
+    fn train_toy(learner: &mut Learner, updates: usize) -> (f32, UpdateStats) {
+        let cfg = learner.cfg;
         let mut seed = 0;
-        let mut right = 0.0;
-        for _ in 0..40 {
+        let (mut right, mut stats) = (0.0, UpdateStats::default());
+        for _ in 0..updates {
             let mut eps = Vec::new();
             right = 0.0;
             while eps.iter().map(Episode::len).sum::<usize>() < cfg.fresh_per_update() {
-                let (ep, r) = toy_episode(&learner, seed);
+                let (ep, r) = toy_episode(learner, seed);
                 seed += 1;
                 right += r;
                 eps.push(ep);
@@ -534,11 +597,27 @@ mod tests {
             if let Some(s) = learner.update() {
                 assert!(s.staleness <= cfg.max_staleness as f64);
                 assert!(s.grad_norm.is_finite() && s.entropy > 0.0);
+                stats = s;
             }
             if right > 0.9 {
                 break;
             }
         }
+        (right, stats)
+    }
+
+    #[test]
+    fn learns_the_one_right_action_on_a_toy_environment() {
+        let mut learner = Learner::new(toy_config(), PolicySizes::TINY, 2, Device::Cpu, 11);
+        let first = (0..8)
+            .map(|s| toy_episode(&learner, 1000 + s).1)
+            .sum::<f32>()
+            / 8.0;
+        assert!(
+            first < 0.35,
+            "the untrained policy is near uniform over 7 choices, got {first}"
+        );
+        let (right, _) = train_toy(&mut learner, 40);
         assert!(
             right > 0.9,
             "after 40 updates the right action is chosen {right} of the time"
@@ -546,9 +625,46 @@ mod tests {
     }
 
     #[test]
+    fn the_kl_penalty_holds_the_policy_near_its_warm_start() {
+        // The same toy run with and without the penalty, both anchored at the untrained policy:
+        // without it the policy leaves for the rewarded action; with it, it stays near.
+        let run = |kl_to_warm_start: f64| {
+            let cfg = PpoConfig {
+                kl_to_warm_start,
+                kl_half_life: f64::INFINITY,
+                ..toy_config()
+            };
+            let mut learner = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 11);
+            learner.anchor_here().unwrap();
+            let (_, stats) = train_toy(&mut learner, 12);
+            assert_eq!(stats.kl_coef, kl_to_warm_start);
+            stats.kl_to_warm_start
+        };
+        let (free, held) = (run(0.0), run(3.0));
+        assert!(
+            free > 0.2 && held < free / 3.0,
+            "KL to the warm start after 12 updates: {free} free, {held} held"
+        );
+    }
+
+    #[test]
+    fn the_kl_weight_halves_every_half_life() {
+        let cfg = PpoConfig {
+            kl_to_warm_start: 2.0,
+            kl_half_life: 10.0,
+            ..toy_config()
+        };
+        let mut learner = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 3);
+        assert_eq!(learner.kl_coef(), 2.0);
+        learner.version = 20;
+        assert!((learner.kl_coef() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
     fn state_round_trip_restores_the_same_policy() {
         let cfg = toy_config();
         let mut a = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 3);
+        a.anchor_here().unwrap();
         let eps: Vec<Episode> = (0..6).map(|s| toy_episode(&a, s).0).collect();
         a.ingest(&eps);
         a.update().expect("enough data for an update");
@@ -556,6 +672,7 @@ mod tests {
         b.restore(a.state()).unwrap();
         assert_eq!(b.version(), 1);
         assert_eq!(b.buffered(), a.buffered());
+        assert!(b.state().anchor.is_some() && b.state().anchor == a.state().anchor);
         let obs = [0.25f32; OBS_DIM];
         let mut sa = LstmState::zeros(1, 32, Device::Cpu);
         let mut sb = LstmState::zeros(1, 32, Device::Cpu);

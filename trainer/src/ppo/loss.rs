@@ -22,6 +22,22 @@ pub fn log_prob_and_entropy(logits: &Tensor, actions: &Tensor) -> (Tensor, Tenso
     (logp.expect("heads"), entropy.expect("heads"))
 }
 
+/// KL(π ‖ q) summed over the heads, shaped `[...]`: π from `logits`, q from `anchor_logits`
+/// (both `[..., 40]`). Differentiable in `logits`; the anchor is a constant.
+pub fn kl_divergence(logits: &Tensor, anchor_logits: &Tensor) -> Tensor {
+    let sizes: Vec<i64> = HEAD_SIZES.iter().map(|&n| n as i64).collect();
+    let heads = logits.split_with_sizes(&sizes, -1);
+    let anchors = anchor_logits.detach().split_with_sizes(&sizes, -1);
+    let mut total = None::<Tensor>;
+    for (head, anchor) in heads.iter().zip(&anchors) {
+        let lp = head.log_softmax(-1, Kind::Float);
+        let lq = anchor.log_softmax(-1, Kind::Float);
+        let kl = (lp.exp() * (&lp - lq)).sum_dim_intlist(-1, false, Kind::Float);
+        total = Some(total.map_or(kl.shallow_clone(), |t| t + kl));
+    }
+    total.expect("heads")
+}
+
 /// Mean of `x` over the positions where `mask` is 1 (padding of short chunks is 0).
 pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Tensor {
     (x * mask).sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1.0)
@@ -85,5 +101,22 @@ mod tests {
         );
         let rest: f64 = HEAD_SIZES[1..].iter().map(|&n| (n as f64).ln()).sum();
         assert!((scalar(&lp) + rest).abs() < 1e-4);
+    }
+
+    #[test]
+    fn kl_to_the_anchor_hand_computed() {
+        // Same logits: 0. Head 2 (wd, 3 choices) at π = (½, ¼, ¼) against uniform q and every
+        // other head equal: KL = Σ π ln(3π) = ½ln(3/2) + ½ln(3/4).
+        let anchor = Tensor::from_slice(&[0.5f32; 40]);
+        assert!(scalar(&kl_divergence(&anchor, &anchor)).abs() < 1e-6);
+        let mut v = vec![0.5f32; 40];
+        v[7] = 0.5 + 2f32.ln();
+        let expected = 0.5 * 1.5f64.ln() + 0.5 * 0.75f64.ln();
+        let kl = kl_divergence(&Tensor::from_slice(&v), &anchor);
+        assert!((scalar(&kl) - expected).abs() < 1e-6, "{}", scalar(&kl));
+        // The gradient flows into the policy's logits only.
+        let logits = Tensor::from_slice(&v).set_requires_grad(true);
+        kl_divergence(&logits, &anchor).backward();
+        assert!(logits.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 }

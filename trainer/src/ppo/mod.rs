@@ -45,6 +45,11 @@ pub struct PpoConfig {
     pub chunk_len: usize,
     /// Input normalisation clip (stored in the exported policy).
     pub norm_clip: f64,
+    /// Weight of KL(policy ‖ warm start) in the loss at the first update (spec §6a); 0 turns it
+    /// off, and runs without a warm start have nothing to stay near.
+    pub kl_to_warm_start: f64,
+    /// Updates over which that weight halves.
+    pub kl_half_life: f64,
 }
 
 impl Default for PpoConfig {
@@ -66,6 +71,8 @@ impl Default for PpoConfig {
             max_staleness: 4,
             chunk_len: 16,
             norm_clip: 5.0,
+            kl_to_warm_start: 1.0,
+            kl_half_life: 100.0,
         }
     }
 }
