@@ -148,7 +148,8 @@ impl Checkpoint {
         })?;
         postcard::from_bytes(&bytes).map_err(|e| {
             Error::Checkpoint(format!(
-                "{} is not a readable checkpoint of this version: {e}",
+                "{} is not a readable checkpoint of this version ({e}); a checkpoint loads only in \
+                 the lhopt version that wrote it, so export its policy with that version",
                 path.display()
             ))
         })
