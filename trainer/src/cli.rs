@@ -84,6 +84,8 @@ pub struct MetaTrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// TOML configuration (see configs/meta-train-cpu.toml) [default: built-in CPU defaults].
+    /// With --resume, only for a warm start at update 0 (`lhopt imitate`): the PPO and rollout
+    /// settings to begin PPO with (the imitation section, preset and seed must stay the same).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.

@@ -295,14 +295,13 @@ pub fn run_with(
 ) -> Result<Checkpoint> {
     let ckpt_path = out.join(CHECKPOINT_FILE);
     let (mut cfg, resumed) = if resume {
-        if config.is_some() {
-            return Err(Error::Usage(
-                "--resume continues with the run's own config.toml; drop --config".into(),
-            ));
-        }
         let ckpt = Checkpoint::load(&ckpt_path)
             .map_err(|e| Error::Usage(format!("cannot resume from {}: {e}", out.display())))?;
-        (ckpt.config.clone(), Some(ckpt))
+        let cfg = match config {
+            None => ckpt.config.clone(),
+            Some(p) => ppo_config_for_warm_start(&ckpt, read_config(p)?, p)?,
+        };
+        (cfg, Some(ckpt))
     } else {
         if ckpt_path.exists() {
             return Err(Error::Usage(format!(
@@ -311,13 +310,7 @@ pub fn run_with(
             )));
         }
         let cfg = match config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| Error::Io {
-                    path: p.to_owned(),
-                    source,
-                })?;
-                MetaTrainConfig::from_toml(&text, p)?
-            }
+            Some(p) => read_config(p)?,
             None => MetaTrainConfig::default(),
         };
         std::fs::create_dir_all(out).map_err(|source| Error::Io {
@@ -503,6 +496,46 @@ fn warm_start(
         &ckpt.card(),
     )?;
     write_atomic(&out.join(IMITATION_POLICY_FILE), &bytes)
+}
+
+fn read_config(path: &Path) -> Result<MetaTrainConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    MetaTrainConfig::from_toml(&text, path)
+}
+
+/// The configuration a resumed run continues with when `--config` is given: allowed only while
+/// the checkpoint is a warm start at update 0, so one warm start can be tried with several PPO
+/// and rollout settings. What made the warm start (the imitation section, the network preset,
+/// its input clip and the seed) must stay as it was.
+fn ppo_config_for_warm_start(
+    ckpt: &Checkpoint,
+    new: MetaTrainConfig,
+    path: &Path,
+) -> Result<MetaTrainConfig> {
+    let old = &ckpt.config;
+    if ckpt.learner.version > 0 {
+        return Err(Error::Usage(format!(
+            "--resume continues with the run's own config.toml once PPO has started (update {}); \
+             drop --config",
+            ckpt.learner.version
+        )));
+    }
+    if new.imitation != old.imitation
+        || new.preset != old.preset
+        || new.seed != old.seed
+        || new.ppo.norm_clip != old.ppo.norm_clip
+    {
+        return Err(Error::Usage(format!(
+            "config {}: its [imitation] section, preset, seed or ppo.norm_clip differ from the \
+             warm start's; when PPO begins from a warm start only the other PPO and rollout \
+             settings may change",
+            path.display()
+        )));
+    }
+    Ok(new)
 }
 
 /// Collects fresh episodes until one update's worth has arrived, ingests them and updates.

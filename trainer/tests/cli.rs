@@ -317,11 +317,33 @@ fn meta_train_writes_its_outputs_and_a_finished_run_can_be_extended() {
     // One DAgger round: the clone ran both configurations itself, then 2 more cloning steps.
     assert!(imitation.contains("\"kind\":\"student\""), "{imitation}");
     assert!(imitation.contains("\"step\":5"), "{imitation}");
-    let out = lhopt(
-        dir.path(),
-        &["meta-train", "--quiet", "--resume", "--out", run_arg],
+    // PPO may begin from the warm start with other PPO settings, but not other imitation ones.
+    let resume_with = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let args = ["meta-train", "--quiet", "--resume", "--out", run_arg];
+        lhopt(
+            dir.path(),
+            &[&args[..], &["--config", path.to_str().unwrap()]].concat(),
+        )
+    };
+    let out = resume_with(
+        "other-teachers.toml",
+        TINY_META_TRAIN.replace("tasks = 2", "tasks = 3"),
+    );
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[imitation]"));
+    let out = resume_with(
+        "slower-ppo.toml",
+        TINY_META_TRAIN.replace("[ppo]", "[ppo]\nlearning_rate = 3e-4"),
     );
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("learning_rate = 0.0003"), "{saved}");
+    // Once PPO has started, the configuration is the run's own.
+    let out = resume_with("late.toml", TINY_META_TRAIN.to_string());
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("once PPO has started"));
     for file in [
         "config.toml",
         "checkpoint.bin",
