@@ -55,7 +55,10 @@ pub fn exp_basic(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: n·LN2_HI is exact for |n| < 2^9
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = clamp(x, -87.0, 88.0);
+    // `clamp(x, -87.0, 88.0)` with one comparison per bound (`clamp` also allows NaN bounds):
+    // `x >= -87.0` is false for a NaN `x` as well.
+    let x = if x >= -87.0 { x } else { -87.0 };
+    let x = if x <= 88.0 { x } else { 88.0 };
     let t = x * core::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
