@@ -253,6 +253,12 @@ pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// `x.max(0.0)` (0 also for NaN) as one comparison: on thumbv7em `f32::max` is a call into libm.
+#[inline]
+pub fn non_negative(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
+}
+
 /// `x` if it is finite, otherwise 0. Features use it so bad input feeds zeros.
 pub fn finite_or_zero(x: f32) -> f32 {
     if x.is_finite() { x } else { 0.0 }

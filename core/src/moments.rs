@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::math::phi;
+use crate::math::{non_negative, phi};
 
 /// One step of a bias-corrected exponential moving average whose decay may change each step.
 ///
@@ -45,7 +45,7 @@ impl EmaMoments {
     pub fn variance(&self) -> f32 {
         if self.weight > 0.0 {
             let mean = self.mean();
-            (self.square_raw / self.weight - mean * mean).max(0.0)
+            non_negative(self.square_raw / self.weight - mean * mean)
         } else {
             0.0
         }
@@ -95,7 +95,7 @@ impl WeightedMoments {
     /// Weighted variance `S / W`; 0 before the first sample.
     pub fn variance(&self) -> f32 {
         if self.weight > 0.0 {
-            (self.sum_sq / self.weight).max(0.0)
+            non_negative(self.sum_sq / self.weight)
         } else {
             0.0
         }

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::action::{Action, HEAD_OFFSETS, HEAD_SIZES, NUM_ACTION_LOGITS};
-use crate::math::{clamp, finite_or_zero, sigmoid_tanh, times_sigmoid};
+use crate::math::{clamp, finite_or_zero, non_negative, sigmoid_tanh, times_sigmoid};
 use crate::observation::OBS_DIM;
 use crate::weights::{
     GateMatrix, Matrix, Packed, PackedMatrix, Vector, deserialize_flat, serialize_flat,
@@ -151,8 +151,7 @@ fn affine_relu<const R: usize, const C: usize>(
     b: &Vector<R>,
     x: &[f32; C],
 ) -> [f32; R] {
-    // A comparison, not `f32::max`, which is a libm call on thumbv7em; NaN becomes 0 either way.
-    affine(w, b, x).map(|v| if v > 0.0 { v } else { 0.0 })
+    affine(w, b, x).map(non_negative)
 }
 
 /// `W·x` for the four gate blocks, as one `4H`-row product.
@@ -340,6 +339,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
     /// The normalised input `clamp((x − mean) · scale, −clip, clip)` with `scale` from
     /// [`PolicyNet::input_scale`]; a non-finite input counts as 0 after normalisation.
     pub fn normalise(&self, obs_raw: &[f32; OBS_DIM], scale: &[f32; OBS_DIM]) -> [f32; OBS_DIM] {
+        let clip = self.norm_clip;
         let mut out = [0.0; OBS_DIM];
         for (((o, x), m), s) in out
             .iter_mut()
@@ -347,13 +347,12 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
             .zip(&self.norm_mean.0)
             .zip(scale)
         {
-            let v = finite_or_zero((x - m) * s);
-            let clip = self.norm_clip;
-            // Most inputs are inside the clip: one comparison instead of clamp's four.
+            let v = (x - m) * s;
+            // Most inputs are inside the clip, which also makes them finite: one comparison.
             *o = if v.abs() <= clip {
                 v
             } else {
-                clamp(v, -clip, clip)
+                clamp(finite_or_zero(v), -clip, clip)
             };
         }
         out
