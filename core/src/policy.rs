@@ -154,16 +154,6 @@ fn affine_relu<const R: usize, const C: usize>(
     affine(w, b, x).map(non_negative)
 }
 
-/// `W·x` for the four gate blocks, as one `4H`-row product.
-fn gate_matvec<const H: usize, const C: usize>(
-    w: &GateMatrix<H, C>,
-    x: &[f32; C],
-) -> [[f32; H]; 4] {
-    let mut out = [[0.0; H]; 4];
-    w.matvec_into(x, out.as_flattened_mut());
-    out
-}
-
 /// Running sums of [`lane_sum`].
 const SUM_LANES: usize = 8;
 
@@ -376,16 +366,18 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
     ) -> [f32; NUM_ACTION_LOGITS] {
         let pre = affine_relu(&self.pre_w, &self.pre_b, x);
 
-        let gx = gate_matvec(&self.lstm_wx, &pre);
-        let gh = gate_matvec(&self.lstm_wh, &state.h);
-        let (gx, gh) = (gx.as_flattened(), gh.as_flattened());
-        let ((mean_x, inv_x), (mean_h, inv_h)) = (norm_stats(gx), norm_stats(gh));
-        // `LN_x(gx) + (LN_h(gh) + b)`, both layer norms and the sum in one pass.
+        // The gate products, the four gate blocks as one `4H`-row product each; then
+        // `LN_x(W_x·x) + (LN_h(W_h·h) + b)`, both layer norms and the sum in one pass, in place
+        // of the first product.
         let mut gates = [[0.0; H]; 4];
-        for (((((out, x), h), b), (gain_x, bias_x)), (gain_h, bias_h)) in gates
+        self.lstm_wx.matvec_into(&pre, gates.as_flattened_mut());
+        let mut gh = [[0.0; H]; 4];
+        self.lstm_wh.matvec_into(&state.h, gh.as_flattened_mut());
+        let gh = gh.as_flattened();
+        let ((mean_x, inv_x), (mean_h, inv_h)) = (norm_stats(gates.as_flattened()), norm_stats(gh));
+        for ((((gate, h), b), (gain_x, bias_x)), (gain_h, bias_h)) in gates
             .as_flattened_mut()
             .iter_mut()
-            .zip(gx)
             .zip(gh)
             .zip(self.lstm_b.as_flat())
             .zip(
@@ -401,30 +393,29 @@ impl<const PRE: usize, const H: usize, const POST: usize> PolicyNet<PRE, H, POST
                     .zip(self.ln_h_bias.as_flat()),
             )
         {
-            let x = (x - mean_x) * inv_x * gain_x + bias_x;
-            *out = x + ((h - mean_h) * inv_h * gain_h + bias_h + b);
+            let x = (*gate - mean_x) * inv_x * gain_x + bias_x;
+            *gate = x + ((h - mean_h) * inv_h * gain_h + bias_h + b);
         }
-        let [i, f, g, o] = gates;
+        let [i, f, g, o] = &gates;
 
-        let mut c = state.c;
-        for (((c, i), f), g) in c.iter_mut().zip(&i).zip(&f).zip(&g) {
+        // The new state is written in place: copies of it were a tenth of the M4F's network
+        // outside the products.
+        for (((c, i), f), g) in state.c.iter_mut().zip(i).zip(f).zip(g) {
             *c = times_sigmoid(*c, *f) + sigmoid_tanh(*i, *g);
         }
-        let (mean_c, inv_c) = norm_stats(&c);
-        let mut h = [0.0; H];
-        for ((((h, o), c), gain), bias) in h
+        let (mean_c, inv_c) = norm_stats(&state.c);
+        for ((((h, o), c), gain), bias) in state
+            .h
             .iter_mut()
-            .zip(&o)
-            .zip(&c)
+            .zip(o)
+            .zip(&state.c)
             .zip(&self.ln_c_gain.0)
             .zip(&self.ln_c_bias.0)
         {
             *h = sigmoid_tanh(*o, (c - mean_c) * inv_c * gain + bias);
         }
-        state.c = c;
-        state.h = h;
 
-        let post = affine_relu(&self.post_w, &self.post_b, &h);
+        let post = affine_relu(&self.post_w, &self.post_b, &state.h);
         affine(&self.heads_w, &self.heads_b, &post)
     }
 }
