@@ -266,17 +266,13 @@ fn cdf_of(cdf: &mut CdfFeatures, x: Option<f32>, weights: &[f32; NUM_CDF]) -> [f
 
 /// Fills the observation front to back; writes past the end are dropped (the layout constants
 /// and a test keep the total at [`OBS_DIM`]).
-struct ObsWriter {
-    out: [f32; OBS_DIM],
-    pos: usize,
-}
+struct ObsWriter<'a>(core::slice::IterMut<'a, f32>);
 
-impl ObsWriter {
+impl ObsWriter<'_> {
     fn push(&mut self, x: f32) {
-        if let Some(slot) = self.out.get_mut(self.pos) {
+        if let Some(slot) = self.0.next() {
             *slot = x;
         }
-        self.pos = self.pos.saturating_add(1);
     }
 
     fn extend(&mut self, xs: &[f32]) {
@@ -542,10 +538,8 @@ impl Observer {
     pub fn observation(&mut self, inputs: &DecisionInputs) -> [f32; OBS_DIM] {
         let p = self.progress();
         let weights = progress_weights(p, p - self.last_progress);
-        let mut w = ObsWriter {
-            out: [0.0; OBS_DIM],
-            pos: 0,
-        };
+        let mut out = [0.0; OBS_DIM];
+        let mut w = ObsWriter(out.iter_mut());
         w.push(p);
 
         // Inner features: mean over the sampled steps of the interval.
@@ -648,7 +642,7 @@ impl Observer {
         self.loss_saw_inf = false;
         self.inner_sum = [0.0; NUM_INNER_FEATURES];
         self.inner_samples = 0;
-        w.out
+        out
     }
 
     /// Applies an action: new hyperparameters (clamped), the previous-action one-hot, and the
