@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::math::{non_negative, phi};
+use crate::math::{non_negative, phi, sqrt_within_ulp};
 
 /// One step of a bias-corrected exponential moving average whose decay may change each step.
 ///
@@ -104,13 +104,14 @@ impl WeightedMoments {
         }
     }
 
-    /// `Φ(z)` with `z = (x − μ) / sqrt(var + 1e-12)` clipped to [−10, 10]; 0.5 before the first
-    /// sample, for a non-finite `x`, and when overflowed moments make `z` undefined.
+    /// `Φ(z)` with `z = (x − μ) / sqrt(var + 1e-12)` clipped to [−10, 10] (the root within one
+    /// ulp, [`sqrt_within_ulp`]); 0.5 before the first sample, for a non-finite `x`, and when
+    /// overflowed moments make `z` undefined.
     pub fn cdf(&self, x: f32) -> f32 {
         if self.weight <= 0.0 || !x.is_finite() {
             return 0.5;
         }
-        let z = (x - self.mean) / libm::sqrtf(self.variance() + 1e-12);
+        let z = (x - self.mean) / sqrt_within_ulp(self.variance() + 1e-12);
         if z.is_nan() {
             return 0.5;
         }
