@@ -1,14 +1,7 @@
 //! Scalar math shared by the features, the policy and the actions.
 //!
 //! Everything goes through `libm` or basic operations ([`exp_basic`]), so the host and a
-//! Cortex-M target run the same routines and produce the same bits. With the `fast-math`
-//! feature, the exponentials and logarithms of the forward pass and of the features ([`exp`],
-//! [`ln`]) use micromath's approximations instead: the host and a device built with the same
-//! features still agree bit for bit, but the values move away from the default build's
-//! (measured in the README). micromath has no `erfc`, so [`phi`] stays on libm.
-
-#[cfg(feature = "fast-math")]
-use micromath::F32Ext;
+//! Cortex-M target run the same routines and produce the same bits.
 
 use core::f32::consts::FRAC_1_SQRT_2;
 
@@ -24,22 +17,6 @@ pub const LOGIT_MAX: f32 = 18.420_681;
 /// From this |z| on, the exact `logit(Φ(z))` exceeds [`LOGIT_MAX`] (`logit(Φ(6)) ≈ 20.7`), so the
 /// clamped result is known without evaluating it.
 const LOGIT_PHI_Z_SATURATED: f32 = 6.0;
-
-/// `e^x` for the LSTM gates: [`exp_basic`], or micromath's approximation with `fast-math`.
-#[cfg(not(feature = "fast-math"))]
-#[inline]
-pub fn exp(x: f32) -> f32 {
-    exp_basic(x)
-}
-
-/// `e^x` for the LSTM gates: [`exp_basic`], or micromath's approximation with `fast-math`.
-#[cfg(feature = "fast-math")]
-#[inline]
-pub fn exp(x: f32) -> f32 {
-    // micromath asserts (in debug builds) that the result's exponent fits; clamped like
-    // `exp_basic`, it always does.
-    F32Ext::exp(clamp(x, -87.0, 88.0))
-}
 
 /// `e^x` within a few ulp for `x` in [−87, 88], and `e^−87` or `e^88` beyond (never 0, ∞ or
 /// NaN, also for a NaN `x`), from additions, multiplications and bit operations only: it
@@ -86,35 +63,21 @@ fn exp_reduced(r: f32, t: f32) -> f32 {
     p * f32::from_bits(exponent)
 }
 
-/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
-/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
-#[cfg(not(feature = "fast-math"))]
-pub fn ln(x: f32) -> f32 {
-    libm::logf(x)
-}
-
-/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
-/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
-#[cfg(feature = "fast-math")]
-pub fn ln(x: f32) -> f32 {
-    F32Ext::ln(x)
-}
-
-/// `σ(a)·tanh(b)` for the LSTM, through [`exp`] and one division:
+/// `σ(a)·tanh(b)` for the LSTM, through [`exp_basic`] and one division:
 /// `copysign(1 − e^−2|b|, b) / ((1 + e^−a)(1 + e^−2|b|))` (σ and tanh each as a quotient would
 /// take two; divisions were the slowest part of the host's gate activations). The denominator
-/// is at most `2(1 + e^88) < f32::MAX` ([`exp`] saturates), so it never overflows.
+/// is at most `2(1 + e^88) < f32::MAX` ([`exp_basic`] saturates), so it never overflows.
 #[inline]
 pub fn sigmoid_tanh(a: f32, b: f32) -> f32 {
-    let e = exp(-2.0 * b.abs());
-    (1.0 - e).copysign(b) / ((1.0 + exp(-a)) * (1.0 + e))
+    let e = exp_basic(-2.0 * b.abs());
+    (1.0 - e).copysign(b) / ((1.0 + exp_basic(-a)) * (1.0 + e))
 }
 
-/// `x·σ(a) = x / (1 + e^−a)` for the LSTM's forget gate, through [`exp`], without branches.
-/// [`exp`] never overflows, so neither does the sum.
+/// `x·σ(a) = x / (1 + e^−a)` for the LSTM's forget gate, through [`exp_basic`], without
+/// branches. [`exp_basic`] never overflows, so neither does the sum.
 #[inline]
 pub fn times_sigmoid(x: f32, a: f32) -> f32 {
-    x / (1.0 + exp(-a))
+    x / (1.0 + exp_basic(-a))
 }
 
 /// `√x` within one ulp (the `f32` nearest to it for three inputs in four, otherwise the one
@@ -202,7 +165,11 @@ pub fn logit_phi(z: f32) -> f32 {
     if z.abs() >= LOGIT_PHI_Z_SATURATED {
         return LOGIT_MAX.copysign(z);
     }
-    clamp(ln(phi(z)) - ln(phi(-z)), -LOGIT_MAX, LOGIT_MAX)
+    clamp(
+        libm::logf(phi(z)) - libm::logf(phi(-z)),
+        -LOGIT_MAX,
+        LOGIT_MAX,
+    )
 }
 
 /// `logit(p) = ln(p / (1 − p))` with p clipped to [δ, 1 − δ] (the result to ±[`LOGIT_MAX`]);
@@ -419,7 +386,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(not(feature = "fast-math"))]
     fn logit_phi_is_exact_in_the_middle_and_clamped_in_the_tails() {
         // logit(Φ(1)) = ln(0.8413447 / 0.1586553).
         let expected = (0.841_344_746_068_542_9_f64 / 0.158_655_253_931_457_05).ln();
@@ -456,35 +422,22 @@ mod tests {
     }
 
     #[test]
-    fn exp_ln_and_the_gate_activations_follow_the_exact_functions() {
-        // Worst errors over x in [−10, 10] (relative for exp, absolute for the others): libm's
-        // rounding by default; micromath's measured error with `fast-math` (its `ln` below 1
-        // goes through an approximate reciprocal, hence 0.12).
-        let (exp_tol, gate_tol, ln_tol) = if cfg!(feature = "fast-math") {
-            (3e-3, 2e-3, 0.12)
-        } else {
-            (3e-7, 3e-7, 1e-6)
-        };
+    fn the_gate_activations_follow_the_exact_functions() {
+        // Worst errors over x in [−10, 10], absolute: about the rounding of the result.
         let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let mut worst = [0f64; 3];
+        let mut worst = 0f64;
         for i in -400..=400 {
             let x = i as f32 / 40.0;
             let x64 = x as f64;
-            worst[0] = worst[0].max(((exp(x) as f64 - x64.exp()) / x64.exp()).abs());
             // Against a second argument that sweeps the other way, so the products vary.
             let y = 3.0 - x / 2.0;
             let y64 = y as f64;
             let exact = sigmoid(x64) * y64.tanh();
-            worst[1] = worst[1].max((sigmoid_tanh(x, y) as f64 - exact).abs());
+            worst = worst.max((sigmoid_tanh(x, y) as f64 - exact).abs());
             let exact = y64 * sigmoid(x64);
-            worst[1] = worst[1].max((times_sigmoid(y, x) as f64 - exact).abs());
-            let y = libm::expf(x);
-            worst[2] = worst[2].max((ln(y) as f64 - (y as f64).ln()).abs());
+            worst = worst.max((times_sigmoid(y, x) as f64 - exact).abs());
         }
-        assert!(
-            worst[0] <= exp_tol && worst[1] <= gate_tol && worst[2] <= ln_tol,
-            "worst errors (exp, gate activations, ln) {worst:?}"
-        );
+        assert!(worst <= 3e-7, "worst error {worst}");
     }
 
     #[test]
@@ -504,7 +457,7 @@ mod tests {
         assert_eq!(exp_basic(f32::NAN), exp_basic(-87.0));
         // Saturated gates give the limits, not NaN or an overflow.
         assert_eq!(times_sigmoid(2.5, 1000.0), 2.5);
-        assert_eq!(times_sigmoid(2.5, -1000.0), 2.5 / (1.0 + exp(88.0)));
+        assert_eq!(times_sigmoid(2.5, -1000.0), 2.5 / (1.0 + exp_basic(88.0)));
         assert_eq!(sigmoid_tanh(1000.0, -1000.0), -1.0);
         assert!(sigmoid_tanh(-1000.0, 1000.0) > 0.0 && sigmoid_tanh(-1000.0, 1000.0) < 1e-37);
     }

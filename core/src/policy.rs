@@ -634,17 +634,11 @@ mod tests {
             }
             let logits = net.forward(&obs, &mut state);
             let expected = reference(&net, &obs, &mut h, &mut c);
-            // micromath's exp (`fast-math`) is good to about 2e-3 relative.
-            let (logit_tol, h_tol) = if cfg!(feature = "fast-math") {
-                (1e-2, 5e-3)
-            } else {
-                (1e-4, 1e-5)
-            };
             for (a, b) in logits.iter().zip(&expected) {
-                assert!((*a as f64 - b).abs() < logit_tol, "{a} vs {b}");
+                assert!((*a as f64 - b).abs() < 1e-4, "{a} vs {b}");
             }
             for (a, b) in state.h.iter().zip(&h) {
-                assert!((*a as f64 - b).abs() < h_tol);
+                assert!((*a as f64 - b).abs() < 1e-5);
             }
         }
     }
