@@ -61,7 +61,9 @@ use crate::error::Error;
 use crate::format::FrozenPolicy;
 use crate::format::{CRC_LEN, PREAMBLE_LEN, open_frame, postcard_into, postcard_len, write_frame};
 use crate::hyper::Hyperparams;
-use crate::observation::{DecisionInputs, Observer, RunConfig, StepReductions, StepStatus};
+use crate::observation::{
+    DecisionInputs, OBS_DIM, Observer, RunConfig, StepReductions, StepStatus,
+};
 use crate::policy::{LstmState, Rng, greedy, sample};
 
 /// First four bytes of a saved controller state.
@@ -210,7 +212,8 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         if !self.observer.decision_due() {
             return Err(Error::NoDecisionDue);
         }
-        let obs = self.observer.observation(inputs);
+        let mut obs = [0.0; OBS_DIM];
+        self.observer.observation_into(inputs, &mut obs);
         let logits = self.policy.forward(&obs, &mut self.state);
         let finite = |xs: &[f32]| xs.iter().all(|x| x.is_finite());
         if !(finite(&logits) && finite(&self.state.h) && finite(&self.state.c)) {

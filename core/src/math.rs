@@ -1,14 +1,7 @@
 //! Scalar math shared by the features, the policy and the actions.
 //!
 //! Everything goes through `libm` or basic operations ([`exp_basic`]), so the host and a
-//! Cortex-M target run the same routines and produce the same bits. With the `fast-math`
-//! feature, the exponentials and logarithms of the forward pass and of the features ([`exp`],
-//! [`ln`]) use micromath's approximations instead: the host and a device built with the same
-//! features still agree bit for bit, but the values move away from the default build's
-//! (measured in the README). micromath has no `erfc`, so [`phi`] stays on libm.
-
-#[cfg(feature = "fast-math")]
-use micromath::F32Ext;
+//! Cortex-M target run the same routines and produce the same bits.
 
 use core::f32::consts::FRAC_1_SQRT_2;
 
@@ -25,22 +18,6 @@ pub const LOGIT_MAX: f32 = 18.420_681;
 /// clamped result is known without evaluating it.
 const LOGIT_PHI_Z_SATURATED: f32 = 6.0;
 
-/// `e^x` for the LSTM gates: [`exp_basic`], or micromath's approximation with `fast-math`.
-#[cfg(not(feature = "fast-math"))]
-#[inline]
-pub fn exp(x: f32) -> f32 {
-    exp_basic(x)
-}
-
-/// `e^x` for the LSTM gates: [`exp_basic`], or micromath's approximation with `fast-math`.
-#[cfg(feature = "fast-math")]
-#[inline]
-pub fn exp(x: f32) -> f32 {
-    // micromath asserts (in debug builds) that the result's exponent fits; clamped like
-    // `exp_basic`, it always does.
-    F32Ext::exp(clamp(x, -87.0, 88.0))
-}
-
 /// `e^x` within a few ulp for `x` in [−87, 88], and `e^−87` or `e^88` beyond (never 0, ∞ or
 /// NaN, also for a NaN `x`), from additions, multiplications and bit operations only: it
 /// inlines and vectorises across the LSTM's gates, where libm's `expf` and `tanhf` calls were a
@@ -51,14 +28,25 @@ pub fn exp(x: f32) -> f32 {
 /// `2^n` written into the exponent bits.
 #[inline]
 pub fn exp_basic(x: f32) -> f32 {
-    // Adding 1.5·2^23 rounds to an integer, which then sits in the low bits of the sum.
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: n·LN2_HI is exact for |n| < 2^9
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = clamp(x, -87.0, 88.0);
+    // `clamp(x, -87.0, 88.0)` with one comparison per bound (`clamp` also allows NaN bounds):
+    // `x >= -87.0` is false for a NaN `x` as well.
+    let x = if x >= -87.0 { x } else { -87.0 };
+    let x = if x <= 88.0 { x } else { 88.0 };
     let t = x * core::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    exp_reduced((x - n * LN2_HI) - n * LN2_LO, t)
+}
+
+/// Adding 1.5·2^23 rounds to an integer, which then sits in the low bits of the sum.
+const ROUND: f32 = 12_582_912.0;
+/// `ln 2 = LN2_HI + LN2_LO`, the first part exact in `n·LN2_HI` for |n| < 2^9 (0x3f317200).
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+
+/// `e^r · 2^n` for a reduced argument `|r| ≤ ln 2 / 2` and `t = n + ROUND` with `n` in
+/// [−126, 127]: the Taylor series of `e^r` to `r⁷`, and `2^n` written into the exponent bits.
+#[inline(always)]
+fn exp_reduced(r: f32, t: f32) -> f32 {
     let mut p = 1.0 / 5040.0;
     for c in [
         1.0 / 720.0,
@@ -71,48 +59,99 @@ pub fn exp_basic(x: f32) -> f32 {
     ] {
         p = p * r + c;
     }
-    // n is in [−126, 127]: 2^n is a normal number.
     let exponent = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23;
     p * f32::from_bits(exponent)
 }
 
-/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
-/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
-#[cfg(not(feature = "fast-math"))]
-pub fn ln(x: f32) -> f32 {
-    libm::logf(x)
-}
-
-/// `ln x`: libm's `logf`, or micromath's approximation with `fast-math` (which answers 0 for a
-/// NaN, a negative or zero `x`, where libm gives NaN or −∞).
-#[cfg(feature = "fast-math")]
-pub fn ln(x: f32) -> f32 {
-    F32Ext::ln(x)
-}
-
-/// `σ(a)·tanh(b)` for the LSTM, through [`exp`] and one division:
+/// `σ(a)·tanh(b)` for the LSTM, through [`exp_basic`] and one division:
 /// `copysign(1 − e^−2|b|, b) / ((1 + e^−a)(1 + e^−2|b|))` (σ and tanh each as a quotient would
 /// take two; divisions were the slowest part of the host's gate activations). The denominator
-/// is at most `2(1 + e^88) < f32::MAX` ([`exp`] saturates), so it never overflows.
+/// is at most `2(1 + e^88) < f32::MAX` ([`exp_basic`] saturates), so it never overflows.
 #[inline]
 pub fn sigmoid_tanh(a: f32, b: f32) -> f32 {
-    let e = exp(-2.0 * b.abs());
-    (1.0 - e).copysign(b) / ((1.0 + exp(-a)) * (1.0 + e))
+    let e = exp_basic(-2.0 * b.abs());
+    (1.0 - e).copysign(b) / ((1.0 + exp_basic(-a)) * (1.0 + e))
 }
 
-/// `x·σ(a) = x / (1 + e^−a)` for the LSTM's forget gate, through [`exp`], without branches.
-/// [`exp`] never overflows, so neither does the sum.
+/// `x·σ(a) = x / (1 + e^−a)` for the LSTM's forget gate, through [`exp_basic`], without
+/// branches. [`exp_basic`] never overflows, so neither does the sum.
 #[inline]
 pub fn times_sigmoid(x: f32, a: f32) -> f32 {
-    x / (1.0 + exp(-a))
+    x / (1.0 + exp_basic(-a))
 }
 
-/// Standard normal CDF `Φ(x) = ½·erfc(−x/√2)`.
+/// `√x` within one ulp (the `f32` nearest to it for three inputs in four, otherwise the one
+/// next to that) for a positive normal `x`: a first guess from the halved exponent bits,
+/// within 3.5 %, and three Newton steps of one division each. On thumbv7em, where a division
+/// is one instruction, that is some twelve instructions against libm's fifty for the correctly
+/// rounded `sqrtf`; the CDF features take one per scale of every series, some 90 a decision.
+/// ∞ gives NaN.
+pub fn sqrt_within_ulp(x: f32) -> f32 {
+    let mut s = f32::from_bits((x.to_bits() >> 1) + 0x1fbb_4f2e);
+    for _ in 0..3 {
+        s = 0.5 * (s + x / s);
+    }
+    s
+}
+
+/// Standard normal CDF `Φ(x)`, within 7 ulp of the exact value for |x| ≤ 10 (tested).
 ///
-/// Written with `erfc` rather than `½(1 + erf(x/√2))`: the latter cancels catastrophically in the
-/// lower tail (it returns 0 at x = −8, where Φ ≈ 6.2e-16).
+/// For 1.75 ≤ |x| ≤ 10 through [`phi_lower_tail`]; elsewhere `½·erfc(−x/√2)` with libm's
+/// `erfcf`, written with `erfc` rather than `½(1 + erf(x/√2))`: the latter cancels
+/// catastrophically in the lower tail (it returns 0 at x = −8, where Φ ≈ 6.2e-16).
 pub fn phi(x: f32) -> f32 {
+    let a = x.abs();
+    // A NaN `x` fails this test too.
+    if (PHI_TAIL_FROM..=PHI_TAIL_TO).contains(&a) {
+        let lower = phi_lower_tail(a);
+        return if x < 0.0 { lower } else { 1.0 - lower };
+    }
     0.5 * libm::erfcf(-x * FRAC_1_SQRT_2)
+}
+
+/// The range of |x| where [`phi`] takes [`phi_lower_tail`]: from where libm's `erfcf` turns to
+/// its exponential branch (|x/√2| ≥ 1.25) to the clip of the CDF features.
+const PHI_TAIL_FROM: f32 = 1.75;
+const PHI_TAIL_TO: f32 = 10.0;
+
+/// `Φ(−a)` for `a` in [1.75, 10] as `t·e^(−a²/2 + Q(u))`, `t = 1/(1 + 0.3a)`, `u = U1·t + U0`
+/// (t's range mapped onto [−1, 1]), `Q` a degree-6 polynomial fitted to `ln(Φ(−a)/t) + a²/2`
+/// (mpmath `chebyfit`: 3.4e-8 with the coefficients rounded to `f32`). `−a²/2` is formed
+/// exactly, as `hi + lo` with `a_hi²` exact (`a_hi` keeps 12 bits of `a`'s significand), and
+/// enters the reduction of the exponential in two parts, so its size (up to 50) costs no
+/// accuracy.
+///
+/// Within 6.5 ulp of the exact `Φ(−a)`, where `½·erfcf(a/√2)` is off by up to 85 ulp here
+/// (`a/√2` is rounded before the exponential magnifies its error). About 60 instructions on
+/// thumbv7em against some 130 (libm's `erfcf` takes two `expf` in this range); the CDF
+/// features evaluate a quarter of their Φ here.
+fn phi_lower_tail(a: f32) -> f32 {
+    const P: f32 = 0.3;
+    const U1: f32 = 4.929_293;
+    const U0: f32 = -2.232_323_2;
+    const Q: [f32; 7] = [
+        1.899_861_7e-5,
+        -9.230_355e-6,
+        -5.922_188e-4,
+        -1.330_704_1e-3,
+        2.005_776_2e-2,
+        0.291_758_48,
+        -1.574_056_7,
+    ];
+    let t = 1.0 / (1.0 + P * a);
+    let u = U1 * t + U0;
+    let [mut q, rest @ ..] = Q;
+    for c in rest {
+        q = q * u + c;
+    }
+    let a_hi = f32::from_bits(a.to_bits() & 0xffff_f000);
+    let a_lo = a - a_hi;
+    let hi = -0.5 * (a_hi * a_hi);
+    let lo = q - 0.5 * a_lo * (a + a_hi);
+    // As in `exp_basic`, with `hi + lo` in the place of `x`: n is in [−75, −2].
+    let t_n = (hi + lo) * core::f32::consts::LOG2_E + ROUND;
+    let n = t_n - ROUND;
+    t * exp_reduced(((hi - n * LN2_HI) + lo) - n * LN2_LO, t_n)
 }
 
 /// `logit(Φ(z))`, exact in both tails, clamped to ±[`LOGIT_MAX`]; 0 for NaN.
@@ -126,7 +165,11 @@ pub fn logit_phi(z: f32) -> f32 {
     if z.abs() >= LOGIT_PHI_Z_SATURATED {
         return LOGIT_MAX.copysign(z);
     }
-    clamp(ln(phi(z)) - ln(phi(-z)), -LOGIT_MAX, LOGIT_MAX)
+    clamp(
+        libm::logf(phi(z)) - libm::logf(phi(-z)),
+        -LOGIT_MAX,
+        LOGIT_MAX,
+    )
 }
 
 /// `logit(p) = ln(p / (1 − p))` with p clipped to [δ, 1 − δ] (the result to ±[`LOGIT_MAX`]);
@@ -250,6 +293,12 @@ pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// `x.max(0.0)` (0 also for NaN) as one comparison: on thumbv7em `f32::max` is a call into libm.
+#[inline]
+pub fn non_negative(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
+}
+
 /// `x` if it is finite, otherwise 0. Features use it so bad input feeds zeros.
 pub fn finite_or_zero(x: f32) -> f32 {
     if x.is_finite() { x } else { 0.0 }
@@ -311,6 +360,25 @@ mod tests {
     }
 
     #[test]
+    fn phi_is_within_7_ulp_of_the_exact_cdf() {
+        // Every 97th `f32` from 1e-4 to 10, both signs, against Φ in f64 (libm's `erfc`).
+        let mut worst = (0f64, 0f32);
+        let mut a = 1e-4_f32;
+        while a <= 10.0 {
+            for x in [-a, a] {
+                let exact = 0.5 * libm::erfc(-(x as f64) * core::f64::consts::FRAC_1_SQRT_2);
+                let ulp = f64::from(f32::EPSILON) * 2f64.powi(exact.log2().floor() as i32);
+                let err = (phi(x) as f64 - exact).abs() / ulp;
+                if err > worst.0 {
+                    worst = (err, x);
+                }
+            }
+            a = f32::from_bits(a.to_bits() + 97);
+        }
+        assert!(worst.0 <= 7.0, "{} ulp at {}", worst.0, worst.1);
+    }
+
+    #[test]
     fn one_plus_erf_form_fails_in_the_tail_where_phi_does_not() {
         let naive = 0.5 * (1.0 + libm::erff(-8.0 * FRAC_1_SQRT_2));
         assert_eq!(naive, 0.0, "the cancelling form is why phi uses erfc");
@@ -318,7 +386,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(not(feature = "fast-math"))]
     fn logit_phi_is_exact_in_the_middle_and_clamped_in_the_tails() {
         // logit(Φ(1)) = ln(0.8413447 / 0.1586553).
         let expected = (0.841_344_746_068_542_9_f64 / 0.158_655_253_931_457_05).ln();
@@ -355,35 +422,22 @@ mod tests {
     }
 
     #[test]
-    fn exp_ln_and_the_gate_activations_follow_the_exact_functions() {
-        // Worst errors over x in [−10, 10] (relative for exp, absolute for the others): libm's
-        // rounding by default; micromath's measured error with `fast-math` (its `ln` below 1
-        // goes through an approximate reciprocal, hence 0.12).
-        let (exp_tol, gate_tol, ln_tol) = if cfg!(feature = "fast-math") {
-            (3e-3, 2e-3, 0.12)
-        } else {
-            (3e-7, 3e-7, 1e-6)
-        };
+    fn the_gate_activations_follow_the_exact_functions() {
+        // Worst errors over x in [−10, 10], absolute: about the rounding of the result.
         let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let mut worst = [0f64; 3];
+        let mut worst = 0f64;
         for i in -400..=400 {
             let x = i as f32 / 40.0;
             let x64 = x as f64;
-            worst[0] = worst[0].max(((exp(x) as f64 - x64.exp()) / x64.exp()).abs());
             // Against a second argument that sweeps the other way, so the products vary.
             let y = 3.0 - x / 2.0;
             let y64 = y as f64;
             let exact = sigmoid(x64) * y64.tanh();
-            worst[1] = worst[1].max((sigmoid_tanh(x, y) as f64 - exact).abs());
+            worst = worst.max((sigmoid_tanh(x, y) as f64 - exact).abs());
             let exact = y64 * sigmoid(x64);
-            worst[1] = worst[1].max((times_sigmoid(y, x) as f64 - exact).abs());
-            let y = libm::expf(x);
-            worst[2] = worst[2].max((ln(y) as f64 - (y as f64).ln()).abs());
+            worst = worst.max((times_sigmoid(y, x) as f64 - exact).abs());
         }
-        assert!(
-            worst[0] <= exp_tol && worst[1] <= gate_tol && worst[2] <= ln_tol,
-            "worst errors (exp, gate activations, ln) {worst:?}"
-        );
+        assert!(worst <= 3e-7, "worst error {worst}");
     }
 
     #[test]
@@ -403,9 +457,27 @@ mod tests {
         assert_eq!(exp_basic(f32::NAN), exp_basic(-87.0));
         // Saturated gates give the limits, not NaN or an overflow.
         assert_eq!(times_sigmoid(2.5, 1000.0), 2.5);
-        assert_eq!(times_sigmoid(2.5, -1000.0), 2.5 / (1.0 + exp(88.0)));
+        assert_eq!(times_sigmoid(2.5, -1000.0), 2.5 / (1.0 + exp_basic(88.0)));
         assert_eq!(sigmoid_tanh(1000.0, -1000.0), -1.0);
         assert!(sigmoid_tanh(-1000.0, 1000.0) > 0.0 && sigmoid_tanh(-1000.0, 1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn sqrt_within_ulp_is_within_one_ulp_of_the_correctly_rounded_root() {
+        // Scaling x by 4 scales every step by 2 exactly, so two binades, [0.5, 2), cover every
+        // positive normal x; every 7th significand of them, and the ends of the range.
+        let ulps =
+            |x: f32| (sqrt_within_ulp(x).to_bits() as i64 - libm::sqrtf(x).to_bits() as i64).abs();
+        let mut worst = 0;
+        for exponent in [126u32, 127] {
+            for m in (0..1u32 << 23).step_by(7) {
+                worst = worst.max(ulps(f32::from_bits(exponent << 23 | m)));
+            }
+        }
+        assert!(worst <= 1, "{worst} ulp");
+        for x in [f32::MIN_POSITIVE, 1e-12, 1.0, 4.0, 3e38, f32::MAX] {
+            assert!(ulps(x) <= 1, "{x}");
+        }
     }
 
     #[test]

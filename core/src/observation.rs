@@ -266,17 +266,13 @@ fn cdf_of(cdf: &mut CdfFeatures, x: Option<f32>, weights: &[f32; NUM_CDF]) -> [f
 
 /// Fills the observation front to back; writes past the end are dropped (the layout constants
 /// and a test keep the total at [`OBS_DIM`]).
-struct ObsWriter {
-    out: [f32; OBS_DIM],
-    pos: usize,
-}
+struct ObsWriter<'a>(core::slice::IterMut<'a, f32>);
 
-impl ObsWriter {
+impl ObsWriter<'_> {
     fn push(&mut self, x: f32) {
-        if let Some(slot) = self.out.get_mut(self.pos) {
+        if let Some(slot) = self.0.next() {
             *slot = x;
         }
-        self.pos = self.pos.saturating_add(1);
     }
 
     fn extend(&mut self, xs: &[f32]) {
@@ -540,12 +536,18 @@ impl Observer {
     /// Closes the interval and returns the raw (un-normalised) observation; advances the CDF
     /// moments. Call once per [`StepStatus::DecisionDue`], then [`Observer::apply`].
     pub fn observation(&mut self, inputs: &DecisionInputs) -> [f32; OBS_DIM] {
+        let mut out = [0.0; OBS_DIM];
+        self.observation_into(inputs, &mut out);
+        out
+    }
+
+    /// [`Observer::observation`] written into `out`: a caller that keeps the observation in a
+    /// buffer of its own saves the copy of the returned array (some 570 instructions of a
+    /// decision on the Cortex-M4F).
+    pub fn observation_into(&mut self, inputs: &DecisionInputs, out: &mut [f32; OBS_DIM]) {
         let p = self.progress();
         let weights = progress_weights(p, p - self.last_progress);
-        let mut w = ObsWriter {
-            out: [0.0; OBS_DIM],
-            pos: 0,
-        };
+        let mut w = ObsWriter(out.iter_mut());
         w.push(p);
 
         // Inner features: mean over the sampled steps of the interval.
@@ -648,7 +650,6 @@ impl Observer {
         self.loss_saw_inf = false;
         self.inner_sum = [0.0; NUM_INNER_FEATURES];
         self.inner_samples = 0;
-        w.out
     }
 
     /// Applies an action: new hyperparameters (clamped), the previous-action one-hot, and the

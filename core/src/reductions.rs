@@ -139,10 +139,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[cfg_attr(
-        feature = "fast-math",
-        ignore = "exact values; fast-math approximates logit_phi"
-    )]
     fn every_inner_feature_matches_a_hand_computed_value() {
         // Values from the formulas in f64: ln(1/2), ln(0.005/3), ln(1/1.5), cos = 1/(2·1),
         // −3/(2·3), ln(3/0.5), 0.25/(2·0.5), logit Φ(0.5·√4) = ln(Φ(1)/Φ(−1)),

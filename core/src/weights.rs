@@ -141,27 +141,50 @@ const fn packed_index(rows: usize, cols: usize, r: usize, c: usize) -> usize {
 
 /// `out[r] = Σ_k w[r][k]·x[k]` over a packed matrix `w` of `out.len()` rows and `C` columns,
 /// each sum in order of `k` from 0. A full panel keeps its [`PANEL`] sums in registers while it
-/// streams through its weights; the narrower last panel sums in `out`.
+/// streams through its weights, and so does a last panel of half that width (the 40 logits are
+/// panels of 32 and 8 rows); a last panel of any other width sums in `out`.
 pub fn matvec<const C: usize>(w: &[[f32; C]], x: &[f32; C], out: &mut [f32]) {
     let (out_panels, out_tail) = out.as_chunks_mut::<PANEL>();
-    let (w_columns, _) = w.as_flattened().as_chunks::<PANEL>();
-    for (o, panel) in out_panels.iter_mut().zip(w_columns.chunks_exact(C.max(1))) {
-        let mut acc = [0.0; PANEL];
-        for (column, &xk) in panel.iter().zip(x) {
-            for (a, &wk) in acc.iter_mut().zip(column) {
-                *a += wk * xk;
-            }
-        }
-        *o = acc;
+    let (w_panels, w_tail) = w.split_at(usize::min(out_panels.len() * PANEL, w.len()));
+    for (o, panel) in out_panels
+        .iter_mut()
+        .zip(w_panels.as_flattened().chunks_exact(PANEL * C.max(1)))
+    {
+        *o = panel_sums(panel.as_chunks().0, x);
     }
-    let tail_start = out_panels.len() * PANEL;
-    let tail = w.get(tail_start..).unwrap_or_default().as_flattened();
+    let tail = w_tail.as_flattened();
+    if let Ok(o) = <&mut [f32; PANEL / 2]>::try_from(&mut *out_tail) {
+        *o = panel_sums(tail.as_chunks().0, x);
+        return;
+    }
     out_tail.fill(0.0);
     for (column, &xk) in tail.chunks_exact(out_tail.len().max(1)).zip(x) {
         for (a, &wk) in out_tail.iter_mut().zip(column) {
             *a += wk * xk;
         }
     }
+}
+
+/// The `W` sums of one panel, given column by column.
+#[inline(always)]
+fn panel_sums<const W: usize>(columns: &[[f32; W]], x: &[f32]) -> [f32; W] {
+    let mut acc = [0.0; W];
+    let mut add = |column: &[f32; W], xk: f32| {
+        for (a, &wk) in acc.iter_mut().zip(column) {
+            *a += wk * xk;
+        }
+    };
+    let (columns4, columns_rest) = columns.as_chunks::<4>();
+    let (x4, x_rest) = x.as_chunks::<4>();
+    for (columns, xs) in columns4.iter().zip(x4) {
+        for (column, &xk) in columns.iter().zip(xs) {
+            add(column, xk);
+        }
+    }
+    for (column, &xk) in columns_rest.iter().zip(x_rest) {
+        add(column, xk);
+    }
+    acc
 }
 
 /// Access in row-major (file) order to a matrix stored in panels: `ROWS` rows of `C` columns

@@ -5,9 +5,6 @@
 //! replays the trainer's parity fixture (feature `parity-fixture`): its logits must be within
 //! 1e-5 of tch's, bit for bit the host core's, with the same greedy actions.
 //!
-//! The `fast-math` build (micromath transcendentals) is checked against the host's default
-//! build within [`FAST_MATH_LOGIT_TOLERANCE`], with identical greedy actions and decisions.
-//!
 //! Skipped, with a message, only when `qemu-system-arm` is not installed
 //! (`apt-get install qemu-system-arm`).
 
@@ -25,12 +22,6 @@ const DEFAULT_POLICY: &[u8] = include_bytes!("../../policies/default.lhp");
 
 const QEMU: &str = "qemu-system-arm";
 
-/// Largest logit difference allowed between the `fast-math` firmware and the default host
-/// build on the parity fixture (measured: 2.2e-3, from micromath's `exp`, good to 2.3e-3
-/// relative, and its `ln`).
-const FAST_MATH_LOGIT_TOLERANCE: f32 = 1e-2;
-
-/// The default firmware build's features; the `fast-math` one adds `fast-math`.
 const FEATURES: &str = "panic-never,parity-fixture";
 const TARGET: &str = "thumbv7em-none-eabihf";
 
@@ -47,10 +38,10 @@ fn qemu_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `cargo build --release --features {features}` in the firmware's own workspace, into
+/// `cargo build --release --features panic-never,parity-fixture` in the firmware's own workspace, into
 /// `firmware/` beside this test's build (under `CARGO_TARGET_DIR` when that is set, never inside
 /// the source tree); returns the ELF.
-fn build_firmware(features: &str) -> PathBuf {
+fn build_firmware() -> PathBuf {
     let dir = firmware_dir();
     // Cargo puts CARGO_TARGET_TMPDIR inside the target directory it builds this test in.
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -58,7 +49,7 @@ fn build_firmware(features: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
         .current_dir(&dir)
-        .args(["build", "--release", "--features", features])
+        .args(["build", "--release", "--features", FEATURES])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("LHOPT_FIRMWARE_POLICY")
         .env_remove("RUSTFLAGS")
@@ -177,31 +168,21 @@ fn parse_parity(stdout: &str) -> Vec<FirmwareParity> {
         .collect()
 }
 
-/// The output under QEMU of the firmware built with `features`, or `None` (with a message
-/// naming `test`) when `qemu-system-arm` is not installed.
-fn firmware_output(test: &str, features: &str) -> Option<String> {
+/// The firmware's output under QEMU, or `None` (with a message naming `test`) when
+/// `qemu-system-arm` is not installed.
+fn firmware_output(test: &str) -> Option<String> {
     if !qemu_available() {
         eprintln!("SKIPPED {test}: {QEMU} is not installed (apt-get install qemu-system-arm)");
         return None;
     }
-    // One build at a time: the tests share the firmware's target directory.
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let elf = {
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        let elf = build_firmware(features);
-        let copy = elf.with_extension(features.replace(',', "-"));
-        std::fs::copy(&elf, &copy).expect("keep the firmware build");
-        copy
-    };
-    let stdout = run_qemu(&elf);
+    let stdout = run_qemu(&build_firmware());
     eprintln!("firmware output:\n{stdout}");
     Some(stdout)
 }
 
 #[test]
 fn firmware_replays_the_trainer_parity_fixture() {
-    let Some(stdout) = firmware_output("firmware_replays_the_trainer_parity_fixture", FEATURES)
-    else {
+    let Some(stdout) = firmware_output("firmware_replays_the_trainer_parity_fixture") else {
         return;
     };
     let got = parse_parity(&stdout);
@@ -229,8 +210,7 @@ fn firmware_replays_the_trainer_parity_fixture() {
 
 #[test]
 fn firmware_decisions_match_the_host_bit_for_bit() {
-    let Some(stdout) = firmware_output("firmware_decisions_match_the_host_bit_for_bit", FEATURES)
-    else {
+    let Some(stdout) = firmware_output("firmware_decisions_match_the_host_bit_for_bit") else {
         return;
     };
     let got = parse(&stdout);
@@ -254,51 +234,6 @@ fn firmware_decisions_match_the_host_bit_for_bit() {
             g.lstm_fingerprint,
             e.lstm_fingerprint,
             "decision {}: the policy's recurrent state differs between Cortex-M4F and host",
-            k + 1
-        );
-    }
-}
-
-#[test]
-fn fast_math_firmware_stays_within_tolerance_of_the_default_host() {
-    let features = format!("{FEATURES},fast-math");
-    let Some(stdout) = firmware_output(
-        "fast_math_firmware_stays_within_tolerance_of_the_default_host",
-        &features,
-    ) else {
-        return;
-    };
-    let got = parse_parity(&stdout);
-    let (bytes, steps) = parity_fixture();
-    assert_eq!(got.len(), steps.len(), "parity decisions replayed");
-    let policy = FrozenPolicy::<32, 32, 32>::decode(&bytes).expect("the fixture policy decodes");
-    let mut state = LstmState::<32>::default();
-    let mut worst = 0f32;
-    for (k, (g, step)) in got.iter().zip(&steps).enumerate() {
-        let host = policy.forward(&step.obs, &mut state);
-        worst = worst.max(max_abs_diff(&g.logits, &host));
-        assert_eq!(g.greedy, step.greedy, "parity decision {}: greedy", k + 1);
-    }
-    eprintln!("fast-math: max |logit − default host logit| over the parity fixture {worst}");
-    assert!(
-        worst <= FAST_MATH_LOGIT_TOLERANCE,
-        "fast-math logits differ from the default build's by {worst}"
-    );
-
-    // The scenario: the same actions, so the same hyperparameters and restarts. (The recurrent
-    // state differs in its last bits, so its fingerprint is not compared.)
-    let got = parse(&stdout);
-    let expected =
-        reference_decisions_tiny(DEFAULT_POLICY, &Scenario::DEFAULT).expect("host reference run");
-    assert_eq!(got.len(), expected.len(), "number of decisions");
-    for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(
-            (g.bits, g.restart_choice),
-            (
-                e.decision.hyper.to_array().map(f32::to_bits),
-                e.decision.restart.to_choice()
-            ),
-            "decision {}: the fast-math firmware chose differently from the default host",
             k + 1
         );
     }

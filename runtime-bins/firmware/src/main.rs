@@ -3,7 +3,8 @@
 //! scenario of `lhopt-embed` through the controller's observe/decide path. It prints every
 //! decision's hyperparameters as raw f32 bits and a fingerprint of the policy's recurrent state
 //! (so the host can check both bit for bit), and the instruction count of each decision, measured with SysTick under `-icount shift=0` (one tick =
-//! 40 instructions).
+//! 40 instructions). With the `phases` feature it also prints where a decision's instructions go
+//! (see [`phases`]).
 #![no_std]
 #![no_main]
 
@@ -75,11 +76,17 @@ fn run(ctrl: &mut Controller<PRE, HIDDEN, POST>) -> Result<(), ()> {
     out.text(b"\n");
 
     let (mut decision_ticks, mut decisions) = (0u32, 0u32);
+    #[cfg(feature = "phases")]
+    let mut phases = phases::Phases::default();
     let run_start = clock.now();
     replay(ctrl, &scenario, |ctrl, k, inputs| {
+        #[cfg(feature = "phases")]
+        let before = phases.copy(&clock, ctrl);
         let start = clock.now();
         let decision = ctrl.decide(inputs);
         let ticks = clock.since(start);
+        #[cfg(feature = "phases")]
+        phases.replay(&clock, ctrl, before, inputs);
         decision_ticks += ticks;
         decisions += 1;
         out.text(b"decision ");
@@ -105,7 +112,13 @@ fn run(ctrl: &mut Controller<PRE, HIDDEN, POST>) -> Result<(), ()> {
         out.dec(ticks.saturating_mul(INSTRUCTIONS_PER_TICK));
         out.text(b"\n");
     });
-    let observe_ticks = clock.since(run_start).saturating_sub(decision_ticks);
+    #[cfg(feature = "phases")]
+    let replay_ticks = phases.spent();
+    #[cfg(not(feature = "phases"))]
+    let replay_ticks = 0;
+    let observe_ticks = clock
+        .since(run_start)
+        .saturating_sub(decision_ticks + replay_ticks);
     out.text(b"decisions ");
     out.dec(decisions);
     out.text(b" mean decision instructions ");
@@ -113,6 +126,8 @@ fn run(ctrl: &mut Controller<PRE, HIDDEN, POST>) -> Result<(), ()> {
     out.text(b" mean observe instructions ");
     out.dec(observe_ticks.saturating_mul(INSTRUCTIONS_PER_TICK) / scenario.total_steps as u32);
     out.text(b"\n");
+    #[cfg(feature = "phases")]
+    phases.print(&mut out);
     // Measured before the parity replay, whose second policy is test scaffolding.
     out.text(b"peak stack bytes ");
     out.dec(stack::peak_bytes());
@@ -169,6 +184,146 @@ mod stack {
             p += 4;
         }
         (top - p) as u32
+    }
+}
+
+/// Where a decision's instructions go: before each decision the controller's observer and
+/// recurrent state are copied, and after it the decision is replayed on the copies step by step
+/// through lhopt-core's public API (the same functions `Controller::decide` calls), each step
+/// timed with SysTick. The matrix-vector products are timed apart from the rest of the network,
+/// on zero inputs of the right sizes: their instruction counts do not depend on the values.
+/// Printed once, as means over the decisions; their sum differs from the mean decision by the
+/// checks and calls between the steps. The copies and the replay enlarge the stack: peak stack
+/// figures come from builds without this feature.
+#[cfg(feature = "phases")]
+mod phases {
+    use core::hint::black_box;
+
+    use lhopt_core::{
+        Controller, DecisionInputs, LstmState, NUM_ACTION_LOGITS, OBS_DIM, Observer, Packed,
+        PolicyNet, greedy,
+    };
+
+    use super::{Clock, HIDDEN, INSTRUCTIONS_PER_TICK, Out, POST, PRE};
+
+    /// What a decision starts from.
+    pub(super) struct Before {
+        observer: Observer,
+        state: LstmState<HIDDEN>,
+    }
+
+    /// SysTick ticks per phase, summed over the decisions.
+    #[derive(Default)]
+    pub(super) struct Phases {
+        /// All ticks spent copying and replaying, which are neither a decision's nor a step's.
+        spent: u32,
+        decisions: u32,
+        observation: u32,
+        normalisation: u32,
+        products: u32,
+        rest_of_network: u32,
+        greedy: u32,
+        apply: u32,
+    }
+
+    impl Phases {
+        /// What the decision about to be taken starts from.
+        pub(super) fn copy(
+            &mut self,
+            clock: &Clock,
+            ctrl: &Controller<PRE, HIDDEN, POST>,
+        ) -> Before {
+            let start = clock.now();
+            let before = Before {
+                observer: ctrl.observer().clone(),
+                state: *ctrl.lstm_state(),
+            };
+            self.spent += clock.since(start);
+            before
+        }
+
+        pub(super) fn spent(&self) -> u32 {
+            self.spent
+        }
+
+        /// Replays the decision taken from `before`, phase by phase.
+        pub(super) fn replay(
+            &mut self,
+            clock: &Clock,
+            ctrl: &Controller<PRE, HIDDEN, POST>,
+            before: Before,
+            inputs: &DecisionInputs,
+        ) {
+            let replay_start = clock.now();
+            let Before {
+                mut observer,
+                mut state,
+            } = before;
+            let net = ctrl.policy().net();
+            let timed = |ticks: &mut u32, start: u32| *ticks += clock.since(start);
+
+            let mut obs = [0.0; OBS_DIM];
+            let start = clock.now();
+            observer.observation_into(inputs, &mut obs);
+            timed(&mut self.observation, start);
+            // Computed once when the policy loads, so not part of a decision.
+            let scale = net.input_scale();
+            let start = clock.now();
+            let x = net.normalise(&obs, &scale);
+            timed(&mut self.normalisation, start);
+            let start = clock.now();
+            let logits = net.forward_normalised(&x, &mut state);
+            let network = clock.since(start);
+            let start = clock.now();
+            products(net);
+            let products = clock.since(start);
+            self.products += products;
+            self.rest_of_network += network.saturating_sub(products);
+            let start = clock.now();
+            let action = greedy(&logits);
+            timed(&mut self.greedy, start);
+            let start = clock.now();
+            black_box(observer.apply(&action));
+            timed(&mut self.apply, start);
+            self.decisions += 1;
+            self.spent += clock.since(replay_start);
+        }
+
+        pub(super) fn print(&self, out: &mut Out) {
+            out.text(b"mean instructions per phase:");
+            for (name, ticks) in [
+                (&b"observation"[..], self.observation),
+                (b"normalisation", self.normalisation),
+                (b"products", self.products),
+                (b"rest-of-network", self.rest_of_network),
+                (b"greedy", self.greedy),
+                (b"apply", self.apply),
+            ] {
+                out.text(b" ");
+                out.text(name);
+                out.text(b" ");
+                out.dec(ticks.saturating_mul(INSTRUCTIONS_PER_TICK) / self.decisions.max(1));
+            }
+            out.text(b"\n");
+        }
+    }
+
+    /// The network's five matrix-vector products, as `PolicyNet::forward_normalised` makes them.
+    #[inline(never)]
+    fn products(net: &PolicyNet<PRE, HIDDEN, POST>) {
+        let mut pre = [0.0; PRE];
+        net.pre_w.matvec_into(black_box(&[0.0; OBS_DIM]), &mut pre);
+        let mut gates = [[0.0; HIDDEN]; 4];
+        net.lstm_wx
+            .matvec_into(black_box(&pre), gates.as_flattened_mut());
+        black_box(&gates);
+        net.lstm_wh
+            .matvec_into(black_box(&[0.0; HIDDEN]), gates.as_flattened_mut());
+        let mut post = [0.0; POST];
+        net.post_w.matvec_into(black_box(&[0.0; HIDDEN]), &mut post);
+        let mut logits = [0.0; NUM_ACTION_LOGITS];
+        net.heads_w.matvec_into(black_box(&post), &mut logits);
+        black_box((&gates, &logits));
     }
 }
 
