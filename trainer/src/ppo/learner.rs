@@ -394,6 +394,8 @@ impl Learner {
         if self.buffer.decisions() < self.cfg.minibatch {
             return None;
         }
+        // The weight this update's steps use; reported before the version advances.
+        let kl_coef = self.kl_coef();
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ self.version.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut sum = UpdateStats::default();
@@ -432,7 +434,7 @@ impl Learner {
             grad_norm: sum.grad_norm / n,
             staleness: sum.staleness / n,
             kl_to_warm_start: sum.kl_to_warm_start / n,
-            kl_coef: self.kl_coef(),
+            kl_coef,
             buffer_decisions: self.buffer.decisions(),
         })
     }
