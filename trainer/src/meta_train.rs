@@ -93,6 +93,13 @@ impl MetaTrainConfig {
         }
         crate::batched::rollout::check_config(&cfg.rollout)
             .map_err(|e| Error::Usage(format!("config {}: {e}", path.display())))?;
+        // A half-life of 0 would make the first update's KL weight 0·∞ (a NaN loss).
+        if !(cfg.ppo.kl_to_warm_start >= 0.0 && cfg.ppo.kl_half_life > 0.0) {
+            return Err(Error::Usage(format!(
+                "config {}: ppo.kl_to_warm_start must be at least 0 and ppo.kl_half_life above 0",
+                path.display()
+            )));
+        }
         if cfg.rollout.families.is_empty() || cfg.plot_every == 0 {
             return Err(Error::Usage(format!(
                 "config {}: rollout.families must not be empty and plot_every must be at least 1",
@@ -257,8 +264,9 @@ pub enum Phases {
 }
 
 /// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is optional for a
-/// new run and refused with `resume` (a run's configuration is fixed at its start), except for
-/// `updates`, the total to train up to, which may also be raised to continue a finished run.
+/// new run; with `resume` it is accepted only for a warm start at update 0 (its PPO and rollout
+/// settings, [`ppo_config_for_warm_start`]), since a run's configuration is fixed once PPO has
+/// started. `updates`, the total to train up to, may also be raised to continue a finished run.
 pub fn run(
     out: &Path,
     config: Option<&Path>,
@@ -778,6 +786,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("held-out"), "{err}");
+        let err = MetaTrainConfig::from_toml("[ppo]\nkl_half_life = 0.0\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kl_half_life"), "{err}");
     }
 
     #[test]
