@@ -269,6 +269,85 @@ impl LnSum {
     }
 }
 
+/// [`LnSum`] over `L` interleaved lanes (value `i` of a chunk goes to lane `i`), so that the
+/// products of a long stream vectorise. Only for values that are all positive normal numbers
+/// (the sum of `ln(|u| + δ)` for a finite `u`): [`Self::value`] is `None` when one was not, and
+/// the caller sums that stream with [`LnSum`] instead.
+#[derive(Clone, Copy, Debug)]
+pub struct LnSumLanes<const L: usize> {
+    mantissas: [f32; L],
+    exponent: i64,
+    /// The smallest and largest bit patterns as `i32`, to find values that are not positive
+    /// normal numbers afterwards (integer min and max vectorise; a branch would not).
+    smallest_bits: [i32; L],
+    largest_bits: [i32; L],
+}
+
+impl<const L: usize> Default for LnSumLanes<L> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const L: usize> LnSumLanes<L> {
+    /// The empty sum.
+    pub const fn new() -> Self {
+        LnSumLanes {
+            mantissas: [1.0; L],
+            exponent: 0,
+            smallest_bits: [i32::MAX; L],
+            largest_bits: [i32::MIN; L],
+        }
+    }
+
+    /// Adds `ln x` for every value of every chunk. Works through groups of
+    /// [`LnSum::RENORMALISE_EVERY`] chunks in local variables, so they stay in registers.
+    pub fn push_chunks(&mut self, chunks: impl Iterator<Item = [f32; L]>) {
+        let mut chunks = chunks.peekable();
+        while chunks.peek().is_some() {
+            let mut mantissas = self.mantissas;
+            let mut exponents = [0_i32; L];
+            let (mut smallest, mut largest) = (self.smallest_bits, self.largest_bits);
+            for x in chunks.by_ref().take(LnSum::RENORMALISE_EVERY as usize) {
+                let lanes = exponents
+                    .iter_mut()
+                    .zip(&mut mantissas)
+                    .zip(&mut smallest)
+                    .zip(&mut largest);
+                for ((((exponent, mantissa), smallest), largest), x) in lanes.zip(x) {
+                    let bits = x.to_bits();
+                    let (e, m) = split_exponent(bits);
+                    *exponent += e;
+                    *mantissa *= m;
+                    // Negative values (and NaNs with the sign bit) are negative as i32.
+                    *smallest = (*smallest).min(bits as i32);
+                    *largest = (*largest).max(bits as i32);
+                }
+            }
+            for (mantissa, e) in mantissas.iter_mut().zip(exponents) {
+                let (me, mm) = split_exponent(mantissa.to_bits());
+                self.exponent += i64::from(e) + i64::from(me);
+                *mantissa = mm;
+            }
+            (self.mantissas, self.smallest_bits, self.largest_bits) =
+                (mantissas, smallest, largest);
+        }
+    }
+
+    /// The sum so far, with the lanes added in order; `None` if a value was not a positive
+    /// normal number.
+    pub fn value(&self) -> Option<f32> {
+        let lowest = self.smallest_bits.iter().min().copied().unwrap_or(i32::MAX);
+        let highest = self.largest_bits.iter().max().copied().unwrap_or(i32::MIN);
+        if lowest < MIN_POSITIVE_BITS as i32 || highest >= INFINITY_BITS as i32 {
+            return None;
+        }
+        // Each lane's mantissa is in [1, 2): their product stays far from overflow for L ≤ 64.
+        let (e, m) = split_exponent(self.mantissas.iter().product::<f32>().to_bits());
+        Some((self.exponent + i64::from(e)) as f32 * core::f32::consts::LN_2 + libm::logf(m))
+    }
+}
+
 /// Bits of the smallest positive normal `f32` and of +∞: the range [`LnSum`] splits itself.
 const MIN_POSITIVE_BITS: u32 = 0x0080_0000;
 const INFINITY_BITS: u32 = 0x7f80_0000;

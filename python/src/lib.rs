@@ -555,6 +555,52 @@ fn ciao_reference(
     Ok((params, all_rows, flags))
 }
 
+/// The reductions of one sampled step that take a pass over the elements
+/// (`lhopt_core::ciao::element_reductions`), for `lhopt.torch`'s CPU path: one fused pass per
+/// tensor instead of about fifteen torch ops. Each entry of `tensors` is
+/// `(numel, grad, m, v, update, param)`, the last five the `data_ptr()` of contiguous float32
+/// CPU tensors of `numel` elements that stay alive and unchanged during the call (the caller,
+/// `lhopt.torch.CIAO`, checks that; these are not checked here beyond null and alignment, so the
+/// function is private). Returns per tensor ‖m̂‖, ‖m̂ − g‖, g·m̂, g·p, g·u, #(v > eps) and
+/// Σ ln(|u| + δ).
+#[pyfunction(name = "_element_reductions")]
+fn element_reductions(tensors: Vec<[usize; 6]>, bc1: f32, eps: f32) -> PyResult<Vec<[f64; 7]>> {
+    tensors
+        .iter()
+        .map(|&[numel, grad, m, v, update, param]| {
+            let slice = |address: usize| -> PyResult<&[f32]> {
+                if address == 0 || !address.is_multiple_of(std::mem::align_of::<f32>()) {
+                    return Err(PyValueError::new_err(format!(
+                        "not the data of a float32 tensor: address {address:#x}"
+                    )));
+                }
+                // SAFETY: the caller passes the data pointer of a live, contiguous float32 CPU
+                // tensor of `numel` elements that nothing writes during this call (it holds the
+                // GIL and runs no other code meanwhile); non-null and aligned as checked above.
+                Ok(unsafe { std::slice::from_raw_parts(address as *const f32, numel) })
+            };
+            let buffers = ciao::StepBuffers {
+                grad: slice(grad)?,
+                m: slice(m)?,
+                v: slice(v)?,
+                update: slice(update)?,
+                param: slice(param)?,
+            };
+            let mut r = TensorReductions::default();
+            ciao::element_reductions(&buffers, bc1, eps, &mut r).map_err(core_err)?;
+            Ok([
+                r.mhat_norm.into(),
+                r.mhat_minus_grad_norm.into(),
+                r.grad_dot_mhat.into(),
+                r.grad_dot_param.into(),
+                r.grad_dot_update.into(),
+                r.count_v_gt_eps.into(),
+                r.sum_log_abs_update.into(),
+            ])
+        })
+        .collect()
+}
+
 /// The LHOPT core for Python: `Controller`, the shipped policy, the hyperparameter and reduction
 /// names, and the core's reference CIAO. `lhopt` re-exports it; `lhopt.torch` builds on it.
 #[pymodule]
@@ -562,6 +608,7 @@ fn _lhopt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Controller>()?;
     m.add_function(wrap_pyfunction!(ciao_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(element_reductions, m)?)?;
     m.add("LhoptError", py.get_type::<LhoptError>())?;
     m.add("OrderError", py.get_type::<OrderError>())?;
     m.add("NonFiniteLossError", py.get_type::<NonFiniteLossError>())?;

@@ -55,7 +55,10 @@ def rel(a, b):
     return (a - b).norm().item() / b.norm().item()
 
 
-def test_torch_ciao_matches_the_core_reference():
+@pytest.mark.parametrize("fused", [True, False], ids=["cpu-fused", "device-ops"])
+def test_torch_ciao_matches_the_core_reference(fused):
+    """Both ways of taking the reductions: the CPU's fused pass in the core, and the torch ops
+    that other devices use (forced here on the CPU)."""
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(s, generator=gen) for s in SHAPES]
     grads = gradients(gen)
@@ -63,6 +66,8 @@ def test_torch_ciao_matches_the_core_reference():
 
     params = [torch.nn.Parameter(p.clone()) for p in init]
     opt = CIAO(params)
+    assert opt._fused_reductions
+    opt._fused_reductions = fused
     torch_rows, torch_flags = [], []
     for g_t, h in zip(grads, hypers):
         opt.hyper = h
