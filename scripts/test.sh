@@ -49,6 +49,11 @@ cargo clippy -p lhopt-trainer --features mpi --all-targets --locked -- -D warnin
 step "host tests: every crate, the trainer included, and the firmware under QEMU"
 cargo test --workspace --locked
 
+# .cargo/config.toml builds for x86-64-v3; crates that embed lhopt-core get the baseline target
+# unless they choose otherwise, so the core and the bit-for-bit firmware comparison run there too.
+step "baseline x86-64 build (no AVX2): the core's tests and the firmware comparison"
+RUSTFLAGS= CARGO_TARGET_DIR=target/baseline cargo test --locked -p lhopt-core -p lhopt-tests
+
 # Ignored in plain `cargo test` (it needs the downloads above); here the data is always there.
 step "the real datasets load with their published shapes"
 cargo test -p lhopt-data --locked --test real_cache -- --ignored real_datasets_load_with_their_published_shapes
