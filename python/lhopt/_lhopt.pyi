@@ -107,3 +107,10 @@ def ciao_reference(
 ) -> Tuple[List[List[float]], List[List[List[float]]], List[bool]]:
     """The core's reference CIAO on float32 slices over a gradient sequence (for testing other
     implementations): final parameters, each step's reduction rows, each step's clip flag."""
+
+def _element_reductions(
+    tensors: List[Tuple[int, int, int, int, int, int]], bc1: float, eps: float
+) -> List[Tuple[float, float, float, float, float, float, float]]:
+    """Private, for ``lhopt.torch``: per ``(numel, grad, m, v, update, param)`` of data pointers
+    of live contiguous float32 CPU tensors, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·p, g·u, #(v > eps) and
+    Σ ln(|u| + 1e-8) from the core's fused pass. Wrong pointers crash the interpreter."""
