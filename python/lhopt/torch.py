@@ -194,7 +194,11 @@ class CIAO(torch.optim.Optimizer):
         update_norms = torch.stack(torch._foreach_norm(u))
         lr_p = self._tensor_lrs(param_norms, update_norms)
 
-        if reductions and self._fused_reductions and all(x.is_contiguous() for x in (*grads, *params)):
+        # The fused pass reads raw memory: only tensors laid out as plain float32 arrays (a loaded
+        # state or a user's tensor may be a strided or expanded view).
+        fusable = (*grads, *params, *self._ms, *self._vs)
+        plain = all(x.is_contiguous() and x.dtype == torch.float32 for x in fusable)
+        if reductions and self._fused_reductions and plain:
             torch._foreach_addcmul_(params, u, (-lr_p).unbind())
             return self._host_reductions(grads, grad_norms * scale, param_norms, update_norms, lr_p, clip)
         if reductions:

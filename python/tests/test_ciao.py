@@ -95,3 +95,20 @@ def test_torch_ciao_matches_the_core_reference(fused):
         for i, (a, b) in enumerate(zip(mine, ref)):
             for field, x, y in zip(lhopt.REDUCTION_FIELDS, a, b):
                 assert x == pytest.approx(y, rel=TOLERANCE[field], abs=1e-7), f"step {t}, tensor {i}, {field}"
+
+
+def test_a_strided_gradient_takes_the_torch_ops_with_the_same_reductions():
+    """The fused CPU pass reads raw memory, so a gradient that is not a plain contiguous array
+    (here a transposed view) must go the torch-ops way, and give the same rows."""
+    gen = torch.Generator().manual_seed(1)
+    init = torch.randn(6, 5, generator=gen)
+    grad = torch.randn(5, 6, generator=gen)
+    rows = []
+    for strided in (False, True):
+        p = torch.nn.Parameter(init.clone())
+        opt = CIAO([p])
+        p.grad = grad.t() if strided else grad.t().contiguous()
+        assert p.grad.is_contiguous() != strided
+        rows.append(opt.update(reductions=True)[0][0])
+    for field, x, y in zip(lhopt.REDUCTION_FIELDS, *rows):
+        assert x == pytest.approx(y, rel=TOLERANCE[field], abs=1e-7), field
