@@ -194,11 +194,7 @@ class CIAO(torch.optim.Optimizer):
         update_norms = torch.stack(torch._foreach_norm(u))
         lr_p = self._tensor_lrs(param_norms, update_norms)
 
-        # The fused pass reads raw memory: only tensors laid out as plain float32 arrays (a loaded
-        # state or a user's tensor may be a strided or expanded view).
-        fusable = (*grads, *params, *self._ms, *self._vs)
-        plain = all(x.is_contiguous() and x.dtype == torch.float32 for x in fusable)
-        if reductions and self._fused_reductions and plain:
+        if reductions and self._fused_reductions and self._plain_arrays(grads):
             torch._foreach_addcmul_(params, u, (-lr_p).unbind())
             return self._host_reductions(grads, grad_norms * scale, param_norms, update_norms, lr_p, clip)
         if reductions:
@@ -217,6 +213,12 @@ class CIAO(torch.optim.Optimizer):
         width = len(columns)
         out = [[float(p.numel())] + host[i * width : (i + 1) * width] for i, p in enumerate(params)]
         return out, host[-1] > 0.5
+
+    def _plain_arrays(self, grads: List[torch.Tensor]) -> bool:
+        """Whether the fused pass may read these buffers as raw memory: all plain contiguous
+        float32 arrays (a loaded state or a user's tensor may be a strided or expanded view)."""
+        fusable = (*grads, *self._params, *self._ms, *self._vs)
+        return all(x.is_contiguous() and x.dtype == torch.float32 for x in fusable)
 
     def _host_reductions(self, grads, grad_norms, param_norms, update_norms, lr_p, clip) -> Tuple[Rows, bool]:
         """The rows of ``update(reductions=True)`` on the CPU, after the update: the norms the

@@ -569,6 +569,9 @@ fn element_reductions(tensors: Vec<[usize; 6]>, bc1: f32, eps: f32) -> PyResult<
         .iter()
         .map(|&[numel, grad, m, v, update, param]| {
             let slice = |address: usize| -> PyResult<&[f32]> {
+                if numel == 0 {
+                    return Ok(&[]); // an empty tensor's data pointer may be null
+                }
                 if address == 0 || !address.is_multiple_of(std::mem::align_of::<f32>()) {
                     return Err(PyValueError::new_err(format!(
                         "not the data of a float32 tensor: address {address:#x}"

@@ -112,3 +112,18 @@ def test_a_strided_gradient_takes_the_torch_ops_with_the_same_reductions():
         rows.append(opt.update(reductions=True)[0][0])
     for field, x, y in zip(lhopt.REDUCTION_FIELDS, *rows):
         assert x == pytest.approx(y, rel=TOLERANCE[field], abs=1e-7), field
+
+
+def test_an_empty_parameter_tensor_gets_zero_reductions_on_both_paths():
+    """An empty tensor's data pointer may be null: the fused pass must not read it."""
+    rows = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(torch.ones(3, 2)), torch.nn.Parameter(torch.empty(0))]
+        opt = CIAO(params)
+        opt._fused_reductions = fused
+        params[0].grad, params[1].grad = torch.full((3, 2), 0.5), torch.empty(0)
+        rows.append(opt.update(reductions=True)[0])
+    for fused_row, ops_row in zip(*rows):
+        for field, x, y in zip(lhopt.REDUCTION_FIELDS, fused_row, ops_row):
+            assert x == pytest.approx(y, rel=TOLERANCE[field], abs=1e-7), field
+    assert rows[0][1][0] == 0.0 and rows[0][1][-1] == 0.0
