@@ -110,7 +110,8 @@ def ciao_reference(
 
 def _element_reductions(
     tensors: List[Tuple[int, int, int, int, int, int]], bc1: float, eps: float
-) -> List[Tuple[float, float, float, float, float, float, float]]:
+) -> List[List[float]]:
     """Private, for ``lhopt.torch``: per ``(numel, grad, m, v, update, param)`` of data pointers
-    of live contiguous float32 CPU tensors, ‖m̂‖, ‖m̂ − g‖, g·m̂, g·p, g·u, #(v > eps) and
-    Σ ln(|u| + 1e-8) from the core's fused pass. Wrong pointers crash the interpreter."""
+    of live contiguous float32 CPU tensors, a row in ``REDUCTION_FIELDS`` order from the core's
+    fused pass, with grad_norm, param_norm, update_norm and lr_p at 0 for the caller to fill in.
+    Wrong pointers crash the interpreter."""

@@ -194,19 +194,18 @@ class CIAO(torch.optim.Optimizer):
         update_norms = torch.stack(torch._foreach_norm(u))
         lr_p = self._tensor_lrs(param_norms, update_norms)
 
-        if reductions and self._fused_reductions and self._plain_arrays(grads):
-            torch._foreach_addcmul_(params, u, (-lr_p).unbind())
-            return self._host_reductions(grads, grad_norms * scale, param_norms, update_norms, lr_p, clip)
-        if reductions:
-            # ‖g‖ after the clip is the clip factor times the norm before it.
-            grad_rows = [g.reshape(-1) for g in grads]
-            before = [grad_norms * scale, *self._reductions_before_update(grad_rows, ms, vs, eps)]
         torch._foreach_addcmul_(params, u, (-lr_p).unbind())
         if not reductions:
             return None
-
+        # The reductions read g, m, v and u, which the parameter update leaves as they are, and
+        # the new p. ‖g‖ after the clip is the clip factor times the norm before it.
+        grad_norms = grad_norms * scale
+        if self._fused_reductions and self._plain_arrays(grads):
+            return self._host_reductions(grads, grad_norms, param_norms, update_norms, lr_p, clip)
+        grad_rows = [g.reshape(-1) for g in grads]
+        sums = self._device_element_sums(grad_rows, ms, vs, eps)
         grad_dot_param = torch.stack([torch.dot(g, p.reshape(-1)) for g, p in zip(grad_rows, params)])
-        columns = [*before[:3], param_norms, update_norms, lr_p, before[3], grad_dot_param, *before[4:]]
+        columns = [grad_norms, *sums[:2], param_norms, update_norms, lr_p, sums[2], grad_dot_param, *sums[3:]]
         rows = torch.stack(columns, dim=1)
         flag = (clip < 1.0).to(rows.dtype).reshape(1)
         host = torch.cat([rows.reshape(-1), flag]).tolist()
@@ -221,20 +220,18 @@ class CIAO(torch.optim.Optimizer):
         return all(x.is_contiguous() and x.dtype == torch.float32 for x in fusable)
 
     def _host_reductions(self, grads, grad_norms, param_norms, update_norms, lr_p, clip) -> Tuple[Rows, bool]:
-        """The rows of ``update(reductions=True)`` on the CPU, after the update: the norms the
-        update computed, and the element sums from the core's fused pass over g, m, v, u and the
-        new p (``_element_reductions``, which reads the buffers through their data pointers:
-        all float32, contiguous and alive for the call)."""
+        """The rows of ``update(reductions=True)`` on the CPU, after the update: the core's fused
+        pass over g, m, v, u and the new p (``_element_reductions``, which reads the buffers
+        through their data pointers: all float32, contiguous and alive for the call), with the
+        norms and learning rates the update computed filled in."""
         buffers = [
             (p.numel(), g.data_ptr(), m.data_ptr(), v.data_ptr(), x.data_ptr(), p.data_ptr())
             for p, g, m, v, x in zip(self._params, grads, self._ms, self._vs, self._u_rows)
         ]
-        sums = _element_reductions(buffers, self._bc1, self._hyper["eps"])
+        rows = _element_reductions(buffers, self._bc1, self._hyper["eps"])
         known = torch.stack([grad_norms, param_norms, update_norms, lr_p], dim=1).tolist()
-        rows = [
-            [float(b[0]), gn, mhat, diff, pn, un, lr, g_mhat, g_p, g_u, count, logs]
-            for b, (gn, pn, un, lr), (mhat, diff, g_mhat, g_p, g_u, count, logs) in zip(buffers, known, sums)
-        ]
+        for row, (grad_norm, param_norm, update_norm, tensor_lr) in zip(rows, known):
+            row[1], row[4], row[5], row[6] = grad_norm, param_norm, update_norm, tensor_lr
         return rows, clip.item() < 1.0
 
     def _tensor_lrs(self, param_norms, update_norms) -> torch.Tensor:
@@ -248,7 +245,7 @@ class CIAO(torch.optim.Optimizer):
         ratio = (param_norms / un).clamp_(min=TRUST_FLOOR)
         return torch.where(trusted, ratio, 1.0).mul_(h["lr"])
 
-    def _reductions_before_update(self, grad_rows, ms, vs, eps) -> List[torch.Tensor]:
+    def _device_element_sums(self, grad_rows, ms, vs, eps) -> List[torch.Tensor]:
         """‖m̂‖, ‖m̂ − g‖, g·m̂, g·u, #(v > eps), Σ ln(|u| + δ), per tensor (g flat, u in
         self._u), with m̂ = m / bc1 never stored whole."""
         work, bc1 = self._work, self._bc1

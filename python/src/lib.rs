@@ -561,10 +561,10 @@ fn ciao_reference(
 /// `(numel, grad, m, v, update, param)`, the last five the `data_ptr()` of contiguous float32
 /// CPU tensors of `numel` elements that stay alive and unchanged during the call (the caller,
 /// `lhopt.torch.CIAO`, checks that; these are not checked here beyond null and alignment, so the
-/// function is private). Returns per tensor ‖m̂‖, ‖m̂ − g‖, g·m̂, g·p, g·u, #(v > eps) and
-/// Σ ln(|u| + δ).
+/// function is private). Returns one row per tensor in `REDUCTION_FIELDS` order, with the fields
+/// the pass does not compute (‖g‖, ‖p‖, ‖u‖, `lr_p`) at 0 for the caller to fill in.
 #[pyfunction(name = "_element_reductions")]
-fn element_reductions(tensors: Vec<[usize; 6]>, bc1: f32, eps: f32) -> PyResult<Vec<[f64; 7]>> {
+fn element_reductions(tensors: Vec<[usize; 6]>, bc1: f32, eps: f32) -> PyResult<Vec<[f64; 12]>> {
     tensors
         .iter()
         .map(|&[numel, grad, m, v, update, param]| {
@@ -591,15 +591,7 @@ fn element_reductions(tensors: Vec<[usize; 6]>, bc1: f32, eps: f32) -> PyResult<
             };
             let mut r = TensorReductions::default();
             ciao::element_reductions(&buffers, bc1, eps, &mut r).map_err(core_err)?;
-            Ok([
-                r.mhat_norm.into(),
-                r.mhat_minus_grad_norm.into(),
-                r.grad_dot_mhat.into(),
-                r.grad_dot_param.into(),
-                r.grad_dot_update.into(),
-                r.count_v_gt_eps.into(),
-                r.sum_log_abs_update.into(),
-            ])
+            Ok(r.to_array())
         })
         .collect()
 }
