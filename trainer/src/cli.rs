@@ -389,6 +389,11 @@ pub struct EvalArgs {
     /// row per peak, comma-separated (e.g. 1e-2,3e-2,1e-1): what the warm start clones, open loop.
     #[arg(long, value_delimiter = ',', value_name = "PEAKS")]
     pub schedules: Vec<f32>,
+    /// The --schedules rows back off as the closed-loop teacher does (`imitation.back_off`):
+    /// when the interval's mean training loss rose by more than RISE in log since the previous
+    /// decision, the lr halves and the peak drops to match. Default: open loop.
+    #[arg(long, value_name = "RISE", requires = "schedules")]
+    pub schedule_back_off: Option<f32>,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
     /// "vs default" column (one run to the largest; outside the range only a bound is reported).
     #[arg(long, value_delimiter = ',', default_values_t = eval::DEFAULT_BUDGET_FACTORS)]
@@ -666,13 +671,24 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         }
         controllers.push(Controller::Alternative(alternative));
     }
+    if let Some(rise) = args
+        .schedule_back_off
+        .filter(|r| !(r.is_finite() && *r >= 0.0))
+    {
+        return Err(Error::Usage(format!(
+            "--schedule-back-off wants a finite rise of at least 0, got {rise}"
+        )));
+    }
     for &peak in &args.schedules {
         if !(peak.is_finite() && peak > 0.0) {
             return Err(Error::Usage(format!(
                 "--schedules wants positive learning rates, got {peak}"
             )));
         }
-        controllers.push(Controller::Schedule { peak });
+        controllers.push(Controller::Schedule {
+            peak,
+            back_off: args.schedule_back_off.unwrap_or(f32::INFINITY),
+        });
     }
     let bars = MultiProgress::new();
     let grid_bar = bars.add(progress_bar("baseline runs"));

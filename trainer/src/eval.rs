@@ -44,6 +44,8 @@ pub enum Controller {
     Schedule {
         /// Peak learning rate (CIAO units).
         peak: f32,
+        /// The teacher's back-off threshold (`f32::INFINITY`: open loop).
+        back_off: f32,
     },
 }
 
@@ -55,7 +57,10 @@ impl Controller {
             Controller::Fixed(_) => "fixed".into(),
             Controller::Policy { file, .. } => file.name.clone(),
             Controller::Alternative(a) => a.name().into(),
-            Controller::Schedule { peak } => format!("schedule-{peak:e}"),
+            Controller::Schedule { peak, back_off } if back_off.is_finite() => {
+                format!("schedule-{peak:e}-back-off-{back_off}")
+            }
+            Controller::Schedule { peak, .. } => format!("schedule-{peak:e}"),
         }
     }
 
@@ -92,14 +97,18 @@ impl Controller {
                 };
                 env::run_episode(task, &cfg, file.agent()?.as_mut())
             }
-            Controller::Schedule { peak } => {
+            Controller::Schedule { peak, back_off } => {
                 let cfg = EpisodeConfig {
                     total_steps: steps,
                     decisions,
                     initial: Hyperparams::INITIAL,
                     hide_eval,
                 };
-                env::run_episode(task, &cfg, &mut Teacher::new(*peak, Hyperparams::INITIAL))
+                env::run_episode(
+                    task,
+                    &cfg,
+                    &mut Teacher::new(*peak, *back_off, Hyperparams::INITIAL),
+                )
             }
         }
     }

@@ -19,7 +19,8 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use lhopt_core::action::{CLIP_FRAC_SHIFTS, HALVE_HOLD_DOUBLE, LAMB_SCALES, LR_SCALES};
 use lhopt_core::math::logit;
-use lhopt_core::{Action, Hyperparams, OBS_DIM, observation::OBS_PROGRESS};
+use lhopt_core::observation::{OBS_CHECKPOINTS, OBS_LOSS_RATIO, OBS_PROGRESS, OBS_TRAIN_LOSS};
+use lhopt_core::{Action, Hyperparams, OBS_DIM, Restart};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -61,6 +62,10 @@ pub struct ImitationConfig {
     pub dagger_rounds: u32,
     /// Behaviour-cloning gradient steps after each DAgger round.
     pub dagger_steps: u64,
+    /// The teacher backs off (halves the lr and lowers its peak to match) when the interval's
+    /// mean training loss rose by more than this in log since the previous decision, or is not
+    /// finite; `inf` keeps it open loop ([`Teacher`]).
+    pub back_off: f64,
 }
 
 impl Default for ImitationConfig {
@@ -74,6 +79,7 @@ impl Default for ImitationConfig {
             batch: 32,
             dagger_rounds: 2,
             dagger_steps: 200,
+            back_off: f64::INFINITY,
         }
     }
 }
@@ -81,20 +87,34 @@ impl Default for ImitationConfig {
 /// The teacher: follows `peak × (1 − p)` with the lr head's relative actions and steers every
 /// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
 /// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
+///
+/// Closed loop: when the interval's mean training loss rose by more than `back_off` in log
+/// (or is not finite) since the previous decision, the schedule's peak drops so that the lr it
+/// wants now is half the lr in force, and stays there (the line still decays to 0 by the end);
+/// if the loss is then that much worse than the best one so far, which it keeps saved in
+/// checkpoint register 0, it loads that checkpoint. So a peak that is too high for the task is
+/// cut where the task shows it, and the clone sees a rising loss answered.
 #[derive(Clone, Debug)]
 pub struct Teacher {
     peak: f32,
+    /// The peak after backing off (`peak` until the loss first rises).
+    lowered_peak: f32,
+    back_off: f32,
     start: Hyperparams,
     h: Hyperparams,
     decisions: u32,
 }
 
 impl Teacher {
-    /// A teacher aiming at peak learning rate `peak`, for a run starting from `start`.
-    pub fn new(peak: f32, start: Hyperparams) -> Self {
+    /// A teacher aiming at peak learning rate `peak`, for a run starting from `start`, backing
+    /// off when the training loss rises by more than `back_off` in log (`f32::INFINITY`: open
+    /// loop, never).
+    pub fn new(peak: f32, back_off: f32, start: Hyperparams) -> Self {
         let start = start.clamped();
         Self {
             peak,
+            lowered_peak: peak,
+            back_off,
             start,
             h: start,
             decisions: 0,
@@ -104,11 +124,51 @@ impl Teacher {
     /// The learning rate the schedule wants over the interval that starts at progress `p` and
     /// ends at `p + dp`: its value at the interval's midpoint.
     fn target_lr(&self, p: f32, dp: f32) -> f32 {
-        (self.peak * (1.0 - (p + 0.5 * dp))).max(Hyperparams::INITIAL.lr * 1e-3)
+        (self.lowered_peak * (1.0 - (p + 0.5 * dp))).max(Hyperparams::INITIAL.lr * 1e-3)
+    }
+
+    /// Reads the observation of the next decision, with the run's hyperparameters at `h`, and
+    /// returns the teacher's action from there (DAgger labels the clone's own runs with this).
+    pub fn label(&mut self, obs: &[f32], h: Hyperparams) -> Action {
+        self.h = h;
+        let p = obs[OBS_PROGRESS];
+        self.decisions += 1;
+        // Decisions are evenly spaced: the k-th comes at p = k·Δp.
+        let dp = p / self.decisions as f32;
+        let restart = if self.back_off.is_finite() {
+            self.react(obs, p)
+        } else {
+            Restart::None
+        };
+        self.action(p, dp, restart)
+    }
+
+    /// The closed loop: keeps the best training loss so far in register 0; where the loss rose
+    /// by more than `back_off` since the previous decision (or is not finite), lowers the peak to
+    /// halve the lr, and loads register 0 when the loss is that much worse than the one saved.
+    fn react(&mut self, obs: &[f32], p: f32) -> Restart {
+        let limit = self.back_off.tanh();
+        let loss_valid = obs[OBS_TRAIN_LOSS] < 0.5 && obs[OBS_TRAIN_LOSS + 1] < 0.5;
+        // At the first decision the ratio is undefined: 0, not flagged.
+        let rose = obs[OBS_LOSS_RATIO] > 0.5 || obs[OBS_LOSS_RATIO + 1] > limit;
+        // Register 0: tanh(ln(L_saved / L_now)) and the progress it was saved at (−1: empty).
+        let (saved_vs_now, saved_at) = (obs[OBS_CHECKPOINTS], obs[OBS_CHECKPOINTS + 1]);
+        let saved = saved_at >= 0.0;
+        if rose {
+            self.lowered_peak = self.lowered_peak.min(0.5 * self.h.lr / (1.0 - p).max(1e-3));
+            if saved && (!loss_valid || saved_vs_now < -limit) {
+                return Restart::Load(0);
+            }
+        }
+        if loss_valid && (!saved || saved_vs_now >= 0.0) {
+            Restart::Save(0)
+        } else {
+            Restart::None
+        }
     }
 
     /// The action that brings the hyperparameters `h` nearest to the schedule at progress `p`.
-    fn action(&self, p: f32, dp: f32) -> Action {
+    fn action(&self, p: f32, dp: f32, restart: Restart) -> Action {
         let h = &self.h;
         let init = &Hyperparams::INITIAL;
         let nearest_log = |value: f32, target: f32, table: &[f32]| -> u8 {
@@ -128,7 +188,7 @@ impl Teacher {
                 clip_shift,
                 nearest_log(h.clip_ombeta, init.clip_ombeta, &HALVE_HOLD_DOUBLE),
                 nearest_log(h.lamb_ombeta, init.lamb_ombeta, &LAMB_SCALES),
-                Action::HOLD.choices[8],
+                restart.to_choice(),
             ],
         }
     }
@@ -152,15 +212,12 @@ fn nearest(table: &[f32], distance: impl Fn(f32) -> f32) -> u8 {
 impl Agent for Teacher {
     fn reset(&mut self) {
         self.h = self.start;
+        self.lowered_peak = self.peak;
         self.decisions = 0;
     }
 
     fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action {
-        let p = obs[OBS_PROGRESS];
-        self.decisions += 1;
-        // Decisions are evenly spaced: the k-th comes at p = k·Δp.
-        let dp = p / self.decisions as f32;
-        let action = self.action(p, dp);
+        let action = self.label(obs, self.h);
         self.h = lhopt_core::apply(&self.h, &action);
         action
     }
@@ -216,8 +273,15 @@ fn run_on(
 }
 
 /// One teacher run of `task` at `peak` from `initial`.
-fn teacher_run(task: &MetaTask, pool: &Pool, peak: f64, initial: Hyperparams) -> Result<Trace> {
-    run_on(task, pool, initial, &mut Teacher::new(peak as f32, initial))
+fn teacher_run(
+    task: &MetaTask,
+    cfg: &ImitationConfig,
+    pool: &Pool,
+    peak: f64,
+    initial: Hyperparams,
+) -> Result<Trace> {
+    let mut teacher = Teacher::new(peak as f32, cfg.back_off as f32, initial);
+    run_on(task, pool, initial, &mut teacher)
 }
 
 /// Runs the teacher's grid on `task`; `None` when the task's reference cannot define a reward.
@@ -237,7 +301,7 @@ pub fn teach(
         traces: Vec::with_capacity(cfg.peaks.len()),
     };
     for &peak in &cfg.peaks {
-        let trace = teacher_run(task, pool, peak, Hyperparams::INITIAL)?;
+        let trace = teacher_run(task, cfg, pool, peak, Hyperparams::INITIAL)?;
         runs.log_speedups
             .push(final_log_speedup(&curve, &trace, task.steps));
         runs.traces.push(trace);
@@ -300,7 +364,7 @@ pub fn demonstrate(
     let mut rng = ChaCha8Rng::seed_from_u64(mix(task.seed, 0x7EAC_4E50));
     for _ in 0..cfg.perturbed_demos {
         let initial = rollout::perturb(&mut rng);
-        let trace = teacher_run(&task, pool, peak, initial)?;
+        let trace = teacher_run(&task, cfg, pool, peak, initial)?;
         episodes.push(episode(&curve, &trace, &initial, task.steps));
     }
     Ok(Demonstrations {
@@ -394,6 +458,12 @@ pub fn run(
         return Err(Error::Usage(
             "imitation.peaks must not be empty and imitation.batch must be at least 1".into(),
         ));
+    }
+    if cfg.back_off.is_nan() || cfg.back_off < 0.0 {
+        return Err(Error::Usage(format!(
+            "imitation.back_off is a rise in log training loss, at least 0 (inf: open loop); got {}",
+            cfg.back_off
+        )));
     }
     let tasks: Vec<MetaTask> = (0..cfg.tasks)
         .map(|i| MetaTask::sample(&run_cfg.rollout, run_seed, i))
@@ -512,13 +582,15 @@ fn student_run(
     let mut agent = PolicyAgent::new(&net.actor, ActMode::Greedy, task.seed);
     let trace = run_on(task, pool, initial, &mut agent)?;
     let mut episode = episode(&demo.curve, &trace, &initial, task.steps);
+    // The teacher follows the clone's run: it reads each observation the clone saw (so it backs
+    // off where the clone's loss rose) from the hyperparameters the clone had reached.
+    let mut teacher = Teacher::new(demo.peak as f32, run_cfg.imitation.back_off as f32, initial);
     let mut before = initial;
     let mut agree = 0usize;
-    for (k, (d, label)) in trace.decisions.iter().zip(&mut episode.actions).enumerate() {
-        let teacher =
-            Teacher::new(demo.peak as f32, before).action(d.progress, d.progress / (k + 1) as f32);
-        agree += usize::from(teacher.choices[0] == d.action.choices[0]);
-        *label = teacher.choices;
+    for (d, label) in trace.decisions.iter().zip(&mut episode.actions) {
+        let wanted = teacher.label(&d.obs, before);
+        agree += usize::from(wanted.choices[0] == d.action.choices[0]);
+        *label = wanted.choices;
         before = d.hyper;
     }
     let log_speedup = *rollout::episode_potentials(&demo.curve, &trace, task.steps)
@@ -613,7 +685,7 @@ mod tests {
 
     /// Drives a teacher through `k` evenly spaced decisions and returns the lr after each.
     fn lr_path(peak: f32, start: Hyperparams, k: u32) -> Vec<f32> {
-        let mut t = Teacher::new(peak, start);
+        let mut t = Teacher::new(peak, f32::INFINITY, start);
         t.reset();
         (1..=k)
             .map(|i| {
@@ -652,7 +724,7 @@ mod tests {
             clip_frac: 0.5,
             ..Hyperparams::INITIAL
         };
-        let mut t = Teacher::new(1e-3, start);
+        let mut t = Teacher::new(1e-3, f32::INFINITY, start);
         t.reset();
         for i in 1..=16 {
             let mut obs = [0.0; OBS_DIM];
@@ -672,10 +744,84 @@ mod tests {
         );
         assert!((logit(h.clip_frac) - logit(init.clip_frac)).abs() <= 0.15 + 1e-6);
         // Unperturbed, every head but lr holds.
-        let mut t = Teacher::new(1e-3, Hyperparams::INITIAL);
+        let mut t = Teacher::new(1e-3, f32::INFINITY, Hyperparams::INITIAL);
         t.reset();
-        let a = t.action(0.5, 0.0625);
+        let a = t.action(0.5, 0.0625, Restart::None);
         assert_eq!(&a.choices[1..], &Action::HOLD.choices[1..]);
+    }
+
+    /// The lr after each of `k` evenly spaced decisions of a teacher that sees the training
+    /// loss's log-ratio `rise(i)` at decision i (NaN: the loss was not finite).
+    fn lr_path_seeing(teacher: &mut Teacher, k: u32, rise: impl Fn(u32) -> f32) -> Vec<f32> {
+        teacher.reset();
+        (1..=k)
+            .map(|i| {
+                let mut obs = [0.0; OBS_DIM];
+                obs[OBS_PROGRESS] = i as f32 / k as f32;
+                let x = rise(i);
+                obs[OBS_LOSS_RATIO] = if x.is_nan() { 1.0 } else { 0.0 };
+                obs[OBS_LOSS_RATIO + 1] = if x.is_nan() { 0.0 } else { x.tanh() };
+                teacher.act(&obs);
+                teacher.h.lr
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_closed_loop_teacher_backs_off_where_the_loss_rises_and_only_there() {
+        let open = lr_path(1e-1, Hyperparams::INITIAL, 32);
+        let mut closed = Teacher::new(1e-1, 0.05, Hyperparams::INITIAL);
+        // A falling loss, or one rising by less than the threshold: the open-loop path.
+        assert_eq!(lr_path_seeing(&mut closed, 32, |_| -0.1), open);
+        assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.04), open);
+        // The loss rises at decision 4 (lr 8e-3 in force, doubling to the peak): the lr halves
+        // there, and from then on follows the lowered line down instead of climbing again.
+        let path = lr_path_seeing(&mut closed, 32, |i| if i == 4 { 0.2 } else { -0.1 });
+        assert_eq!(&path[..4], &[2e-3, 4e-3, 8e-3, 4e-3]);
+        assert!(path[4..].iter().all(|&lr| lr <= 4e-3 * 1.1), "{path:?}");
+        assert!(*path.last().unwrap() < 4e-3 * 0.2, "{path:?}");
+        // A non-finite loss counts as a rise, and each further rise halves again.
+        let path = lr_path_seeing(&mut closed, 32, |i| if i >= 5 { f32::NAN } else { -0.1 });
+        assert_eq!(&path[3..7], &[16e-3, 8e-3, 4e-3, 2e-3]);
+        // Open loop, neither moves it.
+        let mut open_teacher = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL);
+        assert_eq!(lr_path_seeing(&mut open_teacher, 32, |_| f32::NAN), open);
+    }
+
+    #[test]
+    fn the_closed_loop_teacher_keeps_the_best_checkpoint_and_loads_it_after_a_rise() {
+        let obs = |rise: f32, saved: Option<f32>| {
+            let mut o = [0.0; OBS_DIM];
+            o[OBS_PROGRESS] = 0.5;
+            o[OBS_LOSS_RATIO + 1] = rise.tanh();
+            // Register 0 holds ln(L_saved / L_now) = `saved`, or is empty.
+            o[OBS_CHECKPOINTS] = saved.map_or(0.0, f32::tanh);
+            o[OBS_CHECKPOINTS + 1] = if saved.is_some() { 0.25 } else { -1.0 };
+            o
+        };
+        let restart = |o: [f32; OBS_DIM]| {
+            Teacher::new(1e-1, 0.05, Hyperparams::INITIAL)
+                .label(&o, Hyperparams::INITIAL)
+                .restart()
+        };
+        // A new best (or the first) loss is saved; a worse one that did not rise much is not.
+        assert_eq!(restart(obs(-0.1, None)), Restart::Save(0));
+        assert_eq!(restart(obs(-0.1, Some(0.1))), Restart::Save(0));
+        assert_eq!(restart(obs(0.04, Some(-0.3))), Restart::None);
+        // A rise: load the saved best if the loss is now clearly worse than it, else keep going.
+        assert_eq!(restart(obs(0.2, Some(-0.3))), Restart::Load(0));
+        assert_eq!(restart(obs(0.2, Some(-0.01))), Restart::None);
+        // Nothing saved yet: what there is gets saved.
+        assert_eq!(restart(obs(0.2, None)), Restart::Save(0));
+        // A non-finite loss (flagged): load whatever is saved.
+        let mut diverged = obs(0.0, Some(0.0));
+        diverged[OBS_LOSS_RATIO] = 1.0;
+        diverged[OBS_TRAIN_LOSS] = 1.0;
+        assert_eq!(restart(diverged), Restart::Load(0));
+        // Open loop: never touches the registers.
+        let open = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL)
+            .label(&diverged, Hyperparams::INITIAL);
+        assert_eq!(open.restart(), Restart::None);
     }
 
     fn runs_scoring(log_speedups: &[f64]) -> TeacherRuns {

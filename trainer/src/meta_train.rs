@@ -120,6 +120,75 @@ impl MetaTrainConfig {
     }
 }
 
+/// Decodes a checkpoint file. Postcard writes no field names, so a layout is accepted only
+/// when it consumes the whole file; a file of the layout before `imitation.back_off` existed
+/// loads with the open-loop teacher it was trained with.
+fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, postcard::Error> {
+    fn exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, postcard::Error> {
+        match postcard::take_from_bytes(bytes)? {
+            (value, []) => Ok(value),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
+    }
+    exact::<Checkpoint>(bytes).or_else(|e| {
+        exact::<CheckpointBeforeBackOff>(bytes)
+            .map(Into::into)
+            .map_err(|_| e)
+    })
+}
+
+/// The checkpoint layout before `imitation.back_off` (the same fields, flattened as postcard
+/// lays nested structs out).
+#[derive(Deserialize)]
+struct CheckpointBeforeBackOff {
+    seed: u64,
+    preset: String,
+    updates: u64,
+    plot_every: u64,
+    name: String,
+    tasks: u64,
+    peaks: Vec<f64>,
+    peak_tolerance: f64,
+    perturbed_demos: u32,
+    steps: u64,
+    batch: usize,
+    dagger_rounds: u32,
+    dagger_steps: u64,
+    ppo: PpoConfig,
+    rollout: RolloutConfig,
+    progress: RunProgress,
+    learner: LearnerState,
+}
+
+impl From<CheckpointBeforeBackOff> for Checkpoint {
+    fn from(c: CheckpointBeforeBackOff) -> Self {
+        Checkpoint {
+            config: MetaTrainConfig {
+                seed: c.seed,
+                preset: c.preset,
+                updates: c.updates,
+                plot_every: c.plot_every,
+                name: c.name,
+                imitation: ImitationConfig {
+                    tasks: c.tasks,
+                    peaks: c.peaks,
+                    peak_tolerance: c.peak_tolerance,
+                    perturbed_demos: c.perturbed_demos,
+                    steps: c.steps,
+                    batch: c.batch,
+                    dagger_rounds: c.dagger_rounds,
+                    dagger_steps: c.dagger_steps,
+                    back_off: f64::INFINITY,
+                },
+                ppo: c.ppo,
+                rollout: c.rollout,
+            },
+            progress: c.progress,
+            learner: c.learner,
+        }
+    }
+}
+
 /// Counters of a run, kept across resumes.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct RunProgress {
@@ -153,7 +222,7 @@ impl Checkpoint {
             path: path.to_owned(),
             source,
         })?;
-        postcard::from_bytes(&bytes).map_err(|e| {
+        decode(&bytes).map_err(|e| {
             Error::Checkpoint(format!(
                 "{} is not a readable checkpoint of this version ({e}); a checkpoint loads only in \
                  the lhopt version that wrote it, so export its policy with that version",
@@ -769,6 +838,27 @@ mod tests {
         default.rollout.workers = 0;
         default.name = cfg.name.clone();
         assert_eq!(cfg, default);
+    }
+
+    #[test]
+    fn checkpoints_from_before_the_closed_loop_teacher_still_load_and_round_trip() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
+        let old = Checkpoint::load(&root.join("v3-warm/checkpoint.bin")).unwrap();
+        assert_eq!(old.config.imitation.back_off, f64::INFINITY);
+        assert_eq!(old.config.imitation.tasks, 128);
+        assert!(old.actor_critic().is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.bin");
+        let mut new = old.clone();
+        new.config.imitation.back_off = 0.05;
+        new.save(&path).unwrap();
+        let again = Checkpoint::load(&path).unwrap();
+        assert_eq!(again.config, new.config);
+        assert_eq!(again.learner.vars, old.learner.vars);
+        // A truncated file is an error that names the file, not a misread.
+        std::fs::write(&path, &std::fs::read(&path).unwrap()[..1000]).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("c.bin"), "{err}");
     }
 
     #[test]
