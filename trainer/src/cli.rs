@@ -390,8 +390,9 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',', value_name = "PEAKS")]
     pub schedules: Vec<f32>,
     /// The --schedules rows back off as the closed-loop teacher does (`imitation.back_off`):
-    /// when the interval's mean training loss rose by more than RISE in log since the previous
-    /// decision, the lr halves and the peak drops to match. Default: open loop.
+    /// when the interval's mean training loss is more than RISE in log above the best so far,
+    /// the best checkpoint is reloaded, the lr halves and the peak drops to match. Default: open
+    /// loop.
     #[arg(long, value_name = "RISE", requires = "schedules")]
     pub schedule_back_off: Option<f32>,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the

@@ -19,7 +19,7 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use lhopt_core::action::{CLIP_FRAC_SHIFTS, HALVE_HOLD_DOUBLE, LAMB_SCALES, LR_SCALES};
 use lhopt_core::math::logit;
-use lhopt_core::observation::{OBS_CHECKPOINTS, OBS_LOSS_RATIO, OBS_PROGRESS, OBS_TRAIN_LOSS};
+use lhopt_core::observation::{OBS_CHECKPOINTS, OBS_PROGRESS, OBS_TRAIN_LOSS};
 use lhopt_core::{Action, Hyperparams, OBS_DIM, Restart};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -62,9 +62,9 @@ pub struct ImitationConfig {
     pub dagger_rounds: u32,
     /// Behaviour-cloning gradient steps after each DAgger round.
     pub dagger_steps: u64,
-    /// The teacher backs off (halves the lr and lowers its peak to match) when the interval's
-    /// mean training loss rose by more than this in log since the previous decision, or is not
-    /// finite; `inf` keeps it open loop ([`Teacher`]).
+    /// The teacher backs off (reloads its best checkpoint, halves the lr and lowers its peak to
+    /// match) when the interval's mean training loss is more than this in log above the best so
+    /// far, or is not finite; `inf` keeps it open loop ([`Teacher`]).
     pub back_off: f64,
 }
 
@@ -88,12 +88,14 @@ impl Default for ImitationConfig {
 /// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
 /// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
 ///
-/// Closed loop: when the interval's mean training loss rose by more than `back_off` in log
-/// (or is not finite) since the previous decision, the schedule's peak drops so that the lr it
-/// wants now is half the lr in force, and stays there (the line still decays to 0 by the end);
-/// if the loss is then that much worse than the best one so far, which it keeps saved in
-/// checkpoint register 0, it loads that checkpoint. So a peak that is too high for the task is
-/// cut where the task shows it, and the clone sees a rising loss answered.
+/// Closed loop: it keeps the best training loss so far (the interval's mean) in checkpoint
+/// register 0. When the loss is more than `back_off` in log above that best (or is not finite),
+/// it loads the checkpoint and the schedule's peak drops so that the lr it wants is half the lr
+/// in force, for the rest of the run (the line still decays to 0 by the end). So a peak that is
+/// too high for the task is cut where the task shows it, and the clone sees a diverging run
+/// answered. The test is against the best so far, not the previous interval: minibatch noise
+/// moves consecutive intervals by more than a divergence does at first (measured: a 10% rise
+/// between intervals, on fixed-peak schedules, fired on healthy runs and cost 1.20x → 1.05x).
 #[derive(Clone, Debug)]
 pub struct Teacher {
     peak: f32,
@@ -143,24 +145,23 @@ impl Teacher {
         self.action(p, dp, restart)
     }
 
-    /// The closed loop: keeps the best training loss so far in register 0; where the loss rose
-    /// by more than `back_off` since the previous decision (or is not finite), lowers the peak to
-    /// halve the lr, and loads register 0 when the loss is that much worse than the one saved.
+    /// The closed loop ([`Teacher`]): the register operation it asks for, lowering the peak when
+    /// the run diverges.
     fn react(&mut self, obs: &[f32], p: f32) -> Restart {
-        let limit = self.back_off.tanh();
         let loss_valid = obs[OBS_TRAIN_LOSS] < 0.5 && obs[OBS_TRAIN_LOSS + 1] < 0.5;
-        // At the first decision the ratio is undefined: 0, not flagged.
-        let rose = obs[OBS_LOSS_RATIO] > 0.5 || obs[OBS_LOSS_RATIO + 1] > limit;
         // Register 0: tanh(ln(L_saved / L_now)) and the progress it was saved at (−1: empty).
         let (saved_vs_now, saved_at) = (obs[OBS_CHECKPOINTS], obs[OBS_CHECKPOINTS + 1]);
         let saved = saved_at >= 0.0;
-        if rose {
+        let diverged = !loss_valid || (saved && saved_vs_now < -self.back_off.tanh());
+        if diverged {
             self.lowered_peak = self.lowered_peak.min(0.5 * self.h.lr / (1.0 - p).max(1e-3));
-            if saved && (!loss_valid || saved_vs_now < -limit) {
-                return Restart::Load(0);
-            }
+            return if saved {
+                Restart::Load(0)
+            } else {
+                Restart::None
+            };
         }
-        if loss_valid && (!saved || saved_vs_now >= 0.0) {
+        if !saved || saved_vs_now >= 0.0 {
             Restart::Save(0)
         } else {
             Restart::None
@@ -750,38 +751,47 @@ mod tests {
         assert_eq!(&a.choices[1..], &Action::HOLD.choices[1..]);
     }
 
-    /// The lr after each of `k` evenly spaced decisions of a teacher that sees the training
-    /// loss's log-ratio `rise(i)` at decision i (NaN: the loss was not finite).
-    fn lr_path_seeing(teacher: &mut Teacher, k: u32, rise: impl Fn(u32) -> f32) -> Vec<f32> {
+    /// Observation at progress `p` of a run whose training loss is `worse` in log above the best
+    /// one saved in register 0 (`None`: nothing saved; NaN: the loss is not finite).
+    fn seeing(p: f32, worse: Option<f32>) -> [f32; OBS_DIM] {
+        let mut o = [0.0; OBS_DIM];
+        o[OBS_PROGRESS] = p;
+        match worse {
+            Some(x) if x.is_nan() => o[OBS_TRAIN_LOSS] = 1.0,
+            Some(x) => o[OBS_CHECKPOINTS] = (-x).tanh(),
+            None => {}
+        }
+        o[OBS_CHECKPOINTS + 1] = if worse.is_some() { 0.25 } else { -1.0 };
+        o
+    }
+
+    /// The lr after each of `k` evenly spaced decisions of `teacher`, seeing `worse(i)` at
+    /// decision i.
+    fn lr_path_seeing(teacher: &mut Teacher, k: u32, worse: impl Fn(u32) -> f32) -> Vec<f32> {
         teacher.reset();
         (1..=k)
             .map(|i| {
-                let mut obs = [0.0; OBS_DIM];
-                obs[OBS_PROGRESS] = i as f32 / k as f32;
-                let x = rise(i);
-                obs[OBS_LOSS_RATIO] = if x.is_nan() { 1.0 } else { 0.0 };
-                obs[OBS_LOSS_RATIO + 1] = if x.is_nan() { 0.0 } else { x.tanh() };
-                teacher.act(&obs);
+                teacher.act(&seeing(i as f32 / k as f32, Some(worse(i))));
                 teacher.h.lr
             })
             .collect()
     }
 
     #[test]
-    fn the_closed_loop_teacher_backs_off_where_the_loss_rises_and_only_there() {
+    fn the_closed_loop_teacher_backs_off_where_the_run_diverges_and_only_there() {
         let open = lr_path(1e-1, Hyperparams::INITIAL, 32);
-        let mut closed = Teacher::new(1e-1, 0.05, Hyperparams::INITIAL);
-        // A falling loss, or one rising by less than the threshold: the open-loop path.
-        assert_eq!(lr_path_seeing(&mut closed, 32, |_| -0.1), open);
-        assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.04), open);
-        // The loss rises at decision 4 (lr 8e-3 in force, doubling to the peak): the lr halves
-        // there, and from then on follows the lowered line down instead of climbing again.
-        let path = lr_path_seeing(&mut closed, 32, |i| if i == 4 { 0.2 } else { -0.1 });
+        let mut closed = Teacher::new(1e-1, 0.3, Hyperparams::INITIAL);
+        // At the best loss so far, or above it by less than the threshold: the open-loop path.
+        assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.0), open);
+        assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.25), open);
+        // The loss is far above its best at decision 4 (lr 8e-3 in force, doubling to the
+        // peak): the lr halves there, and then follows the lowered line down.
+        let path = lr_path_seeing(&mut closed, 32, |i| if i == 4 { 0.5 } else { 0.0 });
         assert_eq!(&path[..4], &[2e-3, 4e-3, 8e-3, 4e-3]);
         assert!(path[4..].iter().all(|&lr| lr <= 4e-3 * 1.1), "{path:?}");
         assert!(*path.last().unwrap() < 4e-3 * 0.2, "{path:?}");
-        // A non-finite loss counts as a rise, and each further rise halves again.
-        let path = lr_path_seeing(&mut closed, 32, |i| if i >= 5 { f32::NAN } else { -0.1 });
+        // A non-finite loss diverges too, and each further divergence halves again.
+        let path = lr_path_seeing(&mut closed, 32, |i| if i >= 5 { f32::NAN } else { 0.0 });
         assert_eq!(&path[3..7], &[16e-3, 8e-3, 4e-3, 2e-3]);
         // Open loop, neither moves it.
         let mut open_teacher = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL);
@@ -789,38 +799,22 @@ mod tests {
     }
 
     #[test]
-    fn the_closed_loop_teacher_keeps_the_best_checkpoint_and_loads_it_after_a_rise() {
-        let obs = |rise: f32, saved: Option<f32>| {
-            let mut o = [0.0; OBS_DIM];
-            o[OBS_PROGRESS] = 0.5;
-            o[OBS_LOSS_RATIO + 1] = rise.tanh();
-            // Register 0 holds ln(L_saved / L_now) = `saved`, or is empty.
-            o[OBS_CHECKPOINTS] = saved.map_or(0.0, f32::tanh);
-            o[OBS_CHECKPOINTS + 1] = if saved.is_some() { 0.25 } else { -1.0 };
-            o
-        };
+    fn the_closed_loop_teacher_keeps_the_best_checkpoint_and_loads_it_when_diverging() {
         let restart = |o: [f32; OBS_DIM]| {
-            Teacher::new(1e-1, 0.05, Hyperparams::INITIAL)
+            Teacher::new(1e-1, 0.3, Hyperparams::INITIAL)
                 .label(&o, Hyperparams::INITIAL)
                 .restart()
         };
-        // A new best (or the first) loss is saved; a worse one that did not rise much is not.
-        assert_eq!(restart(obs(-0.1, None)), Restart::Save(0));
-        assert_eq!(restart(obs(-0.1, Some(0.1))), Restart::Save(0));
-        assert_eq!(restart(obs(0.04, Some(-0.3))), Restart::None);
-        // A rise: load the saved best if the loss is now clearly worse than it, else keep going.
-        assert_eq!(restart(obs(0.2, Some(-0.3))), Restart::Load(0));
-        assert_eq!(restart(obs(0.2, Some(-0.01))), Restart::None);
-        // Nothing saved yet: what there is gets saved.
-        assert_eq!(restart(obs(0.2, None)), Restart::Save(0));
-        // A non-finite loss (flagged): load whatever is saved.
-        let mut diverged = obs(0.0, Some(0.0));
-        diverged[OBS_LOSS_RATIO] = 1.0;
-        diverged[OBS_TRAIN_LOSS] = 1.0;
-        assert_eq!(restart(diverged), Restart::Load(0));
+        // The first loss, or a new best, is saved; one a little above the best is not.
+        assert_eq!(restart(seeing(0.5, None)), Restart::Save(0));
+        assert_eq!(restart(seeing(0.5, Some(-0.1))), Restart::Save(0));
+        assert_eq!(restart(seeing(0.5, Some(0.2))), Restart::None);
+        // Far above the best, or not finite: load the best.
+        assert_eq!(restart(seeing(0.5, Some(0.5))), Restart::Load(0));
+        assert_eq!(restart(seeing(0.5, Some(f32::NAN))), Restart::Load(0));
         // Open loop: never touches the registers.
         let open = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL)
-            .label(&diverged, Hyperparams::INITIAL);
+            .label(&seeing(0.5, Some(0.5)), Hyperparams::INITIAL);
         assert_eq!(open.restart(), Restart::None);
     }
 
