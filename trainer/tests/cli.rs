@@ -257,7 +257,8 @@ fn exit_codes_say_what_went_wrong() {
 }
 
 /// A meta-training run small enough for a test: noisy quadratics only, short episodes, a warm
-/// start on two configurations, tiny minibatches, so one PPO update needs a handful of episodes.
+/// start on two configurations (closed-loop teacher), tiny minibatches, so one PPO update needs
+/// a handful of episodes.
 const TINY_META_TRAIN: &str = r#"
 updates = 1
 plot_every = 1
@@ -268,6 +269,7 @@ steps = 3
 batch = 2
 dagger_rounds = 1
 dagger_steps = 2
+back_off = 0.5
 [ppo]
 minibatch = 16
 minibatches = 2
