@@ -357,7 +357,7 @@ class LHOPT(CIAO):
         nonfinite: str = "raise",
     ):
         if decisions is None:
-            # The middle of the shipped policy's training range (8 to 32 decisions per run,
+            # Inside the shipped policy's training range (8 to 64 decisions per run,
             # policies/default.md): outside it the policy's behaviour is untested.
             decisions = max(1, min(DEFAULT_DECISIONS, int(total_steps)))
         self._controller = Controller(

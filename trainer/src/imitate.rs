@@ -79,7 +79,7 @@ impl Default for ImitationConfig {
             batch: 32,
             dagger_rounds: 2,
             dagger_steps: 200,
-            back_off: f64::INFINITY,
+            back_off: 0.5,
         }
     }
 }
