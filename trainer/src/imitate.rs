@@ -99,7 +99,7 @@ impl Default for ImitationConfig {
 #[derive(Clone, Debug)]
 pub struct Teacher {
     peak: f32,
-    /// The peak after backing off (`peak` until the loss first rises).
+    /// The peak after backing off (`peak` until the run first diverges).
     lowered_peak: f32,
     back_off: f32,
     start: Hyperparams,
@@ -109,8 +109,8 @@ pub struct Teacher {
 
 impl Teacher {
     /// A teacher aiming at peak learning rate `peak`, for a run starting from `start`, backing
-    /// off when the training loss rises by more than `back_off` in log (`f32::INFINITY`: open
-    /// loop, never).
+    /// off when the training loss is more than `back_off` in log above its best so far
+    /// (`f32::INFINITY`: open loop, never).
     pub fn new(peak: f32, back_off: f32, start: Hyperparams) -> Self {
         let start = start.clamped();
         Self {
