@@ -684,23 +684,15 @@ fn write_lines(path: &Path, lines: &[ImitationLine]) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// Drives a teacher through `k` evenly spaced decisions and returns the lr after each.
-    fn lr_path(peak: f32, start: Hyperparams, k: u32) -> Vec<f32> {
-        let mut t = Teacher::new(peak, f32::INFINITY, start);
-        t.reset();
-        (1..=k)
-            .map(|i| {
-                let mut obs = [0.0; OBS_DIM];
-                obs[OBS_PROGRESS] = i as f32 / k as f32;
-                t.act(&obs);
-                t.h.lr
-            })
-            .collect()
+    /// The lr after each of `k` evenly spaced decisions of an open-loop teacher at `peak`.
+    fn lr_path(peak: f32, k: u32) -> Vec<f32> {
+        let mut open = Teacher::new(peak, f32::INFINITY, Hyperparams::INITIAL);
+        lr_path_seeing(&mut open, k, |_| 0.0)
     }
 
     #[test]
     fn the_teacher_ramps_up_at_most_2x_per_decision_then_decays() {
-        let path = lr_path(3e-2, Hyperparams::INITIAL, 32);
+        let path = lr_path(3e-2, 32);
         // Up from 1e-3 as fast as the head allows: ×2 at each of the first four decisions.
         assert_eq!(&path[..4], &[2e-3, 4e-3, 8e-3, 16e-3]);
         // Once caught up, and while the line falls by less than ×0.9 per decision, it tracks
@@ -779,7 +771,7 @@ mod tests {
 
     #[test]
     fn the_closed_loop_teacher_backs_off_where_the_run_diverges_and_only_there() {
-        let open = lr_path(1e-1, Hyperparams::INITIAL, 32);
+        let open = lr_path(1e-1, 32);
         let mut closed = Teacher::new(1e-1, 0.3, Hyperparams::INITIAL);
         // At the best loss so far, or above it by less than the threshold: the open-loop path.
         assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.0), open);
