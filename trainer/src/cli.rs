@@ -389,10 +389,12 @@ pub struct EvalArgs {
     /// row per peak, comma-separated (e.g. 1e-2,3e-2,1e-1): what the warm start clones, open loop.
     #[arg(long, value_delimiter = ',', value_name = "PEAKS")]
     pub schedules: Vec<f32>,
-    /// The --schedules rows back off as the closed-loop teacher does (`imitation.back_off`):
-    /// when the interval's mean training loss is more than RISE in log above the best so far,
-    /// the best checkpoint is reloaded, the lr halves and the peak drops to match. Default: open
-    /// loop.
+    /// The --schedules rows run closed loop, as the imitation teacher does (`imitation.back_off`):
+    /// they keep their best point in a checkpoint (lowest eval loss; lowest training loss where
+    /// the eval loss is hidden); when the interval's mean training loss is more than RISE in log
+    /// above the saved one, the checkpoint is reloaded, the lr halves and the peak drops to match;
+    /// at the last decision the best-eval checkpoint is restored if the run has moved past it.
+    /// Default: open loop.
     #[arg(long, value_name = "RISE", requires = "schedules")]
     pub schedule_back_off: Option<f32>,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the

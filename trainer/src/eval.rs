@@ -107,7 +107,7 @@ impl Controller {
                 env::run_episode(
                     task,
                     &cfg,
-                    &mut Teacher::new(*peak, *back_off, Hyperparams::INITIAL),
+                    &mut Teacher::new(*peak, *back_off, Hyperparams::INITIAL, decisions),
                 )
             }
         }

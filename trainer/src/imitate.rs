@@ -19,7 +19,7 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use lhopt_core::action::{CLIP_FRAC_SHIFTS, HALVE_HOLD_DOUBLE, LAMB_SCALES, LR_SCALES};
 use lhopt_core::math::logit;
-use lhopt_core::observation::{OBS_CHECKPOINTS, OBS_PROGRESS, OBS_TRAIN_LOSS};
+use lhopt_core::observation::{OBS_CHECKPOINTS, OBS_EVAL_LOSS, OBS_PROGRESS, OBS_TRAIN_LOSS};
 use lhopt_core::{Action, Hyperparams, OBS_DIM, Restart};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -63,8 +63,9 @@ pub struct ImitationConfig {
     /// Behaviour-cloning gradient steps after each DAgger round.
     pub dagger_steps: u64,
     /// The teacher backs off (reloads its best checkpoint, halves the lr and lowers its peak to
-    /// match) when the interval's mean training loss is more than this in log above the best so
-    /// far, or is not finite; `inf` keeps it open loop ([`Teacher`]).
+    /// match) when the interval's mean training loss is more than this in log above the saved
+    /// best, or is not finite, and restores its best eval point at the end; `inf` keeps it open
+    /// loop ([`Teacher`]).
     pub back_off: f64,
 }
 
@@ -88,14 +89,17 @@ impl Default for ImitationConfig {
 /// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
 /// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
 ///
-/// Closed loop: it keeps the best training loss so far (the interval's mean) in checkpoint
-/// register 0. When the loss is more than `back_off` in log above that best (or is not finite),
-/// it loads the checkpoint and the schedule's peak drops so that the lr it wants is half the lr
-/// in force, for the rest of the run (the line still decays to 0 by the end). So a peak that is
-/// too high for the task is cut where the task shows it, and the clone sees a diverging run
-/// answered. The test is against the best so far, not the previous interval: minibatch noise
-/// moves consecutive intervals by more than a divergence does at first (measured: a 10% rise
-/// between intervals, on fixed-peak schedules, fired on healthy runs and cost 1.20x → 1.05x).
+/// Closed loop: it keeps its best point so far in checkpoint register 0: the lowest eval loss
+/// where the run reports one, else the lowest training loss (the interval's mean). When the
+/// training loss is more than `back_off` in log above the saved one (or is not finite), it loads
+/// the checkpoint and the schedule's peak drops so that the lr it wants is half the lr in force,
+/// for the rest of the run (the line still decays to 0 by the end). So a peak that is too high for
+/// the task is cut where the task shows it, and the clone sees a diverging run answered. The test
+/// is against the saved point, not the previous interval: minibatch noise moves consecutive
+/// intervals by more than a divergence does at first (measured: a 10% rise between intervals, on
+/// fixed-peak schedules, fired on healthy runs and cost 1.20x → 1.05x). At the last decision, if
+/// the eval loss is above the saved one (the run overfits), it loads the checkpoint, so the run
+/// ends at its best eval point; the run's last interval then trains at the schedule's end lr.
 #[derive(Clone, Debug)]
 pub struct Teacher {
     peak: f32,
@@ -104,14 +108,20 @@ pub struct Teacher {
     back_off: f32,
     start: Hyperparams,
     h: Hyperparams,
+    /// Decisions in the run (the last one may restore the best eval point).
+    total_decisions: u32,
     decisions: u32,
+    /// The eval loss the run reported for the coming decision (NaN: none).
+    eval_now: f32,
+    /// (progress, eval loss) of every decision so far that saw one: what a saved register holds.
+    evals: Vec<(f32, f32)>,
 }
 
 impl Teacher {
-    /// A teacher aiming at peak learning rate `peak`, for a run starting from `start`, backing
-    /// off when the training loss is more than `back_off` in log above its best so far
-    /// (`f32::INFINITY`: open loop, never).
-    pub fn new(peak: f32, back_off: f32, start: Hyperparams) -> Self {
+    /// A teacher aiming at peak learning rate `peak`, for a run of `decisions` decisions starting
+    /// from `start`, backing off when the training loss is more than `back_off` in log above its
+    /// saved best (`f32::INFINITY`: open loop, never; it then never touches the registers).
+    pub fn new(peak: f32, back_off: f32, start: Hyperparams, decisions: u32) -> Self {
         let start = start.clamped();
         Self {
             peak,
@@ -119,7 +129,10 @@ impl Teacher {
             back_off,
             start,
             h: start,
+            total_decisions: decisions,
             decisions: 0,
+            eval_now: f32::NAN,
+            evals: Vec::new(),
         }
     }
 
@@ -129,16 +142,17 @@ impl Teacher {
         (self.lowered_peak * (1.0 - (p + 0.5 * dp))).max(Hyperparams::INITIAL.lr * 1e-3)
     }
 
-    /// Reads the observation of the next decision, with the run's hyperparameters at `h`, and
-    /// returns the teacher's action from there (DAgger labels the clone's own runs with this).
-    pub fn label(&mut self, obs: &[f32], h: Hyperparams) -> Action {
+    /// Reads the observation of the next decision and the eval loss the run reported there (NaN:
+    /// none), with the run's hyperparameters at `h`, and returns the teacher's action from there
+    /// (DAgger labels the clone's own runs with this).
+    pub fn label(&mut self, obs: &[f32], h: Hyperparams, eval_loss: f32) -> Action {
         self.h = h;
         let p = obs[OBS_PROGRESS];
         self.decisions += 1;
         // Decisions are evenly spaced: the k-th comes at p = k·Δp.
         let dp = p / self.decisions as f32;
         let restart = if self.back_off.is_finite() {
-            self.react(obs, p)
+            self.react(obs, p, eval_loss)
         } else {
             Restart::None
         };
@@ -147,7 +161,7 @@ impl Teacher {
 
     /// The closed loop ([`Teacher`]): the register operation it asks for, lowering the peak when
     /// the run diverges.
-    fn react(&mut self, obs: &[f32], p: f32) -> Restart {
+    fn react(&mut self, obs: &[f32], p: f32, eval_loss: f32) -> Restart {
         let loss_valid = obs[OBS_TRAIN_LOSS] < 0.5 && obs[OBS_TRAIN_LOSS + 1] < 0.5;
         // Register 0: tanh(ln(L_saved / L_now)) and the progress it was saved at (−1: empty).
         let (saved_vs_now, saved_at) = (obs[OBS_CHECKPOINTS], obs[OBS_CHECKPOINTS + 1]);
@@ -161,10 +175,29 @@ impl Teacher {
                 Restart::None
             };
         }
-        if !saved || saved_vs_now >= 0.0 {
-            Restart::Save(0)
-        } else {
-            Restart::None
+        if !(eval_loss.is_finite() && eval_loss > 0.0) {
+            // No eval loss: the best point is the best training loss.
+            return if !saved || saved_vs_now >= 0.0 {
+                Restart::Save(0)
+            } else {
+                Restart::None
+            };
+        }
+        // The register's eval loss, if it was saved at a decision that saw one (the clone's own
+        // saves included, when DAgger relabels its run).
+        let saved_eval = self
+            .evals
+            .iter()
+            .find(|&&(at, _)| saved && (at - saved_at).abs() < 1e-6)
+            .map(|&(_, eval)| eval);
+        self.evals.push((p, eval_loss));
+        let last = self.decisions >= self.total_decisions;
+        match saved_eval {
+            Some(best) if eval_loss > best && last => Restart::Load(0),
+            Some(best) if eval_loss >= best => Restart::None,
+            // A new best: worth saving unless the run ends here.
+            _ if last => Restart::None,
+            _ => Restart::Save(0),
         }
     }
 
@@ -215,10 +248,16 @@ impl Agent for Teacher {
         self.h = self.start;
         self.lowered_peak = self.peak;
         self.decisions = 0;
+        self.eval_now = f32::NAN;
+        self.evals.clear();
+    }
+
+    fn see_eval_loss(&mut self, eval_loss: f32) {
+        self.eval_now = eval_loss;
     }
 
     fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action {
-        let action = self.label(obs, self.h);
+        let action = self.label(obs, self.h, self.eval_now);
         self.h = lhopt_core::apply(&self.h, &action);
         action
     }
@@ -281,7 +320,7 @@ fn teacher_run(
     peak: f64,
     initial: Hyperparams,
 ) -> Result<Trace> {
-    let mut teacher = Teacher::new(peak as f32, cfg.back_off as f32, initial);
+    let mut teacher = Teacher::new(peak as f32, cfg.back_off as f32, initial, task.decisions);
     run_on(task, pool, initial, &mut teacher)
 }
 
@@ -585,11 +624,22 @@ fn student_run(
     let mut episode = episode(&demo.curve, &trace, &initial, task.steps);
     // The teacher follows the clone's run: it reads each observation the clone saw (so it backs
     // off where the clone's loss rose) from the hyperparameters the clone had reached.
-    let mut teacher = Teacher::new(demo.peak as f32, run_cfg.imitation.back_off as f32, initial);
+    let mut teacher = Teacher::new(
+        demo.peak as f32,
+        run_cfg.imitation.back_off as f32,
+        initial,
+        task.decisions,
+    );
     let mut before = initial;
     let mut agree = 0usize;
     for (d, label) in trace.decisions.iter().zip(&mut episode.actions) {
-        let wanted = teacher.label(&d.obs, before);
+        // What the clone's run reported at that decision (NaN where its observation had none).
+        let eval_seen = if d.obs[OBS_EVAL_LOSS] > 0.5 {
+            f32::NAN
+        } else {
+            d.eval_loss as f32
+        };
+        let wanted = teacher.label(&d.obs, before, eval_seen);
         agree += usize::from(wanted.choices[0] == d.action.choices[0]);
         *label = wanted.choices;
         before = d.hyper;
@@ -686,7 +736,7 @@ mod tests {
 
     /// The lr after each of `k` evenly spaced decisions of an open-loop teacher at `peak`.
     fn lr_path(peak: f32, k: u32) -> Vec<f32> {
-        let mut open = Teacher::new(peak, f32::INFINITY, Hyperparams::INITIAL);
+        let mut open = Teacher::new(peak, f32::INFINITY, Hyperparams::INITIAL, k);
         lr_path_seeing(&mut open, k, |_| 0.0)
     }
 
@@ -717,7 +767,7 @@ mod tests {
             clip_frac: 0.5,
             ..Hyperparams::INITIAL
         };
-        let mut t = Teacher::new(1e-3, f32::INFINITY, start);
+        let mut t = Teacher::new(1e-3, f32::INFINITY, start, 16);
         t.reset();
         for i in 1..=16 {
             let mut obs = [0.0; OBS_DIM];
@@ -737,7 +787,7 @@ mod tests {
         );
         assert!((logit(h.clip_frac) - logit(init.clip_frac)).abs() <= 0.15 + 1e-6);
         // Unperturbed, every head but lr holds.
-        let mut t = Teacher::new(1e-3, f32::INFINITY, Hyperparams::INITIAL);
+        let mut t = Teacher::new(1e-3, f32::INFINITY, Hyperparams::INITIAL, 16);
         t.reset();
         let a = t.action(0.5, 0.0625, Restart::None);
         assert_eq!(&a.choices[1..], &Action::HOLD.choices[1..]);
@@ -772,7 +822,7 @@ mod tests {
     #[test]
     fn the_closed_loop_teacher_backs_off_where_the_run_diverges_and_only_there() {
         let open = lr_path(1e-1, 32);
-        let mut closed = Teacher::new(1e-1, 0.3, Hyperparams::INITIAL);
+        let mut closed = Teacher::new(1e-1, 0.3, Hyperparams::INITIAL, 32);
         // At the best loss so far, or above it by less than the threshold: the open-loop path.
         assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.0), open);
         assert_eq!(lr_path_seeing(&mut closed, 32, |_| 0.25), open);
@@ -786,15 +836,15 @@ mod tests {
         let path = lr_path_seeing(&mut closed, 32, |i| if i >= 5 { f32::NAN } else { 0.0 });
         assert_eq!(&path[3..7], &[16e-3, 8e-3, 4e-3, 2e-3]);
         // Open loop, neither moves it.
-        let mut open_teacher = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL);
+        let mut open_teacher = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL, 32);
         assert_eq!(lr_path_seeing(&mut open_teacher, 32, |_| f32::NAN), open);
     }
 
     #[test]
     fn the_closed_loop_teacher_keeps_the_best_checkpoint_and_loads_it_when_diverging() {
         let restart = |o: [f32; OBS_DIM]| {
-            Teacher::new(1e-1, 0.3, Hyperparams::INITIAL)
-                .label(&o, Hyperparams::INITIAL)
+            Teacher::new(1e-1, 0.3, Hyperparams::INITIAL, 16)
+                .label(&o, Hyperparams::INITIAL, f32::NAN)
                 .restart()
         };
         // The first loss, or a new best, is saved; one a little above the best is not.
@@ -805,9 +855,57 @@ mod tests {
         assert_eq!(restart(seeing(0.5, Some(0.5))), Restart::Load(0));
         assert_eq!(restart(seeing(0.5, Some(f32::NAN))), Restart::Load(0));
         // Open loop: never touches the registers.
-        let open = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL)
-            .label(&seeing(0.5, Some(0.5)), Hyperparams::INITIAL);
+        let open = Teacher::new(1e-1, f32::INFINITY, Hyperparams::INITIAL, 16).label(
+            &seeing(0.5, Some(0.5)),
+            Hyperparams::INITIAL,
+            1.0,
+        );
         assert_eq!(open.restart(), Restart::None);
+    }
+
+    #[test]
+    fn with_an_eval_loss_the_teacher_keeps_the_best_eval_point_and_ends_there() {
+        // Eight decisions; the eval loss falls to its best at decision 3, then rises (the run
+        // overfits) while the training loss keeps falling. Returns the teacher's restarts.
+        let evals = [1.0, 0.5, 0.3, 0.35, 0.4, 0.3, 0.45, 0.5];
+        let restarts = |evals: &[f32]| {
+            let k = evals.len() as u32;
+            let mut t = Teacher::new(1e-1, 0.5, Hyperparams::INITIAL, k);
+            t.reset();
+            let mut saved_at = None;
+            let mut out = Vec::new();
+            for (i, &eval) in evals.iter().enumerate() {
+                let p = (i + 1) as f32 / k as f32;
+                // The training loss is below the saved one's: nothing diverges.
+                let mut o = seeing(p, saved_at.map(|_| -0.1));
+                if let Some(at) = saved_at {
+                    o[OBS_CHECKPOINTS + 1] = at;
+                }
+                t.see_eval_loss(eval);
+                let r = t.act(&o).restart();
+                if r == Restart::Save(0) {
+                    saved_at = Some(p);
+                }
+                out.push(r);
+            }
+            out
+        };
+        use Restart::{Load, None as Hold, Save};
+        // Saves each new best (a tie is not one), and the last decision reloads decision 3's.
+        assert_eq!(
+            restarts(&evals),
+            [Save(0), Save(0), Save(0), Hold, Hold, Hold, Hold, Load(0)]
+        );
+        // Ending at a new best: nothing to restore, and no save the run could not use.
+        assert_eq!(restarts(&[1.0, 0.5, 0.2]), [Save(0), Save(0), Hold]);
+        // A register saved where the teacher saw no eval loss is replaced by a point that has one.
+        let mut t = Teacher::new(1e-1, 0.5, Hyperparams::INITIAL, 8);
+        t.see_eval_loss(0.9);
+        assert_eq!(t.act(&seeing(0.5, Some(-0.1))).restart(), Save(0));
+        // Without an eval loss it falls back to the best training loss.
+        let mut t = Teacher::new(1e-1, 0.5, Hyperparams::INITIAL, 1);
+        t.see_eval_loss(f32::NAN);
+        assert_eq!(t.act(&seeing(1.0, Some(0.2))).restart(), Hold);
     }
 
     fn runs_scoring(log_speedups: &[f64]) -> TeacherRuns {

@@ -33,6 +33,10 @@ pub trait Agent {
     fn reset(&mut self);
     /// The action for the raw (un-normalised) observation of one decision.
     fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action;
+    /// Told before each [`Agent::act`]: the eval loss the runtime reported for that decision (NaN
+    /// where it has none or the episode hides it). Policies read it only through the observation;
+    /// the imitation teacher, a hand-written expert, reads the value itself.
+    fn see_eval_loss(&mut self, _eval_loss: f32) {}
 }
 
 /// How one steered episode runs.
@@ -154,6 +158,7 @@ pub fn run_episode(
             },
         };
         let obs = observer.observation(&inputs);
+        agent.see_eval_loss(inputs.eval_loss);
         let action = agent.act(&obs);
         let decision = observer.apply(&action);
         h = decision.hyper;

@@ -86,6 +86,8 @@ struct Script {
     actions: Vec<Action>,
     next: usize,
     seen: Vec<Vec<f32>>,
+    /// What [`Agent::see_eval_loss`] told it before each decision.
+    evals_told: Vec<f32>,
 }
 
 impl Script {
@@ -94,6 +96,7 @@ impl Script {
             actions,
             next: 0,
             seen: Vec::new(),
+            evals_told: Vec::new(),
         }
     }
 }
@@ -102,6 +105,10 @@ impl Agent for Script {
     fn reset(&mut self) {
         self.next = 0;
         self.seen.clear();
+        self.evals_told.clear();
+    }
+    fn see_eval_loss(&mut self, eval_loss: f32) {
+        self.evals_told.push(eval_loss);
     }
     fn act(&mut self, obs: &[f32; OBS_DIM]) -> Action {
         self.seen.push(obs.to_vec());
@@ -166,7 +173,11 @@ fn decisions_happen_every_interval_and_evals_at_each() {
 
 #[test]
 fn a_hidden_eval_loss_is_still_recorded_but_not_observed() {
-    let shown = run_episode(&mut Bowl::new(), &config(20, 2), &mut Script::new(vec![])).unwrap();
+    let mut shown_agent = Script::new(vec![]);
+    let shown = run_episode(&mut Bowl::new(), &config(20, 2), &mut shown_agent).unwrap();
+    // Shown: the agent is told each decision's eval loss before it acts.
+    let recorded: Vec<f32> = shown.decisions.iter().map(|d| d.eval_loss as f32).collect();
+    assert_eq!(shown_agent.evals_told, recorded);
     let mut agent = Script::new(vec![]);
     let hidden_cfg = EpisodeConfig {
         hide_eval: true,
@@ -175,6 +186,9 @@ fn a_hidden_eval_loss_is_still_recorded_but_not_observed() {
     let hidden = run_episode(&mut Bowl::new(), &hidden_cfg, &mut agent).unwrap();
     assert_eq!(shown.decisions[1].eval_loss, hidden.decisions[1].eval_loss);
     assert_ne!(shown.decisions[1].obs, hidden.decisions[1].obs);
+    // Hidden: not told either.
+    assert_eq!(agent.evals_told.len(), 2);
+    assert!(agent.evals_told.iter().all(|e| e.is_nan()));
 }
 
 #[test]
