@@ -85,6 +85,12 @@ impl Default for ImitationConfig {
     }
 }
 
+/// The final share of a run in which the teacher goes back to its best eval point whenever the
+/// eval loss is above it (the lr is below a tenth of its peak there, so little progress is lost).
+/// Restoring at the last decision only gave the clone one such label per overfit run, too rare
+/// to learn (measured: it never restored).
+pub const RESTORE_STRETCH: f32 = 0.1;
+
 /// The teacher: follows `peak × (1 − p)` with the lr head's relative actions and steers every
 /// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
 /// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
@@ -97,9 +103,9 @@ impl Default for ImitationConfig {
 /// the task is cut where the task shows it, and the clone sees a diverging run answered. The test
 /// is against the saved point, not the previous interval: minibatch noise moves consecutive
 /// intervals by more than a divergence does at first (measured: a 10% rise between intervals, on
-/// fixed-peak schedules, fired on healthy runs and cost 1.20x → 1.05x). At the last decision, if
-/// the eval loss is above the saved one (the run overfits), it loads the checkpoint, so the run
-/// ends at its best eval point; the run's last interval then trains at the schedule's end lr.
+/// fixed-peak schedules, fired on healthy runs and cost 1.20x → 1.05x). In the last
+/// [`RESTORE_STRETCH`] of the run and at the last decision, where the eval loss is above the saved
+/// one (the run overfits), it loads the checkpoint, so the run ends at or near its best eval point.
 #[derive(Clone, Debug)]
 pub struct Teacher {
     peak: f32,
@@ -192,8 +198,9 @@ impl Teacher {
             .map(|&(_, eval)| eval);
         self.evals.push((p, eval_loss));
         let last = self.decisions >= self.total_decisions;
+        let restoring = last || p >= 1.0 - RESTORE_STRETCH;
         match saved_eval {
-            Some(best) if eval_loss > best && last => Restart::Load(0),
+            Some(best) if eval_loss > best && restoring => Restart::Load(0),
             Some(best) if eval_loss >= best => Restart::None,
             // A new best: worth saving unless the run ends here.
             _ if last => Restart::None,
@@ -896,6 +903,17 @@ mod tests {
             restarts(&evals),
             [Save(0), Save(0), Save(0), Hold, Hold, Hold, Hold, Load(0)]
         );
+        // Over 16 decisions the final tenth holds two: a new best there is saved (and restored
+        // at the end), and each goes back to the best when it is behind it.
+        let mut long = [0.5; 16];
+        long[..4].copy_from_slice(&[1.0, 0.4, 0.3, 0.6]);
+        long[14] = 0.2;
+        let r = restarts(&long);
+        assert_eq!(&r[..4], &[Save(0), Save(0), Save(0), Hold]);
+        assert!(r[4..14].iter().all(|&x| x == Hold), "{r:?}");
+        assert_eq!(&r[14..], &[Save(0), Load(0)]);
+        long[14] = 0.35;
+        assert_eq!(&restarts(&long)[14..], &[Load(0), Load(0)]);
         // Ending at a new best: nothing to restore, and no save the run could not use.
         assert_eq!(restarts(&[1.0, 0.5, 0.2]), [Save(0), Save(0), Hold]);
         // A register saved where the teacher saw no eval loss is replaced by a point that has one.
