@@ -88,7 +88,8 @@ impl Default for ImitationConfig {
 /// The final share of a run in which the teacher goes back to its best eval point whenever the
 /// eval loss is above it (the lr is below a tenth of its peak there, so little progress is lost).
 /// Restoring at the last decision only gave the clone one such label per overfit run, too rare
-/// to learn (measured: it never restored).
+/// to learn (measured: that clone restored on none of the six held-out 1000-step runs, the
+/// overfit image-MLP seed 0 included).
 pub const RESTORE_STRETCH: f32 = 0.1;
 
 /// The teacher: follows `peak × (1 − p)` with the lr head's relative actions and steers every
