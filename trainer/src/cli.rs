@@ -393,8 +393,8 @@ pub struct EvalArgs {
     /// they keep their best point in a checkpoint (lowest eval loss; lowest training loss where
     /// the eval loss is hidden); when the interval's mean training loss is more than RISE in log
     /// above the saved one, the checkpoint is reloaded, the lr halves and the peak drops to match;
-    /// at the last decision the best-eval checkpoint is restored if the run has moved past it.
-    /// Default: open loop.
+    /// in the last tenth of the run the checkpoint is restored wherever the eval loss is behind
+    /// it. Default: open loop.
     #[arg(long, value_name = "RISE", requires = "schedules")]
     pub schedule_back_off: Option<f32>,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
