@@ -64,8 +64,8 @@ pub struct ImitationConfig {
     pub dagger_steps: u64,
     /// The teacher backs off (reloads its best checkpoint, halves the lr and lowers its peak to
     /// match) when the interval's mean training loss is more than this in log above the saved
-    /// best, or is not finite, and restores its best eval point at the end; `inf` keeps it open
-    /// loop ([`Teacher`]).
+    /// best, or is not finite, and restores its best eval point near the end
+    /// ([`RESTORE_STRETCH`]); `inf` keeps it open loop ([`Teacher`]).
     pub back_off: f64,
 }
 
@@ -120,7 +120,8 @@ pub struct Teacher {
     decisions: u32,
     /// The eval loss the run reported for the coming decision (NaN: none).
     eval_now: f32,
-    /// (progress, eval loss) of every decision so far that saw one: what a saved register holds.
+    /// (progress, eval loss) of every decision so far that saw one and did not back off: what a
+    /// saved register holds (a register saved at any other decision counts as unknown).
     evals: Vec<(f32, f32)>,
 }
 
