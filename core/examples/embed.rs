@@ -23,7 +23,8 @@ impl WithPreset for Train<'_> {
     fn run<const PRE: usize, const H: usize, const POST: usize>(self) -> Result<u64, Error> {
         // Built in place, then loaded: the policy's weights exist once on the stack.
         let mut ctrl = Controller::<PRE, H, POST>::holding(self.cfg, Hyperparams::INITIAL)?;
-        ctrl.load(self.policy, self.cfg, Hyperparams::INITIAL, Mode::Greedy)?;
+        let start = lhopt_core::read_header(self.policy)?.start();
+        ctrl.load(self.policy, self.cfg, start, Mode::Greedy)?;
         Ok(train(&mut ctrl))
     }
 }

@@ -36,7 +36,8 @@
 //! # let policy_bytes = &file[..n]; // in firmware: include_bytes!("policy.lhp")
 //! let policy = FrozenPolicy::<32, 32, 32>::decode(policy_bytes)?;
 //! let cfg = RunConfig { total_steps: 1000, decisions: 20 };
-//! let mut ctl = Controller::new(policy, cfg, Hyperparams::INITIAL, Mode::Greedy)?;
+//! let start: Hyperparams = policy.start(); // where the policy was trained to start
+//! let mut ctl = Controller::new(policy, cfg, start, Mode::Greedy)?;
 //! let mut hyper = ctl.hyper();
 //! let mut steps = 0;
 //! while !ctl.is_finished() {
@@ -119,7 +120,8 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
         PREAMBLE_LEN + 10 + Observer::MAX_ENCODED_LEN + 8 * H + 10 + 11 + CRC_LEN;
 
     /// A controller at the start of a run. `initial` is the run's starting hyperparameters
-    /// (clamped to bounds); see [`Observer::new`]. Errors on an invalid `cfg`.
+    /// (clamped to bounds), usually [`FrozenPolicy::start`]; see [`Observer::new`]. Errors on an
+    /// invalid `cfg`.
     pub fn new(
         policy: FrozenPolicy<PRE, H, POST>,
         cfg: RunConfig,
@@ -295,7 +297,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> Controller<PRE, H, POS
     /// field is checked ([`Error::InvalidState`] names the first one wrong), so a restored
     /// controller never hands out an out-of-bounds hyperparameter. On error `self` is unchanged.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let payload = open_frame(bytes, STATE_MAGIC, STATE_VERSION)?;
+        let (_, payload) = open_frame(bytes, STATE_MAGIC, STATE_VERSION, STATE_VERSION)?;
         let (header, rest) =
             postcard::take_from_bytes::<StateHeader>(payload).map_err(|_| Error::Malformed)?;
         let expected = self.header();

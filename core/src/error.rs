@@ -21,7 +21,7 @@ pub enum Error {
     UnsupportedVersion {
         /// Version in the file.
         found: u16,
-        /// Version this build reads.
+        /// Newest version this build reads (it reads every earlier one it documents).
         supported: u16,
     },
     /// The policy was trained on a different observation definition.
@@ -115,8 +115,8 @@ impl fmt::Display for Error {
             }
             Self::UnsupportedVersion { found, supported } => write!(
                 f,
-                "format version {found} is not supported (this build reads version {supported}); \
-                 re-export the policy with a matching lhopt version"
+                "format version {found} is not supported (this build reads versions up to {supported}); \
+                 use a newer lhopt, or re-export the policy with this one"
             ),
             Self::FeatureSetMismatch { found, expected } => write!(
                 f,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::{Action, HEAD_SIZES, NUM_HEADS};
 use crate::crc32::{Crc32, crc32};
 use crate::error::Error;
+use crate::hyper::{BOUNDS, Hyperparams};
 use crate::observation::{FEATURE_SET_VERSION, FeatureSet, OBS_DIM};
 use crate::policy::{LstmState, PolicyNet, valid_param};
 use crate::weights::Vector;
@@ -22,8 +23,12 @@ use crate::weights::Vector;
 /// First four bytes of a policy file.
 pub const POLICY_MAGIC: [u8; 4] = *b"LHPO";
 
-/// Format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// Format version this build writes. It also reads version 1, whose header has no start lr
+/// (such a policy starts from [`Hyperparams::INITIAL`]).
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The lr's bounds ([`BOUNDS`]), which a file's start lr must respect.
+const LR_BOUNDS: (f32, f32) = BOUNDS[0];
 
 /// Maximum length in bytes of the policy name.
 pub const NAME_CAPACITY: usize = 32;
@@ -38,8 +43,8 @@ pub const PREAMBLE_LEN: usize = 10;
 pub const CRC_LEN: usize = 4;
 
 /// Largest postcard encoding of a [`PolicyHeader`]: five varint `u16` (3 bytes each), the nine
-/// head sizes, and the two strings with their varint length prefixes.
-const HEADER_MAX_LEN: usize = 5 * 3 + NUM_HEADS + (1 + NAME_CAPACITY) + (2 + CARD_CAPACITY);
+/// head sizes, the two strings with their varint length prefixes and the `f32` start lr.
+const HEADER_MAX_LEN: usize = 5 * 3 + NUM_HEADS + (1 + NAME_CAPACITY) + (2 + CARD_CAPACITY) + 4;
 
 /// Number of stored numbers of a `PolicyNet<pre, h, post>`.
 pub const fn param_count(pre: usize, h: usize, post: usize) -> usize {
@@ -64,7 +69,7 @@ pub const fn encoded_len(pre: usize, h: usize, post: usize) -> usize {
 }
 
 /// What a policy file says about itself: enough to pick the matching preset before decoding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyHeader {
     /// Observation definition the policy was trained on.
     pub feature_set_version: u16,
@@ -82,10 +87,58 @@ pub struct PolicyHeader {
     pub name: heapless::String<NAME_CAPACITY>,
     /// Short card: training distribution, budget, licence, or a pointer to the full card.
     pub card: heapless::String<CARD_CAPACITY>,
+    /// The learning rate the policy was trained to start from (every other hyperparameter
+    /// starts at [`Hyperparams::INITIAL`]); see [`FrozenPolicy::start`].
+    pub start_lr: f32,
 }
 
-/// Checks the preamble, the length and the CRC of a framed file and returns its payload.
-pub(crate) fn open_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<&[u8], Error> {
+impl PolicyHeader {
+    /// [`Hyperparams::INITIAL`] with the start lr: see [`FrozenPolicy::start`].
+    pub fn start(&self) -> Hyperparams {
+        Hyperparams {
+            lr: self.start_lr,
+            ..Hyperparams::INITIAL
+        }
+    }
+}
+
+/// The header of format version 1: no start lr.
+#[derive(Deserialize)]
+struct PolicyHeaderV1 {
+    feature_set_version: u16,
+    obs_dim: u16,
+    pre: u16,
+    hidden: u16,
+    post: u16,
+    head_sizes: [u8; NUM_HEADS],
+    name: heapless::String<NAME_CAPACITY>,
+    card: heapless::String<CARD_CAPACITY>,
+}
+
+impl From<PolicyHeaderV1> for PolicyHeader {
+    fn from(v1: PolicyHeaderV1) -> Self {
+        Self {
+            feature_set_version: v1.feature_set_version,
+            obs_dim: v1.obs_dim,
+            pre: v1.pre,
+            hidden: v1.hidden,
+            post: v1.post,
+            head_sizes: v1.head_sizes,
+            name: v1.name,
+            card: v1.card,
+            start_lr: Hyperparams::INITIAL.lr,
+        }
+    }
+}
+
+/// Checks the preamble, the length and the CRC of a framed file of a version in
+/// `oldest..=newest` and returns the version and the payload.
+pub(crate) fn open_frame(
+    bytes: &[u8],
+    magic: [u8; 4],
+    oldest: u16,
+    newest: u16,
+) -> Result<(u16, &[u8]), Error> {
     let truncated = |needed| Error::Truncated {
         needed,
         found: bytes.len(),
@@ -99,10 +152,10 @@ pub(crate) fn open_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<&
     }
     let (found_version, rest) = rest.split_first_chunk::<2>().ok_or(Error::Malformed)?;
     let found_version = u16::from_le_bytes(*found_version);
-    if found_version != version {
+    if !(oldest..=newest).contains(&found_version) {
         return Err(Error::UnsupportedVersion {
             found: found_version,
-            supported: version,
+            supported: newest,
         });
     }
     let (total, _) = rest.split_first_chunk::<4>().ok_or(Error::Malformed)?;
@@ -124,7 +177,8 @@ pub(crate) fn open_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<&
     if stored != computed {
         return Err(Error::Corrupt { stored, computed });
     }
-    covered.get(PREAMBLE_LEN..).ok_or(Error::Malformed)
+    let payload = covered.get(PREAMBLE_LEN..).ok_or(Error::Malformed)?;
+    Ok((found_version, payload))
 }
 
 /// Writes a framed file of a `payload_len`-byte payload into `buf`: preamble, the payload
@@ -187,8 +241,18 @@ pub fn read_header(bytes: &[u8]) -> Result<PolicyHeader, Error> {
 }
 
 fn split_header(bytes: &[u8]) -> Result<(PolicyHeader, &[u8]), Error> {
-    let payload = open_frame(bytes, POLICY_MAGIC, FORMAT_VERSION)?;
-    postcard::take_from_bytes::<PolicyHeader>(payload).map_err(|_| Error::Malformed)
+    let (version, payload) = open_frame(bytes, POLICY_MAGIC, 1, FORMAT_VERSION)?;
+    let (header, body) = if version == 1 {
+        postcard::take_from_bytes::<PolicyHeaderV1>(payload).map(|(h, body)| (h.into(), body))
+    } else {
+        postcard::take_from_bytes::<PolicyHeader>(payload)
+    }
+    .map_err(|_| Error::Malformed)?;
+    // No exporter writes a start lr outside the lr's bounds (NaN included).
+    if !(LR_BOUNDS.0..=LR_BOUNDS.1).contains(&header.start_lr) {
+        return Err(Error::Malformed);
+    }
+    Ok((header, body))
 }
 
 /// CRC-32 of the weights as they are laid out in the file: identifies a policy (the controller's
@@ -307,6 +371,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
             head_sizes: HEAD_SIZES_U8,
             name,
             card,
+            start_lr: Hyperparams::INITIAL.lr,
         }
     }
 
@@ -439,6 +504,26 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
         &self.header
     }
 
+    /// Sets the learning rate the policy was trained to start from (see [`FrozenPolicy::start`]).
+    /// Errors: a value outside the lr's bounds ([`Error::InvalidConfig`]).
+    pub fn with_start_lr(mut self, lr: f32) -> Result<Self, Error> {
+        if !(LR_BOUNDS.0..=LR_BOUNDS.1).contains(&lr) {
+            return Err(Error::InvalidConfig(
+                "the start lr must be within the lr's bounds [1e-8, 1]",
+            ));
+        }
+        self.header.start_lr = lr;
+        Ok(self)
+    }
+
+    /// The hyperparameters the policy was trained to start from: [`Hyperparams::INITIAL`] with
+    /// the file's start lr (1e-3, the initial lr, for files of format version 1). Start a run
+    /// here unless you have a reason not to: the policy sees its hyperparameters relative to the
+    /// start, so from elsewhere it follows the same relative path from a different place.
+    pub fn start(&self) -> Hyperparams {
+        self.header.start()
+    }
+
     /// The feature set the policy was trained on, which its controller must compute.
     pub fn feature_set(&self) -> FeatureSet {
         // Decoding admits only versions `from_version` knows; the fallback is unreachable.
@@ -504,8 +589,11 @@ mod tests {
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), FORMAT_VERSION);
         let total = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
         assert_eq!(total as usize, bytes.len());
-        // Varints: feature set 1 byte, obs_dim 166 two bytes, the three sizes one byte each.
-        let header_len = 6 + 9 + (1 + 11) + (1 + 24);
+        // Varints: feature set 1 byte, obs_dim 166 two bytes, the three sizes one byte each;
+        // the start lr a raw f32 at the end.
+        let header_len = 6 + 9 + (1 + 11) + (1 + 24) + 4;
+        let start_at = 10 + header_len - 4;
+        assert_eq!(bytes[start_at..start_at + 4], 1e-3f32.to_le_bytes());
         assert_eq!(
             bytes.len(),
             PREAMBLE_LEN + header_len + 4 * param_count(8, 4, 6) + 4
@@ -538,8 +626,56 @@ mod tests {
             let mut buf = vec![0u8; FrozenPolicy::<P, H, Q>::MAX_ENCODED_LEN];
             p.encode(&mut buf).unwrap()
         }
-        assert_eq!(size::<32, 32, 32>(), 67_827);
-        assert_eq!(size::<64, 64, 64>(), 207_859);
+        assert_eq!(size::<32, 32, 32>(), 67_831);
+        assert_eq!(size::<64, 64, 64>(), 207_863);
+    }
+
+    /// `p` written as format version 1: the same bytes without the start lr.
+    fn as_version_1(p: &Tiny) -> Vec<u8> {
+        let v2 = encoded(p);
+        let header_end = v2.len() - 4 - 4 * param_count(8, 4, 6);
+        let mut v1 = v2[..header_end - 4].to_vec();
+        v1.extend_from_slice(&v2[header_end..]);
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let total = u32::try_from(v1.len()).unwrap();
+        v1[6..10].copy_from_slice(&total.to_le_bytes());
+        reseal(&mut v1);
+        v1
+    }
+
+    #[test]
+    fn the_start_lr_round_trips_and_version_1_files_start_at_the_initial_lr() {
+        let p = policy().with_start_lr(1e-2).unwrap();
+        let back = Tiny::decode(&encoded(&p)).unwrap();
+        assert_eq!(
+            back.start(),
+            Hyperparams {
+                lr: 1e-2,
+                ..Hyperparams::INITIAL
+            }
+        );
+        assert_eq!(back, p);
+        assert_eq!(policy().start(), Hyperparams::INITIAL);
+        // A version 1 file has the same weights and starts at the initial hyperparameters.
+        let v1 = Tiny::decode(&as_version_1(&p)).unwrap();
+        assert_eq!(v1.start(), Hyperparams::INITIAL);
+        assert_eq!(v1.fingerprint(), p.fingerprint());
+        assert_eq!(
+            read_header(&as_version_1(&p)).unwrap().name,
+            p.header().name
+        );
+        for bad in [0.0, 2.0, f32::NAN, f32::INFINITY] {
+            assert!(
+                matches!(policy().with_start_lr(bad), Err(Error::InvalidConfig(_))),
+                "{bad}"
+            );
+            // Written by something else: a start lr outside the bounds is a malformed file.
+            let mut bytes = encoded(&policy());
+            let at = bytes.len() - 4 - 4 * param_count(8, 4, 6) - 4;
+            bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+            reseal(&mut bytes);
+            assert_eq!(Tiny::decode(&bytes), Err(Error::Malformed), "{bad}");
+        }
     }
 
     #[test]
@@ -597,14 +733,19 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(Tiny::decode(&bad), Err(Error::BadMagic));
         let mut bad = bytes.clone();
-        bad[4] = 2;
+        bad[4] = 3;
         assert_eq!(
             Tiny::decode(&bad),
             Err(Error::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         );
+        bad[4] = 0;
+        assert!(matches!(
+            Tiny::decode(&bad),
+            Err(Error::UnsupportedVersion { found: 0, .. })
+        ));
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(Tiny::decode(&long), Err(Error::Malformed), "trailing bytes");

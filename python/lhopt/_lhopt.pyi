@@ -46,7 +46,8 @@ class Controller:
     """A frozen LHOPT policy steering one run of ``total_steps`` steps, with a decision every
     ``total_steps // decisions`` steps. ``policy``: None (the shipped one), bytes or a path.
     ``mode="sample"`` samples actions with ``seed`` instead of taking the most likely ones.
-    ``initial`` overrides some of the initial hyperparameters. ``nonfinite``: what ``observe``
+    The run starts where the policy was trained to start (``INITIAL_HYPER`` at the policy
+    file's start lr); ``initial`` overrides some of these. ``nonfinite``: what ``observe``
     does with a NaN or infinite loss, raise ``NonFiniteLossError`` or report it to the policy."""
 
     def __init__(

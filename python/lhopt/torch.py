@@ -334,7 +334,9 @@ class LHOPT(CIAO):
     ``loss.backward()``. Every ``total_steps // decisions`` steps the policy sets new
     hyperparameters and may save, load or swap a checkpoint register: a real copy of the
     parameters, the ``buffers`` given (e.g. ``model.buffers()``, for batch-norm statistics) and
-    the optimizer state. ``eval_fn()``, if given, returns an eval loss for each decision. A step
+    the optimizer state. ``eval_fn()``, if given, returns an eval loss for each decision. The run
+    starts where the policy was trained to start (the policy file's start lr, every other value
+    at ``lhopt.INITIAL_HYPER``); ``initial`` overrides some of these. A step
     whose loss is NaN or infinite raises ``lhopt.NonFiniteLossError`` and changes nothing (the
     parameters, the optimizer state and the controller); with ``nonfinite="report"`` it updates
     nothing but is reported to the policy, which may then restore a checkpoint (the core's

@@ -99,9 +99,10 @@ fn hyper_dict<'py>(py: Python<'py>, h: &Hyperparams) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-/// The initial hyperparameters: the spec's, with the entries of `overrides` replaced.
-fn initial_hyper(overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Hyperparams> {
-    let mut values = Hyperparams::INITIAL.to_array();
+/// A run's starting hyperparameters: `start` (the policy's), with the entries of `overrides`
+/// replaced.
+fn initial_hyper(start: Hyperparams, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Hyperparams> {
+    let mut values = start.to_array();
     for (key, value) in overrides.into_iter().flat_map(|d| d.iter()) {
         let name: String = key.extract()?;
         let Some(i) = Hyperparams::NAMES.iter().position(|n| *n == name) else {
@@ -265,12 +266,12 @@ impl Controller {
         let bytes = policy_bytes(policy)?;
         let mode = parse_mode(mode, seed)?;
         let nonfinite = NonFinite::parse(nonfinite)?;
-        let initial = initial_hyper(initial)?;
         let config = RunConfig {
             total_steps,
             decisions,
         };
         let header = read_header(&bytes).map_err(core_err)?;
+        let initial = initial_hyper(header.start(), initial)?;
         let loaded = load_any(&bytes, config, initial, mode).map_err(load_err)?;
         Ok(Controller {
             run: Mutex::new(Sequenced::new(loaded.controller)),

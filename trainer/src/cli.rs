@@ -278,8 +278,30 @@ fn parse_alternative(name: &str) -> std::result::Result<Alternative, String> {
     })
 }
 
-fn parse_hyper(text: &str) -> std::result::Result<Hyperparams, String> {
-    let mut values = Hyperparams::INITIAL.to_array();
+/// `--hyper` name=value pairs, applied over a run's starting hyperparameters.
+#[derive(Clone, Debug)]
+pub struct HyperOverrides(Vec<(usize, f32)>);
+
+impl HyperOverrides {
+    /// `base` with the given fields replaced; an error when the result is out of bounds.
+    fn apply(&self, base: Hyperparams) -> Result<Hyperparams> {
+        let mut values = base.to_array();
+        for &(i, value) in &self.0 {
+            values[i] = value;
+        }
+        let h = Hyperparams::from_array(values);
+        if h.clamped() != h {
+            return Err(Error::Usage(format!(
+                "--hyper is out of bounds (or not finite): {h:?}; bounds: {:?}",
+                lhopt_core::BOUNDS
+            )));
+        }
+        Ok(h)
+    }
+}
+
+fn parse_hyper(text: &str) -> std::result::Result<HyperOverrides, String> {
+    let mut pairs = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, value) = pair
             .split_once('=')
@@ -293,20 +315,13 @@ fn parse_hyper(text: &str) -> std::result::Result<Hyperparams, String> {
                     Hyperparams::NAMES.join(" ")
                 )
             })?;
-        values[i] = value
+        let value = value
             .trim()
             .parse()
             .map_err(|_| format!("'{value}' is not a number"))?;
+        pairs.push((i, value));
     }
-    let h = Hyperparams::from_array(values);
-    if h.clamped() != h {
-        return Err(format!(
-            "out of bounds (or not finite): {:?}; bounds: {:?}",
-            h,
-            lhopt_core::BOUNDS
-        ));
-    }
-    Ok(h)
+    Ok(HyperOverrides(pairs))
 }
 
 /// `lhopt run`.
@@ -328,9 +343,10 @@ pub struct RunArgs {
     pub policy: PolicyArgs,
     /// Starting (or, without --policy, fixed) hyperparameters as name=value pairs, e.g.
     /// lr=3e-3,wd=0; names: lr ombeta1 ombeta2 eps wd clip_frac clip_ombeta lamb_ombeta; the
-    /// others keep their initial values [default: all initial values].
+    /// others keep their starting values: the policy's start (its file's start lr, every other
+    /// value initial) with --policy, the initial values without.
     #[arg(long, value_parser = parse_hyper)]
-    pub hyper: Option<Hyperparams>,
+    pub hyper: Option<HyperOverrides>,
     /// Hide the eval loss from the policy (it still appears in the trace).
     #[arg(long)]
     pub hide_eval: bool,
@@ -384,9 +400,9 @@ pub struct EvalArgs {
     /// fly); prodigy-cosine (Prodigy with its lr on half a cosine from 1 to 0 over T).
     #[arg(long, value_delimiter = ',', value_parser = parse_alternative, value_name = "NAMES")]
     pub alternatives: Vec<Alternative>,
-    /// Also evaluate CIAO on the imitation teacher's hand schedule (lr ×2 per decision from the
-    /// initial 1e-3 up to PEAK, then a linear decay to 0 by the end, everything else held), one
-    /// row per peak, comma-separated (e.g. 1e-2,3e-2,1e-1): what the warm start clones, open loop.
+    /// Also evaluate CIAO on the imitation teacher's hand schedule (lr ×2 per decision from
+    /// --schedule-start-lr up to PEAK, then a linear decay to 0 by the end, everything else held),
+    /// one row per peak, comma-separated (e.g. 1e-2,3e-2,1e-1): what the warm start clones.
     #[arg(long, value_delimiter = ',', value_name = "PEAKS")]
     pub schedules: Vec<f32>,
     /// The --schedules rows run closed loop, as the imitation teacher does (`imitation.back_off`):
@@ -397,6 +413,10 @@ pub struct EvalArgs {
     /// it. Default: open loop.
     #[arg(long, value_name = "RISE", requires = "schedules")]
     pub schedule_back_off: Option<f32>,
+    /// The --schedules rows start at this lr (every other hyperparameter at its initial value)
+    /// and climb from there.
+    #[arg(long, default_value_t = Hyperparams::INITIAL.lr)]
+    pub schedule_start_lr: f32,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
     /// "vs default" column (one run to the largest; outside the range only a bound is reported).
     #[arg(long, value_delimiter = ',', default_values_t = eval::DEFAULT_BUDGET_FACTORS)]
@@ -528,8 +548,15 @@ fn list_tasks(args: &TasksArgs) -> Result<()> {
 fn run(args: &RunArgs, pool: Pool) -> Result<()> {
     let mut spec = tasks::sample(args.family, args.seed, args.scale.into());
     spec.steps = args.steps.unwrap_or(spec.steps);
-    let initial = args.hyper.unwrap_or(Hyperparams::INITIAL);
-    let controller = match args.policy.read_one()? {
+    let policy = args.policy.read_one()?;
+    let base = policy
+        .as_ref()
+        .map_or(Hyperparams::INITIAL, |file| file.header.start());
+    let initial = match &args.hyper {
+        Some(overrides) => overrides.apply(base)?,
+        None => base,
+    };
+    let controller = match policy {
         Some(file) => Controller::Policy {
             file: Box::new(file),
             initial,
@@ -663,8 +690,8 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             .read()?
             .into_iter()
             .map(|file| Controller::Policy {
+                initial: file.header.start(),
                 file: Box::new(file),
-                initial: Hyperparams::INITIAL,
             }),
     );
     for (i, &alternative) in args.alternatives.iter().enumerate() {
@@ -682,6 +709,13 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             "--schedule-back-off wants a finite rise of at least 0, got {rise}"
         )));
     }
+    let lr_bounds = lhopt_core::BOUNDS[0];
+    if !(lr_bounds.0..=lr_bounds.1).contains(&args.schedule_start_lr) {
+        return Err(Error::Usage(format!(
+            "--schedule-start-lr wants a learning rate in [{:e}, {}], got {}",
+            lr_bounds.0, lr_bounds.1, args.schedule_start_lr
+        )));
+    }
     for &peak in &args.schedules {
         if !(peak.is_finite() && peak > 0.0) {
             return Err(Error::Usage(format!(
@@ -691,6 +725,10 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         controllers.push(Controller::Schedule {
             peak,
             back_off: args.schedule_back_off.unwrap_or(f32::INFINITY),
+            start: Hyperparams {
+                lr: args.schedule_start_lr,
+                ..Hyperparams::INITIAL
+            },
         });
     }
     let bars = MultiProgress::new();

@@ -40,12 +40,14 @@ pub enum Controller {
     /// Another optimizer at its published defaults instead of CIAO.
     Alternative(Alternative),
     /// CIAO following the imitation teacher's hand schedule ([`Teacher`]) to a fixed peak
-    /// learning rate, from the initial hyperparameters: what the warm start clones, open loop.
+    /// learning rate: what the warm start clones.
     Schedule {
         /// Peak learning rate (CIAO units).
         peak: f32,
         /// The teacher's back-off threshold (`f32::INFINITY`: open loop).
         back_off: f32,
+        /// Where the run starts (the climb to the peak starts at its lr).
+        start: Hyperparams,
     },
 }
 
@@ -57,18 +59,29 @@ impl Controller {
             Controller::Fixed(_) => "fixed".into(),
             Controller::Policy { file, .. } => file.name.clone(),
             Controller::Alternative(a) => a.name().into(),
-            Controller::Schedule { peak, back_off } if back_off.is_finite() => {
-                format!("schedule-{peak:e}-back-off-{back_off}")
+            Controller::Schedule {
+                peak,
+                back_off,
+                start,
+            } => {
+                let mut name = format!("schedule-{peak:e}");
+                if back_off.is_finite() {
+                    name += &format!("-back-off-{back_off}");
+                }
+                if start.lr != Hyperparams::INITIAL.lr {
+                    name += &format!("-from-{:e}", start.lr);
+                }
+                name
             }
-            Controller::Schedule { peak, .. } => format!("schedule-{peak:e}"),
         }
     }
 
     /// CIAO's hyperparameters at the start of a run (`None`: not a CIAO run).
     pub fn initial(&self) -> Option<Hyperparams> {
         match self {
-            Controller::Fixed(h) | Controller::Policy { initial: h, .. } => Some(*h),
-            Controller::Schedule { .. } => Some(Hyperparams::INITIAL),
+            Controller::Fixed(h)
+            | Controller::Policy { initial: h, .. }
+            | Controller::Schedule { start: h, .. } => Some(*h),
             Controller::Alternative(_) => None,
         }
     }
@@ -97,17 +110,21 @@ impl Controller {
                 };
                 env::run_episode(task, &cfg, file.agent()?.as_mut())
             }
-            Controller::Schedule { peak, back_off } => {
+            Controller::Schedule {
+                peak,
+                back_off,
+                start,
+            } => {
                 let cfg = EpisodeConfig {
                     total_steps: steps,
                     decisions,
-                    initial: Hyperparams::INITIAL,
+                    initial: *start,
                     hide_eval,
                 };
                 env::run_episode(
                     task,
                     &cfg,
-                    &mut Teacher::new(*peak, *back_off, Hyperparams::INITIAL, decisions),
+                    &mut Teacher::new(*peak, *back_off, *start, decisions),
                 )
             }
         }

@@ -9,13 +9,19 @@ use lhopt_core::{FrozenPolicy, PolicyNet};
 use crate::error::{Error, Result};
 use crate::policy_net::{PolicySizes, RecurrentNet};
 
-/// Encodes `actor` (its weights and frozen input statistics) as a core policy file.
-pub fn encode_policy(actor: &RecurrentNet, name: &str, card: &str) -> Result<Vec<u8>> {
+/// Encodes `actor` (its weights and frozen input statistics) as a core policy file that starts
+/// runs at `start_lr` (the lr its training episodes started from).
+pub fn encode_policy(
+    actor: &RecurrentNet,
+    name: &str,
+    card: &str,
+    start_lr: f32,
+) -> Result<Vec<u8>> {
     match actor.sizes() {
-        PolicySizes::TINY => encode::<32, 32, 32>(actor, name, card),
-        PolicySizes::SMALL => encode::<64, 64, 64>(actor, name, card),
-        PolicySizes::MEDIUM => encode::<128, 128, 128>(actor, name, card),
-        PolicySizes::PAPER => encode::<256, 256, 256>(actor, name, card),
+        PolicySizes::TINY => encode::<32, 32, 32>(actor, name, card, start_lr),
+        PolicySizes::SMALL => encode::<64, 64, 64>(actor, name, card, start_lr),
+        PolicySizes::MEDIUM => encode::<128, 128, 128>(actor, name, card, start_lr),
+        PolicySizes::PAPER => encode::<256, 256, 256>(actor, name, card, start_lr),
         s => Err(Error::Usage(format!(
             "policy sizes pre {} hidden {} post {} are not a core preset; use tiny (32), small (64), medium (128) or paper (256)",
             s.pre, s.hidden, s.post
@@ -59,6 +65,7 @@ fn encode<const PRE: usize, const H: usize, const POST: usize>(
     actor: &RecurrentNet,
     name: &str,
     card: &str,
+    start_lr: f32,
 ) -> Result<Vec<u8>> {
     let weights = actor.core_weights();
     let mut net = Box::new(PolicyNet::<PRE, H, POST>::neutral());
@@ -87,7 +94,9 @@ fn encode<const PRE: usize, const H: usize, const POST: usize>(
             "export does not match the core layout: {p}"
         )));
     }
-    let policy = FrozenPolicy::new(*net, name, card).map_err(Error::Core)?;
+    let policy = FrozenPolicy::new(*net, name, card)
+        .and_then(|p| p.with_start_lr(start_lr))
+        .map_err(Error::Core)?;
     let mut buf = vec![0u8; FrozenPolicy::<PRE, H, POST>::MAX_ENCODED_LEN];
     let n = policy.encode(&mut buf).map_err(Error::Core)?;
     buf.truncate(n);
@@ -111,7 +120,7 @@ pub fn describe(bytes: &[u8]) -> Result<String> {
     Ok(format!(
         "name:         {}\nfeature set:  {} (this build: {})\nobservation:  {} inputs\n\
          sizes:        pre {} / hidden {} / post {} ({preset}), {params} parameters, {} bytes\n\
-         heads:        {:?}\nfingerprint:  {fingerprint:08x}\ncard:         {}",
+         heads:        {:?}\nstart lr:     {:e}\nfingerprint:  {fingerprint:08x}\ncard:         {}",
         h.name,
         h.feature_set_version,
         lhopt_core::FEATURE_SET_VERSION,
@@ -121,6 +130,7 @@ pub fn describe(bytes: &[u8]) -> Result<String> {
         h.post,
         bytes.len(),
         h.head_sizes,
+        h.start_lr,
         h.card
     ))
 }
@@ -168,6 +178,8 @@ mod tests {
     use lhopt_core::{NUM_ACTION_LOGITS, OBS_DIM};
     use rand::{Rng, SeedableRng};
 
+    const INITIAL_LR: f32 = lhopt_core::Hyperparams::INITIAL.lr;
+
     /// A Tiny actor with every weight moved off its initialisation and non-trivial input
     /// statistics, so that parity exercises every parameter.
     fn scrambled(seed: u64) -> ActorCritic {
@@ -207,7 +219,7 @@ mod tests {
     #[test]
     fn exported_policy_computes_the_same_logits_in_the_core() {
         let ac = scrambled(7);
-        let bytes = encode_policy(&ac.actor, "parity", "test").unwrap();
+        let bytes = encode_policy(&ac.actor, "parity", "test", INITIAL_LR).unwrap();
         let header = lhopt_core::read_header(&bytes).unwrap();
         assert_eq!((header.pre, header.hidden, header.post), (32, 32, 32));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -257,6 +269,7 @@ mod tests {
             &ac.actor,
             "parity-fixture",
             "scrambled untrained Tiny policy for parity tests",
+            INITIAL_LR,
         )
         .unwrap();
         let data = lhopt_data::DataDir::at(std::env::temp_dir());
@@ -310,7 +323,9 @@ mod tests {
             0,
             5.0,
         );
-        let err = encode_policy(&ac.actor, "x", "").unwrap_err().to_string();
+        let err = encode_policy(&ac.actor, "x", "", INITIAL_LR)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a core preset"), "{err}");
     }
 }

@@ -337,6 +337,7 @@ fn teacher_run(
 pub fn teach(
     task: &MetaTask,
     cfg: &ImitationConfig,
+    start: Hyperparams,
     pool: &Pool,
     references: &ReferenceCache,
 ) -> Result<Option<TeacherRuns>> {
@@ -350,7 +351,7 @@ pub fn teach(
         traces: Vec::with_capacity(cfg.peaks.len()),
     };
     for &peak in &cfg.peaks {
-        let trace = teacher_run(task, cfg, pool, peak, Hyperparams::INITIAL)?;
+        let trace = teacher_run(task, cfg, pool, peak, start)?;
         runs.log_speedups
             .push(final_log_speedup(&curve, &trace, task.steps));
         runs.traces.push(trace);
@@ -399,6 +400,7 @@ pub fn demonstrate(
     runs: TeacherRuns,
     choice: usize,
     cfg: &ImitationConfig,
+    start: Hyperparams,
     pool: &Pool,
 ) -> Result<Demonstrations> {
     let TeacherRuns {
@@ -409,10 +411,10 @@ pub fn demonstrate(
     } = runs;
     let peak = cfg.peaks[choice];
     let trace = traces.swap_remove(choice);
-    let mut episodes = vec![episode(&curve, &trace, &Hyperparams::INITIAL, task.steps)];
+    let mut episodes = vec![episode(&curve, &trace, &start, task.steps)];
     let mut rng = ChaCha8Rng::seed_from_u64(mix(task.seed, 0x7EAC_4E50));
     for _ in 0..cfg.perturbed_demos {
-        let initial = rollout::perturb(&mut rng);
+        let initial = rollout::perturb(&mut rng, start);
         let trace = teacher_run(&task, cfg, pool, peak, initial)?;
         episodes.push(episode(&curve, &trace, &initial, task.steps));
     }
@@ -520,7 +522,9 @@ pub fn run(
     progress.set_message("teachers");
     progress.set_length(tasks.len() as u64);
     let runs: Vec<TeacherRuns> = pool
-        .run(tasks, progress, |t| teach(&t, cfg, pool, references))?
+        .run(tasks, progress, |t| {
+            teach(&t, cfg, run_cfg.rollout.start(), pool, references)
+        })?
         .into_iter()
         .flatten()
         .collect();
@@ -536,7 +540,7 @@ pub fn run(
     let demos: Vec<Demonstrations> = pool.run(
         runs.into_iter().zip(choices).collect(),
         progress,
-        |(r, choice)| demonstrate(r, choice, cfg, pool),
+        |(r, choice)| demonstrate(r, choice, cfg, run_cfg.rollout.start(), pool),
     )?;
     let mut lines = vec![teachers_line(cfg, &demos)];
     let mut episodes: Vec<Episode> = demos
@@ -627,7 +631,7 @@ fn student_run(
     );
     net.load_named(vars)?;
     let task = &demo.task;
-    let initial = Hyperparams::INITIAL;
+    let initial = run_cfg.rollout.start();
     let mut agent = PolicyAgent::new(&net.actor, ActMode::Greedy, task.seed);
     let trace = run_on(task, pool, initial, &mut agent)?;
     let mut episode = episode(&demo.curve, &trace, &initial, task.steps);

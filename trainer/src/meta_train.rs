@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use lhopt_core::Hyperparams;
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::{LaunchRollouts, LocalRollouts, Rollouts};
@@ -23,11 +24,12 @@ use crate::export::{self, write_atomic};
 use crate::imitate::{self, ImitationConfig};
 use crate::meta_task::ReferenceCache;
 use crate::plot::{self, Line, Panel};
-use crate::policy_net::{ActorCritic, PolicySizes};
+use crate::policy_net::{ActorCritic, PolicySizes, RecurrentNet};
 use crate::pool::Pool;
 use crate::ppo::PpoConfig;
 use crate::ppo::learner::{Episode, Learner, LearnerState, UpdateStats};
 use crate::ppo::rollout::{PRIVILEGED_DIM, PolicySnapshot, RolloutConfig};
+use crate::tasks::{Family, Scale};
 
 /// File names inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -131,10 +133,82 @@ fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, postcard::Error> {
         }
     }
     exact::<Checkpoint>(bytes).or_else(|e| {
-        exact::<CheckpointBeforeBackOff>(bytes)
+        exact::<CheckpointBeforeStartLr>(bytes)
             .map(Into::into)
+            .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
             .map_err(|_| e)
     })
+}
+
+/// The checkpoint layout before `rollout.start_lr` (whose runs started at the initial lr).
+#[derive(Deserialize)]
+struct CheckpointBeforeStartLr {
+    seed: u64,
+    preset: String,
+    updates: u64,
+    plot_every: u64,
+    name: String,
+    imitation: ImitationConfig,
+    ppo: PpoConfig,
+    rollout: RolloutBeforeStartLr,
+    progress: RunProgress,
+    learner: LearnerState,
+}
+
+impl From<CheckpointBeforeStartLr> for Checkpoint {
+    fn from(c: CheckpointBeforeStartLr) -> Self {
+        Checkpoint {
+            config: MetaTrainConfig {
+                seed: c.seed,
+                preset: c.preset,
+                updates: c.updates,
+                plot_every: c.plot_every,
+                name: c.name,
+                imitation: c.imitation,
+                ppo: c.ppo,
+                rollout: c.rollout.into(),
+            },
+            progress: c.progress,
+            learner: c.learner,
+        }
+    }
+}
+
+/// [`RolloutConfig`] before `start_lr`.
+#[derive(Deserialize)]
+struct RolloutBeforeStartLr {
+    workers: usize,
+    families: Vec<Family>,
+    scale: Scale,
+    min_steps: u64,
+    max_steps: u64,
+    decisions: (u32, u32),
+    min_interval: u64,
+    episodes_per_task: u32,
+    hide_eval_fraction: f64,
+    unperturbed_fraction: f64,
+    weight_scale: f64,
+    batch_instances: usize,
+}
+
+impl From<RolloutBeforeStartLr> for RolloutConfig {
+    fn from(r: RolloutBeforeStartLr) -> Self {
+        RolloutConfig {
+            workers: r.workers,
+            families: r.families,
+            scale: r.scale,
+            min_steps: r.min_steps,
+            max_steps: r.max_steps,
+            decisions: r.decisions,
+            min_interval: r.min_interval,
+            episodes_per_task: r.episodes_per_task,
+            hide_eval_fraction: r.hide_eval_fraction,
+            unperturbed_fraction: r.unperturbed_fraction,
+            start_lr: Hyperparams::INITIAL.lr,
+            weight_scale: r.weight_scale,
+            batch_instances: r.batch_instances,
+        }
+    }
 }
 
 /// The checkpoint layout before `imitation.back_off` (the same fields, flattened as postcard
@@ -155,7 +229,7 @@ struct CheckpointBeforeBackOff {
     dagger_rounds: u32,
     dagger_steps: u64,
     ppo: PpoConfig,
-    rollout: RolloutConfig,
+    rollout: RolloutBeforeStartLr,
     progress: RunProgress,
     learner: LearnerState,
 }
@@ -181,7 +255,7 @@ impl From<CheckpointBeforeBackOff> for Checkpoint {
                     back_off: f64::INFINITY,
                 },
                 ppo: c.ppo,
-                rollout: c.rollout,
+                rollout: c.rollout.into(),
             },
             progress: c.progress,
             learner: c.learner,
@@ -247,6 +321,11 @@ impl Checkpoint {
         );
         net.load_named(&self.learner.vars)?;
         Ok(net)
+    }
+
+    /// `actor` as a policy file named `name`, with this run's card and start lr.
+    pub fn encode_policy(&self, actor: &RecurrentNet, name: &str) -> Result<Vec<u8>> {
+        export::encode_policy(actor, name, &self.card(), self.config.rollout.start_lr)
     }
 
     /// The one-paragraph card stored in the policy file (the full card is a separate document).
@@ -511,8 +590,7 @@ pub fn run_with(
         progress,
         learner: learner.state(),
     };
-    let bytes =
-        export::encode_policy(&ckpt.actor_critic()?.actor, &ckpt.config.name, &ckpt.card())?;
+    let bytes = ckpt.encode_policy(&ckpt.actor_critic()?.actor, &ckpt.config.name)?;
     write_atomic(&out.join(POLICY_FILE), &bytes)?;
     Ok(ckpt)
 }
@@ -567,10 +645,9 @@ fn warm_start(
         learner: learner.state(),
     };
     ckpt.save(&out.join(CHECKPOINT_FILE))?;
-    let bytes = export::encode_policy(
+    let bytes = ckpt.encode_policy(
         &ckpt.actor_critic()?.actor,
         &format!("{}-imitation", cfg.name),
-        &ckpt.card(),
     )?;
     write_atomic(&out.join(IMITATION_POLICY_FILE), &bytes)
 }
@@ -818,7 +895,7 @@ fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
 pub fn export_checkpoint(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<PathBuf> {
     let ckpt = Checkpoint::load(checkpoint)?;
     let net = ckpt.actor_critic()?;
-    let bytes = export::encode_policy(&net.actor, name.unwrap_or(&ckpt.config.name), &ckpt.card())?;
+    let bytes = ckpt.encode_policy(&net.actor, name.unwrap_or(&ckpt.config.name))?;
     write_atomic(out, &bytes)?;
     Ok(out.to_owned())
 }
@@ -841,10 +918,15 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_from_before_the_closed_loop_teacher_still_load_and_round_trip() {
+    fn checkpoints_from_before_the_closed_loop_teacher_or_the_start_lr_still_load_and_round_trip() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
         let old = Checkpoint::load(&root.join("v3-warm/checkpoint.bin")).unwrap();
         assert_eq!(old.config.imitation.back_off, f64::INFINITY);
+        assert_eq!(old.config.rollout.start_lr, Hyperparams::INITIAL.lr);
+        // And from after it, before the start lr.
+        let v9 = Checkpoint::load(&root.join("v9-seed1-warm/checkpoint.bin")).unwrap();
+        assert_eq!(v9.config.imitation.back_off, 0.5);
+        assert_eq!(v9.config.rollout.start_lr, Hyperparams::INITIAL.lr);
         assert_eq!(old.config.imitation.tasks, 128);
         assert!(old.actor_critic().is_ok());
         let dir = tempfile::tempdir().unwrap();

@@ -151,7 +151,8 @@ extern "C" {
 
 // Creates a controller for a run of `total_steps` inner steps with `decisions` decisions,
 // steered by the policy file in `policy[0..policy_len]` (any preset; the bytes are copied).
-// `initial` gives the starting hyperparameters (NULL: the spec's initial values).
+// `initial` gives the starting hyperparameters (NULL: where the policy was trained to start,
+// the spec's initial values at the file's start lr).
 // `sample_seed` NULL takes the greedy action; otherwise actions are sampled with that seed.
 // On success `*out` owns the new controller; release it with lhopt_controller_free.
 //

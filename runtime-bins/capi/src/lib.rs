@@ -156,7 +156,8 @@ unsafe fn as_slice<'a, T>(p: *const T, len: usize, name: &str) -> Result<&'a [T]
 
 /// Creates a controller for a run of `total_steps` inner steps with `decisions` decisions,
 /// steered by the policy file in `policy[0..policy_len]` (any preset; the bytes are copied).
-/// `initial` gives the starting hyperparameters (NULL: the spec's initial values).
+/// `initial` gives the starting hyperparameters (NULL: where the policy was trained to start,
+/// the spec's initial values at the file's start lr).
 /// `sample_seed` NULL takes the greedy action; otherwise actions are sampled with that seed.
 /// On success `*out` owns the new controller; release it with lhopt_controller_free.
 ///
@@ -179,7 +180,7 @@ pub unsafe extern "C" fn lhopt_controller_new(
         let out = unsafe { as_mut(out, "out") }?;
         let initial = unsafe { initial.as_ref() }
             .copied()
-            .unwrap_or(Hyperparams::INITIAL);
+            .unwrap_or_else(|| lhopt_embed::steer::policy_start(bytes));
         let mode = match unsafe { sample_seed.as_ref() } {
             None => Mode::Greedy,
             Some(&seed) => Mode::Sample { seed },

@@ -10,7 +10,7 @@ use lhopt_core::{Hyperparams, Mode, RunConfig};
 use lhopt_data::DataDir;
 use lhopt_digits_mlp::data::Dataset;
 use lhopt_digits_mlp::train::{RunLog, TrainConfig, train_fixed, train_steered};
-use lhopt_embed::steer::{LoadError, load_any};
+use lhopt_embed::steer::{LoadError, load_any, policy_start};
 
 /// Train an MLP on the 8x8 digits steered by a frozen LHOPT policy, against fixed defaults.
 #[derive(Parser)]
@@ -70,7 +70,7 @@ fn run(args: &Args) -> Result<(), RunError> {
         decisions: args.decisions,
     };
     let mut loaded =
-        load_any(&policy, run_config, Hyperparams::INITIAL, Mode::Greedy).map_err(|source| {
+        load_any(&policy, run_config, policy_start(&policy), Mode::Greedy).map_err(|source| {
             RunError::LoadPolicy {
                 path: args.policy.clone(),
                 source,

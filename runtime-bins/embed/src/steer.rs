@@ -55,6 +55,13 @@ impl<const PRE: usize, const H: usize, const POST: usize> Steer for Controller<P
     }
 }
 
+/// Where the policy file `policy` was trained to start ([`lhopt_core::PolicyHeader::start`]):
+/// the hyperparameters to start a run from when the user gives none. The spec's initial values
+/// when the bytes are not a policy file (loading them then says why).
+pub fn policy_start(policy: &[u8]) -> Hyperparams {
+    lhopt_core::read_header(policy).map_or(Hyperparams::INITIAL, |h| h.start())
+}
+
 #[cfg(feature = "std")]
 pub use load::{LoadError, Loaded, load_any};
 

@@ -49,3 +49,33 @@ fn a_cut_file_is_a_core_error() {
         .expect("cut file is rejected");
     assert!(matches!(err, LoadError::Core(_)), "{err}");
 }
+
+#[test]
+fn runs_start_where_the_file_says() {
+    use lhopt_core::FrozenPolicy;
+    use lhopt_embed::steer::policy_start;
+    let plain = generate::<32, 32, 32>();
+    assert_eq!(policy_start(&plain), Hyperparams::INITIAL);
+    let higher = FrozenPolicy::<32, 32, 32>::decode(&plain)
+        .and_then(|p| p.with_start_lr(1e-2))
+        .expect("in bounds");
+    let mut bytes = vec![0u8; FrozenPolicy::<32, 32, 32>::MAX_ENCODED_LEN];
+    let n = higher.encode(&mut bytes).expect("buffer large enough");
+    bytes.truncate(n);
+    let start = policy_start(&bytes);
+    assert_eq!(
+        start,
+        Hyperparams {
+            lr: 1e-2,
+            ..Hyperparams::INITIAL
+        }
+    );
+    let run = RunConfig {
+        total_steps: 8,
+        decisions: 2,
+    };
+    let loaded = load_any(&bytes, run, start, Mode::Greedy).expect("loads");
+    assert_eq!(loaded.controller.hyper(), start);
+    // Not a policy file: the initial values, and loading says what is wrong.
+    assert_eq!(policy_start(b"not a policy"), Hyperparams::INITIAL);
+}

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lhopt_core::{Hyperparams, Mode, RunConfig};
-use lhopt_embed::steer::{LoadError, load_any};
+use lhopt_core::{Mode, RunConfig};
+use lhopt_embed::steer::{LoadError, load_any, policy_start};
 use lhopt_jsonl::protocol::Reply;
 use lhopt_jsonl::session::{Session, read_line};
 
@@ -71,7 +71,7 @@ fn start(args: &Args) -> Result<Session, StartError> {
         .sample_seed
         .map_or(Mode::Greedy, |seed| Mode::Sample { seed });
     let loaded =
-        load_any(&bytes, cfg, Hyperparams::INITIAL, mode).map_err(|source| StartError::Load {
+        load_any(&bytes, cfg, policy_start(&bytes), mode).map_err(|source| StartError::Load {
             path: args.policy.clone(),
             source,
         })?;

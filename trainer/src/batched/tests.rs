@@ -414,7 +414,7 @@ fn batched_episode_matches_unbatched_episodes() {
             initial: if i == 0 {
                 Hyperparams::INITIAL
             } else {
-                perturb(&mut rng)
+                perturb(&mut rng, Hyperparams::INITIAL)
             },
             hide_eval: i == 2,
         })

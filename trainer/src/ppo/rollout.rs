@@ -58,8 +58,12 @@ pub struct RolloutConfig {
     pub episodes_per_task: u32,
     /// Fraction of episodes whose eval loss is hidden from the policy.
     pub hide_eval_fraction: f64,
-    /// Fraction of episodes that start from the unperturbed initial hyperparameters.
+    /// Fraction of episodes that start from the unperturbed starting hyperparameters
+    /// ([`Self::start`]).
     pub unperturbed_fraction: f64,
+    /// The learning rate episodes start from (perturbed ones around it); every other
+    /// hyperparameter starts at [`Hyperparams::INITIAL`]. A policy is deployed from this lr.
+    pub start_lr: f32,
     /// Per-tensor initial-weight rescaling, log-uniform in [1/weight_scale, weight_scale]
     /// (1 disables it); see [`MetaTask::weight_scale`].
     pub weight_scale: f64,
@@ -83,9 +87,21 @@ impl Default for RolloutConfig {
             episodes_per_task: 8,
             hide_eval_fraction: 0.25,
             unperturbed_fraction: 0.25,
+            start_lr: Hyperparams::INITIAL.lr,
             weight_scale: 10.0,
             batch_instances: crate::batched::rollout::DEFAULT_INSTANCES,
         }
+    }
+}
+
+impl RolloutConfig {
+    /// Where an unperturbed episode starts: [`Hyperparams::INITIAL`] at [`Self::start_lr`].
+    pub fn start(&self) -> Hyperparams {
+        Hyperparams {
+            lr: self.start_lr,
+            ..Hyperparams::INITIAL
+        }
+        .clamped()
     }
 }
 
@@ -361,9 +377,9 @@ impl EpisodeStart {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(t.seed, 1 + e as u64));
         let unperturbed = rng.gen_bool(cfg.unperturbed_fraction.clamp(0.0, 1.0));
         let initial = if unperturbed {
-            Hyperparams::INITIAL
+            cfg.start()
         } else {
-            perturb(&mut rng)
+            perturb(&mut rng, cfg.start())
         };
         let hide_eval = rng.gen_bool(cfg.hide_eval_fraction.clamp(0.0, 1.0));
         EpisodeStart {
@@ -515,11 +531,12 @@ fn relative_hyper(h: &Hyperparams, reference: &Hyperparams) -> [f32; NUM_HYPERS]
     })
 }
 
-/// Spec §4: lr × log-uniform[1e-2, 1e2]; wd, eps, ombeta1, ombeta2 × log-uniform[0.1, 10];
-/// clip_frac logit + U[−1, 1]; clip_ombeta, lamb_ombeta × log-uniform[0.5, 2]; then clamped.
-pub fn perturb(rng: &mut impl Rng) -> Hyperparams {
+/// Spec §4, around `centre`: lr × log-uniform[1e-2, 1e2]; wd, eps, ombeta1, ombeta2 ×
+/// log-uniform[0.1, 10]; clip_frac logit + U[−1, 1]; clip_ombeta, lamb_ombeta ×
+/// log-uniform[0.5, 2]; then clamped.
+pub fn perturb(rng: &mut impl Rng, centre: Hyperparams) -> Hyperparams {
     let mut scale = |lo: f32, hi: f32| (rng.gen_range(lo.ln()..hi.ln())).exp();
-    let h = Hyperparams::INITIAL;
+    let h = centre;
     let lr = h.lr * scale(1e-2, 1e2);
     let wd = h.wd * scale(0.1, 10.0);
     let eps = h.eps * scale(0.1, 10.0);
@@ -550,7 +567,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let i = Hyperparams::INITIAL;
         for _ in 0..500 {
-            let h = perturb(&mut rng);
+            let h = perturb(&mut rng, i);
             let r = relative_hyper(&h, &i);
             assert!(h.in_bounds());
             // lr within ×[1e-2, 1e2] (clamping can only shrink the ratio toward the bounds).
@@ -559,7 +576,41 @@ mod tests {
             assert!(r[6].abs() <= 2f32.ln() + 1e-4 && r[7].abs() <= 2f32.ln() + 1e-4);
         }
         // Seeded: the same stream gives the same draws.
-        let a = perturb(&mut ChaCha8Rng::seed_from_u64(9));
-        assert_eq!(a, perturb(&mut ChaCha8Rng::seed_from_u64(9)));
+        let i = Hyperparams::INITIAL;
+        let a = perturb(&mut ChaCha8Rng::seed_from_u64(9), i);
+        assert_eq!(a, perturb(&mut ChaCha8Rng::seed_from_u64(9), i));
+    }
+
+    #[test]
+    fn episodes_start_at_the_configured_lr_or_are_perturbed_around_it() {
+        let cfg = RolloutConfig {
+            start_lr: 1e-2,
+            unperturbed_fraction: 0.5,
+            ..RolloutConfig::default()
+        };
+        let start = cfg.start();
+        assert_eq!(
+            start,
+            Hyperparams {
+                lr: 1e-2,
+                ..Hyperparams::INITIAL
+            }
+        );
+        let task = MetaTask::sample(&cfg, 1, 0);
+        let (mut unperturbed, mut above_initial_range) = (0, 0);
+        for e in 0..64 {
+            let s = EpisodeStart::draw(&cfg, &task, e);
+            if s.unperturbed {
+                assert_eq!(s.initial, start);
+                unperturbed += 1;
+            } else {
+                let r = relative_hyper(&s.initial, &start);
+                assert!(r[0].abs() <= 100f32.ln() + 1e-4, "lr {}", s.initial.lr);
+                // Around 1e-2, not the initial 1e-3: some draws lie above 1e-3 × 100.
+                above_initial_range += usize::from(s.initial.lr > 0.1);
+            }
+        }
+        assert!((16..=48).contains(&unperturbed), "{unperturbed} of 64");
+        assert!(above_initial_range > 0);
     }
 }
