@@ -8,7 +8,8 @@
 # Tasks: NCF on MovieLens-100K and the text-rnn family (never trained on), and seeds 0-2 of the
 # quadratic, algorithmic and image-mlp families (training samples its own seeds), at T = 300; NCF
 # and image-mlp again at T = 1000 to show the policy holds on longer runs. 16 decisions, greedy,
-# from the default hyperparameters. Tables go to eval/heldout-300 and eval/heldout-1000.
+# from each policy's start (the default hyperparameters at its file's start lr). Tables go to
+# eval/heldout-300 and eval/heldout-1000.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/lhopt" eval --family ncf,text-rnn,quadratic,algorithmic,image-mlp --seeds 3 \

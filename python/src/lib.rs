@@ -101,7 +101,10 @@ fn hyper_dict<'py>(py: Python<'py>, h: &Hyperparams) -> PyResult<Bound<'py, PyDi
 
 /// A run's starting hyperparameters: `start` (the policy's), with the entries of `overrides`
 /// replaced.
-fn initial_hyper(start: Hyperparams, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Hyperparams> {
+fn initial_hyper(
+    start: Hyperparams,
+    overrides: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Hyperparams> {
     let mut values = start.to_array();
     for (key, value) in overrides.into_iter().flat_map(|d| d.iter()) {
         let name: String = key.extract()?;
