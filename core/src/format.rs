@@ -27,8 +27,11 @@ pub const POLICY_MAGIC: [u8; 4] = *b"LHPO";
 /// (such a policy starts from [`Hyperparams::INITIAL`]).
 pub const FORMAT_VERSION: u16 = 2;
 
-/// The lr's bounds ([`BOUNDS`]), which a file's start lr must respect.
-const LR_BOUNDS: (f32, f32) = BOUNDS[0];
+/// A start lr a file may hold: within the lr's bounds ([`BOUNDS`]), so not NaN.
+fn valid_start_lr(lr: f32) -> bool {
+    let (lo, hi) = BOUNDS[0];
+    (lo..=hi).contains(&lr)
+}
 
 /// Maximum length in bytes of the policy name.
 pub const NAME_CAPACITY: usize = 32;
@@ -249,7 +252,7 @@ fn split_header(bytes: &[u8]) -> Result<(PolicyHeader, &[u8]), Error> {
     }
     .map_err(|_| Error::Malformed)?;
     // No exporter writes a start lr outside the lr's bounds (NaN included).
-    if !(LR_BOUNDS.0..=LR_BOUNDS.1).contains(&header.start_lr) {
+    if !valid_start_lr(header.start_lr) {
         return Err(Error::Malformed);
     }
     Ok((header, body))
@@ -507,7 +510,7 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
     /// Sets the learning rate the policy was trained to start from (see [`FrozenPolicy::start`]).
     /// Errors: a value outside the lr's bounds ([`Error::InvalidConfig`]).
     pub fn with_start_lr(mut self, lr: f32) -> Result<Self, Error> {
-        if !(LR_BOUNDS.0..=LR_BOUNDS.1).contains(&lr) {
+        if !valid_start_lr(lr) {
             return Err(Error::InvalidConfig(
                 "the start lr must be within the lr's bounds [1e-8, 1]",
             ));

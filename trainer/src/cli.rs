@@ -709,11 +709,15 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             "--schedule-back-off wants a finite rise of at least 0, got {rise}"
         )));
     }
-    let lr_bounds = lhopt_core::BOUNDS[0];
-    if !(lr_bounds.0..=lr_bounds.1).contains(&args.schedule_start_lr) {
+    let start = Hyperparams {
+        lr: args.schedule_start_lr,
+        ..Hyperparams::INITIAL
+    };
+    if start.clamped() != start {
         return Err(Error::Usage(format!(
-            "--schedule-start-lr wants a learning rate in [{:e}, {}], got {}",
-            lr_bounds.0, lr_bounds.1, args.schedule_start_lr
+            "--schedule-start-lr wants a learning rate within {:?}, got {}",
+            lhopt_core::BOUNDS[0],
+            args.schedule_start_lr
         )));
     }
     for &peak in &args.schedules {
@@ -725,10 +729,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
         controllers.push(Controller::Schedule {
             peak,
             back_off: args.schedule_back_off.unwrap_or(f32::INFINITY),
-            start: Hyperparams {
-                lr: args.schedule_start_lr,
-                ..Hyperparams::INITIAL
-            },
+            start,
         });
     }
     let bars = MultiProgress::new();

@@ -134,8 +134,8 @@ fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, postcard::Error> {
     }
     exact::<Checkpoint>(bytes).or_else(|e| {
         exact::<CheckpointBeforeStartLr>(bytes)
-            .map(Into::into)
             .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
+            .map(Into::into)
             .map_err(|_| e)
     })
 }
@@ -212,7 +212,7 @@ impl From<RolloutBeforeStartLr> for RolloutConfig {
 }
 
 /// The checkpoint layout before `imitation.back_off` (the same fields, flattened as postcard
-/// lays nested structs out).
+/// lays nested structs out); it converts through the next layout.
 #[derive(Deserialize)]
 struct CheckpointBeforeBackOff {
     seed: u64,
@@ -234,29 +234,27 @@ struct CheckpointBeforeBackOff {
     learner: LearnerState,
 }
 
-impl From<CheckpointBeforeBackOff> for Checkpoint {
+impl From<CheckpointBeforeBackOff> for CheckpointBeforeStartLr {
     fn from(c: CheckpointBeforeBackOff) -> Self {
-        Checkpoint {
-            config: MetaTrainConfig {
-                seed: c.seed,
-                preset: c.preset,
-                updates: c.updates,
-                plot_every: c.plot_every,
-                name: c.name,
-                imitation: ImitationConfig {
-                    tasks: c.tasks,
-                    peaks: c.peaks,
-                    peak_tolerance: c.peak_tolerance,
-                    perturbed_demos: c.perturbed_demos,
-                    steps: c.steps,
-                    batch: c.batch,
-                    dagger_rounds: c.dagger_rounds,
-                    dagger_steps: c.dagger_steps,
-                    back_off: f64::INFINITY,
-                },
-                ppo: c.ppo,
-                rollout: c.rollout.into(),
+        CheckpointBeforeStartLr {
+            seed: c.seed,
+            preset: c.preset,
+            updates: c.updates,
+            plot_every: c.plot_every,
+            name: c.name,
+            imitation: ImitationConfig {
+                tasks: c.tasks,
+                peaks: c.peaks,
+                peak_tolerance: c.peak_tolerance,
+                perturbed_demos: c.perturbed_demos,
+                steps: c.steps,
+                batch: c.batch,
+                dagger_rounds: c.dagger_rounds,
+                dagger_steps: c.dagger_steps,
+                back_off: f64::INFINITY,
             },
+            ppo: c.ppo,
+            rollout: c.rollout,
             progress: c.progress,
             learner: c.learner,
         }
