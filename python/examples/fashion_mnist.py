@@ -75,21 +75,24 @@ def train(
     eval_examples: int = 2000,
     activation: str = "relu",
     data=None,
+    policy=None,
 ) -> dict:
-    """One run; returns the final eval loss, the wall time and (for LHOPT) the optimizer."""
+    """One run; returns the final eval loss, the wall time and (for LHOPT) the optimizer and the
+    lr it started from. ``policy``: a policy file for LHOPT (None: the shipped one)."""
     (x, y), (ex, ey) = data or (load("train"), load("t10k"))
     ex, ey = ex[:eval_examples], ey[:eval_examples]
     torch.manual_seed(seed)
     model = mlp(list(sizes), activation)
     if optimizer == "lhopt":
         opt = lhopt.torch.LHOPT(model.parameters(), total_steps=steps, decisions=decisions,
-                                eval_fn=lambda: eval_loss(model, ex, ey))
+                                policy=policy, eval_fn=lambda: eval_loss(model, ex, ey))
     elif optimizer == "ciao":
         opt = lhopt.torch.CIAO(model.parameters())
     elif optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
+    start_lr = opt.param_groups[0]["lr"] if optimizer == "adamw" else opt.hyper["lr"]
     order = torch.Generator().manual_seed(seed)
     perm, cursor = torch.randperm(len(y), generator=order), 0
     start = time.perf_counter()
@@ -105,10 +108,11 @@ def train(
             opt.step(loss=loss)
         else:
             opt.step()
-    return {"eval_loss": eval_loss(model, ex, ey), "seconds": time.perf_counter() - start, "optimizer": opt}
+    return {"eval_loss": eval_loss(model, ex, ey), "seconds": time.perf_counter() - start, "optimizer": opt,
+            "start_lr": start_lr}
 
 
-def plot(trace: list[dict], path: str) -> None:
+def plot(trace: list[dict], start_lr: float, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,8 +120,8 @@ def plot(trace: list[dict], path: str) -> None:
 
     steps = [d["step"] for d in trace]
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
-    # Each decision's lr holds from its step on; before the first, the initial one.
-    lrs = [lhopt.INITIAL_HYPER["lr"]] + [d["hyper"]["lr"] for d in trace]
+    # Each decision's lr holds from its step on; before the first, the one the run started at.
+    lrs = [start_lr] + [d["hyper"]["lr"] for d in trace]
     ax_lr.step([0] + steps, lrs, where="post")
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
@@ -141,19 +145,20 @@ def main() -> None:
     ap.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--decisions", type=int, help="LHOPT decisions (default: lhopt.torch.DEFAULT_DECISIONS)")
+    ap.add_argument("--policy", help="LHOPT policy file (default: the shipped one)")
     ap.add_argument("--plot", help="write the lr trace as a PNG here (needs matplotlib)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     sizes = (784, *(int(w) for w in args.hidden.split(",")), 10)
     run = train(args.optimizer, args.steps, args.seed, sizes=sizes, batch=args.batch,
-                decisions=args.decisions, activation=args.activation)
+                decisions=args.decisions, activation=args.activation, policy=args.policy)
     print(f"{args.optimizer}: final eval loss {run['eval_loss']:.4f} after {args.steps} steps, {run['seconds']:.1f} s")
     if args.optimizer == "lhopt":
         trace = run["optimizer"].trace
         lrs = [d["hyper"]["lr"] for d in trace]
         print(f"{len(trace)} decisions; lr from {lrs[0]:.2e} to {lrs[-1]:.2e}, max {max(lrs):.2e}")
         if args.plot:
-            plot(trace, args.plot)
+            plot(trace, run["start_lr"], args.plot)
             print(f"wrote {args.plot}")
 
 

@@ -417,6 +417,11 @@ pub struct EvalArgs {
     /// and climb from there.
     #[arg(long, default_value_t = Hyperparams::INITIAL.lr)]
     pub schedule_start_lr: f32,
+    /// The --schedules rows hold their peak and decay linearly to 0 over this final share of
+    /// the run (1: decay over the whole run from the peak on; 0.2: hold, then cool down over
+    /// the last fifth)
+    #[arg(long, default_value_t = 1.0, requires = "schedules")]
+    pub schedule_cooldown: f32,
     /// Budgets, as multiples of each task's T, at which the untuned default is measured for the
     /// "vs default" column (one run to the largest; outside the range only a bound is reported).
     #[arg(long, value_delimiter = ',', default_values_t = eval::DEFAULT_BUDGET_FACTORS)]
@@ -720,6 +725,12 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             args.schedule_start_lr
         )));
     }
+    if !(args.schedule_cooldown > 0.0 && args.schedule_cooldown <= 1.0) {
+        return Err(Error::Usage(format!(
+            "--schedule-cooldown wants a share of the run in (0, 1], got {}",
+            args.schedule_cooldown
+        )));
+    }
     for &peak in &args.schedules {
         if !(peak.is_finite() && peak > 0.0) {
             return Err(Error::Usage(format!(
@@ -730,6 +741,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             peak,
             back_off: args.schedule_back_off.unwrap_or(f32::INFINITY),
             start,
+            cooldown: args.schedule_cooldown,
         });
     }
     let bars = MultiProgress::new();

@@ -48,6 +48,8 @@ pub enum Controller {
         back_off: f32,
         /// Where the run starts (the climb to the peak starts at its lr).
         start: Hyperparams,
+        /// The final share of the run over which the lr decays ([`Teacher::with_cooldown`]).
+        cooldown: f32,
     },
 }
 
@@ -63,8 +65,12 @@ impl Controller {
                 peak,
                 back_off,
                 start,
+                cooldown,
             } => {
                 let mut name = format!("schedule-{peak:e}");
+                if *cooldown < 1.0 {
+                    name += &format!("-cooldown-{cooldown}");
+                }
                 if back_off.is_finite() {
                     name += &format!("-back-off-{back_off}");
                 }
@@ -114,6 +120,7 @@ impl Controller {
                 peak,
                 back_off,
                 start,
+                cooldown,
             } => {
                 let cfg = EpisodeConfig {
                     total_steps: steps,
@@ -124,7 +131,7 @@ impl Controller {
                 env::run_episode(
                     task,
                     &cfg,
-                    &mut Teacher::new(*peak, *back_off, *start, decisions),
+                    &mut Teacher::new(*peak, *back_off, *start, decisions).with_cooldown(*cooldown),
                 )
             }
         }

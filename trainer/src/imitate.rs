@@ -112,6 +112,9 @@ pub struct Teacher {
     peak: f32,
     /// The peak after backing off (`peak` until the run first diverges).
     lowered_peak: f32,
+    /// The final share of the run over which the lr decays linearly to 0; before it the schedule
+    /// holds its peak (1: a linear decay over the whole run).
+    cooldown: f32,
     back_off: f32,
     start: Hyperparams,
     h: Hyperparams,
@@ -134,6 +137,7 @@ impl Teacher {
         Self {
             peak,
             lowered_peak: peak,
+            cooldown: 1.0,
             back_off,
             start,
             h: start,
@@ -144,10 +148,18 @@ impl Teacher {
         }
     }
 
+    /// The same teacher holding its peak until the last `cooldown` of the run (in (0, 1]) and
+    /// decaying linearly to 0 over it.
+    pub fn with_cooldown(mut self, cooldown: f32) -> Self {
+        self.cooldown = cooldown.clamp(1e-3, 1.0);
+        self
+    }
+
     /// The learning rate the schedule wants over the interval that starts at progress `p` and
     /// ends at `p + dp`: its value at the interval's midpoint.
     fn target_lr(&self, p: f32, dp: f32) -> f32 {
-        (self.lowered_peak * (1.0 - (p + 0.5 * dp))).max(Hyperparams::INITIAL.lr * 1e-3)
+        let left = 1.0 - (p + 0.5 * dp);
+        (self.lowered_peak * (left / self.cooldown).min(1.0)).max(Hyperparams::INITIAL.lr * 1e-3)
     }
 
     /// Reads the observation of the next decision and the eval loss the run reported there (NaN:
@@ -176,7 +188,8 @@ impl Teacher {
         let saved = saved_at >= 0.0;
         let diverged = !loss_valid || (saved && saved_vs_now < -self.back_off.tanh());
         if diverged {
-            self.lowered_peak = self.lowered_peak.min(0.5 * self.h.lr / (1.0 - p).max(1e-3));
+            let share = ((1.0 - p) / self.cooldown).clamp(1e-3, 1.0);
+            self.lowered_peak = self.lowered_peak.min(0.5 * self.h.lr / share);
             return if saved {
                 Restart::Load(0)
             } else {
@@ -770,6 +783,25 @@ mod tests {
             );
         }
         assert!(*path.last().unwrap() < 3e-2 * 0.1, "{path:?}");
+    }
+
+    #[test]
+    fn a_teacher_with_a_cooldown_holds_its_peak_until_the_cooldown_starts() {
+        let k = 32;
+        let mut t = Teacher::new(3e-2, f32::INFINITY, Hyperparams::INITIAL, k).with_cooldown(0.25);
+        let path = lr_path_seeing(&mut t, k, |_| 0.0);
+        // Once it has climbed from 1e-3, it holds the peak to within the finest lr step until the
+        // last quarter (p = 0.75 at decision 24) …
+        for &lr in &path[12..23] {
+            assert!((lr / 3e-2).ln().abs() <= (1.0f32 / 0.9).ln(), "{path:?}");
+        }
+        // … then decays, ending below a tenth of it, as the linear teacher does.
+        assert!(path[31] < 0.5 * path[24], "{path:?}");
+        assert!(*path.last().unwrap() < 3e-2 * 0.1, "{path:?}");
+        // A cooldown of the whole run is the linear teacher.
+        let mut whole =
+            Teacher::new(3e-2, f32::INFINITY, Hyperparams::INITIAL, k).with_cooldown(1.0);
+        assert_eq!(lr_path_seeing(&mut whole, k, |_| 0.0), lr_path(3e-2, k));
     }
 
     #[test]

@@ -916,6 +916,19 @@ mod tests {
     }
 
     #[test]
+    fn the_run_folders_config_shows_f32_fields_as_written_and_reads_them_back() {
+        let mut cfg = MetaTrainConfig::default();
+        cfg.rollout.start_lr = 0.01;
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert!(text.contains("start_lr = 0.01\n"), "{text}");
+        assert!(text.contains("gae_lambda = 0.95\n"), "{text}");
+        assert_eq!(
+            MetaTrainConfig::from_toml(&text, Path::new("c.toml")).unwrap(),
+            cfg
+        );
+    }
+
+    #[test]
     fn checkpoints_from_before_the_closed_loop_teacher_or_the_start_lr_still_load_and_round_trip() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
         let old = Checkpoint::load(&root.join("v3-warm/checkpoint.bin")).unwrap();

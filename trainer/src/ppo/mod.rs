@@ -13,6 +13,18 @@ use serde::{Deserialize, Serialize};
 
 use buffer::BufferLimits;
 
+/// Serializes an f32 config field. Human-readable formats (the run folder's `config.toml`) get
+/// the shortest decimal that reads back as the same f32 (0.95, not 0.949999988079071, which TOML's
+/// f64 floats would show); binary ones (the postcard checkpoint) keep the f32 itself.
+pub(crate) fn f32_as_written<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    if s.is_human_readable() {
+        let shortest: f64 = v.to_string().parse().unwrap_or(f64::from(*v));
+        s.serialize_f64(shortest)
+    } else {
+        s.serialize_f32(*v)
+    }
+}
+
 /// PPO hyperparameters; the defaults are spec §7.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,8 +40,10 @@ pub struct PpoConfig {
     /// Global gradient-norm clip.
     pub max_grad_norm: f64,
     /// Discount γ.
+    #[serde(serialize_with = "f32_as_written")]
     pub gamma: f32,
     /// GAE λ.
+    #[serde(serialize_with = "f32_as_written")]
     pub gae_lambda: f32,
     /// Decisions per minibatch.
     pub minibatch: usize,

@@ -63,6 +63,7 @@ pub struct RolloutConfig {
     pub unperturbed_fraction: f64,
     /// The learning rate episodes start from (perturbed ones around it); every other
     /// hyperparameter starts at [`Hyperparams::INITIAL`]. A policy is deployed from this lr.
+    #[serde(serialize_with = "super::f32_as_written")]
     pub start_lr: f32,
     /// Per-tensor initial-weight rescaling, log-uniform in [1/weight_scale, weight_scale]
     /// (1 disables it); see [`MetaTask::weight_scale`].
