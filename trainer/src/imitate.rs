@@ -92,11 +92,6 @@ impl Default for ImitationConfig {
 /// overfit image-MLP seed 0 included).
 pub const RESTORE_STRETCH: f32 = 0.1;
 
-/// Cloning counts a restart label that loads or swaps a register this many times
-/// ([`Learner::imitation_step`]): the teacher restores at a few decisions of a few runs (a
-/// diverging run answered, an overfit run rolled back).
-pub const RESTORE_LABEL_WEIGHT: f64 = 10.0;
-
 /// The teacher: follows `peak × (1 − p)` with the lr head's relative actions and steers every
 /// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
 /// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
@@ -605,7 +600,7 @@ pub fn run(
                 .drain(..cfg.batch.min(order.len()))
                 .map(|i| &episodes[i])
                 .collect();
-            let stats = learner.imitation_step(&batch, RESTORE_LABEL_WEIGHT);
+            let stats = learner.imitation_step(&batch);
             done += 1;
             if done % 10 == 0 || done == total_steps(cfg) {
                 lines.push(ImitationLine::Step { step: done, stats });
