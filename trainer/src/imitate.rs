@@ -92,8 +92,9 @@ impl Default for ImitationConfig {
 /// overfit image-MLP seed 0 included).
 pub const RESTORE_STRETCH: f32 = 0.1;
 
-/// The teacher: follows `peak × (1 − p)` with the lr head's relative actions and steers every
-/// other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
+/// The teacher: follows `peak × (1 − p)` (or, [`Teacher::with_cooldown`], holds the peak and
+/// decays over the last share of the run only) with the lr head's relative actions and steers
+/// every other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
 /// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
 ///
 /// Closed loop: it keeps its best point so far in checkpoint register 0: the lowest eval loss
