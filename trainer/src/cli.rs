@@ -107,7 +107,7 @@ pub struct ImitateArgs {
     /// checkpoint.bin.
     #[arg(long)]
     pub out: PathBuf,
-    /// TOML configuration; its [imitation] section sets the phase [default: built-in defaults].
+    /// TOML configuration; its `[imitation]` section sets the phase [default: built-in defaults].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// No progress bar (for logs).

@@ -411,7 +411,7 @@ pub enum Phases {
 
 /// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is optional for a
 /// new run; with `resume` it is accepted only for a warm start at update 0 (its PPO and rollout
-/// settings, [`ppo_config_for_warm_start`]), since a run's configuration is fixed once PPO has
+/// settings, `ppo_config_for_warm_start`), since a run's configuration is fixed once PPO has
 /// started. `updates`, the total to train up to, may also be raised to continue a finished run.
 pub fn run(
     out: &Path,

@@ -31,7 +31,7 @@ pub struct RunKey {
 /// The outcome of one baseline run. Non-finite losses are stored as `None` (JSON has no NaN).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BaselineRun {
-    /// Format of this record; see [`FORMAT_VERSION`].
+    /// Format of this record (the version this build writes is the module's `FORMAT_VERSION`).
     pub version: u32,
     /// Which run this is.
     pub key: RunKey,

@@ -4,8 +4,8 @@
 //! - [`tasks`]: the batched families (noisy quadratic, image MLP, algorithmic RNN).
 //! - [`ciao`]: CIAO with per-instance hyperparameters, clipping, trust ratios, reductions and
 //!   checkpoint registers.
-//! - [`env`]: one lockstep episode of K instances, each with its own core `Observer`.
-//! - [`reference`]: a configuration's tuned reference, its learning rates as one batch.
+//! - [`mod@env`]: one lockstep episode of K instances, each with its own core `Observer`.
+//! - [`mod@reference`]: a configuration's tuned reference, its learning rates as one batch.
 //! - [`rollout`]: batched rollouts for meta-training, reporting episodes as the unbatched worker.
 
 pub mod ciao;
