@@ -337,7 +337,7 @@ impl Task for NcfTask {
             .double_value(&[])
     }
 
-    /// `hit_ratio@10` and `ndcg@10` of the current model, computed as `rank_metrics` does.
+    /// `hit_ratio@10` and `ndcg@10` of the current model (ranked by `rank_metrics`).
     fn metrics(&mut self) -> Vec<(&'static str, f64)> {
         let _guard = tch::no_grad_guard();
         let values = rank_metrics(&self.eval_logits());
