@@ -94,8 +94,8 @@ pub const RESTORE_STRETCH: f32 = 0.1;
 
 /// The teacher: follows `peak × (1 − p)` (or, [`Teacher::with_cooldown`], holds the peak and
 /// decays over the last share of the run only) with the lr head's relative actions and steers
-/// every other hyperparameter back to its initial value. It mirrors the hyperparameters itself with the
-/// core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
+/// every other hyperparameter back to its initial value. It mirrors the hyperparameters itself
+/// with the core's own [`lhopt_core::apply`], so what it aims at is what the run gets.
 ///
 /// Closed loop: it keeps its best point so far in checkpoint register 0: the lowest eval loss
 /// where the run reports one, else the lowest training loss (the interval's mean). When the
@@ -156,11 +156,16 @@ impl Teacher {
         self
     }
 
+    /// The schedule's share of its peak at progress `p`: 1 until the cooldown starts, then
+    /// falling linearly to 0 at the end of the run.
+    fn share(&self, p: f32) -> f32 {
+        ((1.0 - p) / self.cooldown).min(1.0)
+    }
+
     /// The learning rate the schedule wants over the interval that starts at progress `p` and
     /// ends at `p + dp`: its value at the interval's midpoint.
     fn target_lr(&self, p: f32, dp: f32) -> f32 {
-        let left = 1.0 - (p + 0.5 * dp);
-        (self.lowered_peak * (left / self.cooldown).min(1.0)).max(Hyperparams::INITIAL.lr * 1e-3)
+        (self.lowered_peak * self.share(p + 0.5 * dp)).max(Hyperparams::INITIAL.lr * 1e-3)
     }
 
     /// Reads the observation of the next decision and the eval loss the run reported there (NaN:
@@ -189,8 +194,9 @@ impl Teacher {
         let saved = saved_at >= 0.0;
         let diverged = !loss_valid || (saved && saved_vs_now < -self.back_off.tanh());
         if diverged {
-            let share = ((1.0 - p) / self.cooldown).clamp(1e-3, 1.0);
-            self.lowered_peak = self.lowered_peak.min(0.5 * self.h.lr / share);
+            self.lowered_peak = self
+                .lowered_peak
+                .min(0.5 * self.h.lr / self.share(p).max(1e-3));
             return if saved {
                 Restart::Load(0)
             } else {

@@ -3,7 +3,8 @@
 //! AdamW baselines use. Records what happened as a [`Trace`].
 //!
 //! The features, actions and checkpoint-register bookkeeping are the core's [`Observer`]; this
-//! module only feeds it the runtime's statistics and carries out its [`Decision`](lhopt_core::Decision)s on tensors.
+//! module only feeds it the runtime's statistics and carries out its
+//! [`Decision`](lhopt_core::Decision)s on tensors.
 
 mod frozen;
 #[cfg(test)]
