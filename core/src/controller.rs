@@ -71,8 +71,9 @@ use crate::policy::{LstmState, Rng, greedy, sample};
 pub const STATE_MAGIC: [u8; 4] = *b"LHST";
 
 /// Version of the saved-state layout. Version 2 keeps the interval's running mean loss where
-/// version 1 kept its sum; version 1 states are refused.
-pub const STATE_VERSION: u16 = 2;
+/// version 1 kept its sum; version 3 adds the eval loss to the checkpoint registers' records
+/// (feature set 3). Older states are refused.
+pub const STATE_VERSION: u16 = 3;
 
 /// How actions are chosen from the policy's logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

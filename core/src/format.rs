@@ -770,18 +770,19 @@ mod tests {
             Err(Error::SizeMismatch { which: "pre", .. })
         ));
         let mut p = policy();
-        p.header.feature_set_version = 3;
+        p.header.feature_set_version = 4;
         assert_eq!(
             Tiny::decode(&encoded(&p)),
             Err(Error::FeatureSetMismatch {
-                found: 3,
-                expected: 2
+                found: 4,
+                expected: 3
             })
         );
-        // Feature set 1 policies still load, and say which features they need.
-        p.header.feature_set_version = 1;
-        let v1 = Tiny::decode(&encoded(&p)).unwrap();
-        assert_eq!(v1.feature_set(), FeatureSet::V1);
+        // Older feature sets still load, and say which features they need.
+        for old in [FeatureSet::V1, FeatureSet::V2] {
+            p.header.feature_set_version = old.version();
+            assert_eq!(Tiny::decode(&encoded(&p)).unwrap().feature_set(), old);
+        }
         assert_eq!(policy().feature_set(), FeatureSet::CURRENT);
         let mut p = policy();
         p.header.head_sizes[0] = 5;

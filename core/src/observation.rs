@@ -1,4 +1,4 @@
-//! The outer features and the 166-number observation vector, feature sets 1 and 2 (spec §3).
+//! The outer features and the 166-number observation vector, feature sets 1 to 3 (spec §3).
 //!
 //! [`Observer`] is the runtime-statistics → observation half of the controller: it counts inner
 //! steps, aggregates the inner features of sampled steps, keeps the CDF moments and the
@@ -15,7 +15,7 @@
 //! | [`OBS_NORM_RATIO`] | tanh(x), 5 CDF; x = ln(‖θ_k‖ / ‖θ_{k−1}‖) | 6 |
 //! | [`OBS_TRAIN_LOSS`] | is_nan, is_inf, 5 CDF of ln L_k | 7 |
 //! | [`OBS_EVAL_LOSS`] | is_nan, is_inf, 5 CDF of ln L_eval | 7 |
-//! | [`OBS_CHECKPOINTS`] | per register r: tanh(ln(L_r / L_k)), progress at saving (−1 if empty) | 6 |
+//! | [`OBS_CHECKPOINTS`] | per register r: tanh(ln(L_r / L_k)), progress at saving (−1 if empty); feature set 3 compares eval losses where it can | 6 |
 //! | [`OBS_HYPER`] | ln(h / h_initial) per [`Hyperparams`] field, logit difference for clip_frac | 8 |
 //! | [`OBS_PREV_ACTION`] | previous action, one-hot per head (all zero before the first) | 40 |
 //!
@@ -39,6 +39,14 @@
 //!   feature is 0 when either loss is invalid.
 //! - The previous-action one-hot holds the action the policy chose, even when a load or swap of
 //!   an empty register turned its restart into a no-op.
+//!
+//! # Feature set 3: the registers' eval loss
+//!
+//! A register also records the eval loss of the decision that saved into it. Where that eval
+//! loss and the current one are both valid (positive and finite), the register's loss feature is
+//! tanh(ln(L_eval,r / L_eval,k)); otherwise it is feature set 2's training-loss comparison. The
+//! training loss keeps falling while a run overfits, so only the eval loss tells a policy that
+//! a saved point is better than the current one and worth loading.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +61,9 @@ use crate::reductions::{NUM_INNER_FEATURES, TensorReductions, mean_inner_feature
 /// policy file records the version it was trained on; [`FeatureSet`] lists those this build reads.
 pub const FEATURE_SET_VERSION: u16 = FeatureSet::CURRENT.version();
 
-/// The feature sets this build computes. They share the 166-number layout and differ only in
-/// which inner steps report reductions, so a policy of either runs on the same runtime code.
+/// The feature sets this build computes. They share the 166-number layout and the runtime
+/// contract (which inner steps report reductions differs, and the controller answers that), so a
+/// policy of any of them runs on the same runtime code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FeatureSet {
     /// Reductions on every [`REDUCTION_PERIOD`]th *global* step, plus the last step of an
@@ -64,17 +73,21 @@ pub enum FeatureSet {
     /// its counter at every outer step), so every interval is sampled from its first step on,
     /// whatever its length.
     V2,
+    /// Feature set 2's sampling; a checkpoint register's loss feature compares eval losses where
+    /// the run reported one both at the save and now (see the module docs).
+    V3,
 }
 
 impl FeatureSet {
     /// The feature set new policies use.
-    pub const CURRENT: FeatureSet = FeatureSet::V2;
+    pub const CURRENT: FeatureSet = FeatureSet::V3;
 
     /// The number a policy file records.
     pub const fn version(self) -> u16 {
         match self {
             FeatureSet::V1 => 1,
             FeatureSet::V2 => 2,
+            FeatureSet::V3 => 3,
         }
     }
 
@@ -83,6 +96,7 @@ impl FeatureSet {
         match version {
             1 => Some(FeatureSet::V1),
             2 => Some(FeatureSet::V2),
+            3 => Some(FeatureSet::V3),
             _ => None,
         }
     }
@@ -175,10 +189,13 @@ pub enum StepStatus {
     Finished,
 }
 
-/// Loss and progress recorded when a checkpoint register was saved.
+/// Losses and progress recorded when a checkpoint register was saved.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Checkpoint {
+    /// The interval's mean training loss (NaN when invalid).
     loss: f32,
+    /// The eval loss the runtime reported, when it was positive and finite.
+    eval: Option<f32>,
     progress: f32,
 }
 
@@ -206,6 +223,9 @@ pub struct Observer {
     inner_samples: u32,
     // Values of the previous decision (None before the first; NaN when invalid).
     prev_train_loss: Option<f32>,
+    /// The eval loss reported at the previous decision, when positive and finite: what a save
+    /// records.
+    prev_eval_loss: Option<f32>,
     prev_displacement: Option<f32>,
     prev_param_norm: Option<f32>,
     prev_action: Option<Action>,
@@ -286,8 +306,8 @@ impl Observer {
     /// Largest postcard encoding of an `Observer`, in bytes (varints at their widest): the run
     /// config, feature set and interval (26), two hyperparameter sets (64), step, decision index and progress
     /// (19), the loss accumulators (15), the inner-feature accumulators (57), the previous values
-    /// and action (25), 18 series × 5 scales × 3 moments (1080), the registers (27).
-    pub const MAX_ENCODED_LEN: usize = 26 + 64 + 19 + 15 + 57 + 25 + 1080 + 27;
+    /// and action (30), 18 series × 5 scales × 3 moments (1080), the registers (42).
+    pub const MAX_ENCODED_LEN: usize = 26 + 64 + 19 + 15 + 57 + 30 + 1080 + 42;
 
     /// A fresh run computing `feature_set` (the one the policy was trained on). `initial`
     /// (clamped to bounds) is both the starting hyperparameters and the reference `h_initial` of
@@ -342,6 +362,7 @@ impl Observer {
             inner_sum: [0.0; NUM_INNER_FEATURES],
             inner_samples: 0,
             prev_train_loss: None,
+            prev_eval_loss: None,
             prev_displacement: None,
             prev_param_norm: None,
             prev_action: None,
@@ -376,7 +397,7 @@ impl Observer {
                 next.is_multiple_of(REDUCTION_PERIOD)
                     || (next.is_multiple_of(self.interval) && samples == 0)
             }
-            FeatureSet::V2 => {
+            FeatureSet::V2 | FeatureSet::V3 => {
                 // `checked_rem` keeps a zero interval (only in corrupted restored state) from
                 // reaching a division panic.
                 let decided = self.step / self.interval.max(1);
@@ -462,6 +483,12 @@ impl Observer {
         }
         if self.registers.iter().flatten().any(|cp| !unit(cp.progress)) {
             return bad("checkpoint register: progress outside [0, 1]");
+        }
+        let positive = |loss: Option<f32>| loss.is_none_or(|l| LossFlags::of(l).log.is_some());
+        if !positive(self.prev_eval_loss)
+            || !self.registers.iter().flatten().all(|cp| positive(cp.eval))
+        {
+            return bad("eval loss: recorded but not a positive finite number");
         }
         Ok(())
     }
@@ -613,7 +640,10 @@ impl Observer {
         for register in &self.registers {
             match register {
                 Some(cp) => {
-                    let x = log_ratio(Some(loss_now), cp.loss).ok().flatten();
+                    let x = match (self.feature_set, cp.eval, eval.log) {
+                        (FeatureSet::V3, Some(saved), Some(now)) => Some(libm::logf(saved) - now),
+                        _ => log_ratio(Some(loss_now), cp.loss).ok().flatten(),
+                    };
                     w.push(libm::tanhf(x.unwrap_or(0.0)));
                     w.push(cp.progress);
                 }
@@ -641,6 +671,7 @@ impl Observer {
         self.last_progress = p;
         self.decision_index = self.decision_index.saturating_add(1);
         self.prev_train_loss = Some(loss_now);
+        self.prev_eval_loss = eval.log.map(|_| inputs.eval_loss);
         self.prev_displacement = Some(inputs.displacement);
         self.prev_param_norm = Some(inputs.param_norm);
         self.loss_mean = 0.0;
@@ -660,6 +691,7 @@ impl Observer {
         self.prev_action = Some(*a);
         let current = Checkpoint {
             loss: self.prev_train_loss.unwrap_or(f32::NAN),
+            eval: self.prev_eval_loss,
             progress: self.last_progress,
         };
         let restart = self.update_registers(a.restart(), current);
@@ -736,7 +768,7 @@ pub(crate) type Edit = (&'static str, fn(&mut Observer));
 
 /// See [`Edit`].
 #[cfg(test)]
-pub(crate) fn unreachable_edits() -> [Edit; 13] {
+pub(crate) fn unreachable_edits() -> [Edit; 15] {
     [
         ("NaN lr", |o| o.hyper.lr = f32::NAN),
         ("lr above its bound", |o| o.hyper.lr = 10.0),
@@ -759,8 +791,19 @@ pub(crate) fn unreachable_edits() -> [Edit; 13] {
         ("register progress 2", |o| {
             o.registers[1] = Some(Checkpoint {
                 loss: 1.0,
+                eval: Some(1.0),
                 progress: 2.0,
             })
+        }),
+        ("register eval loss −1", |o| {
+            o.registers[2] = Some(Checkpoint {
+                loss: 1.0,
+                eval: Some(-1.0),
+                progress: 0.5,
+            })
+        }),
+        ("previous eval loss NaN", |o| {
+            o.prev_eval_loss = Some(f32::NAN)
         }),
     ]
 }
@@ -849,13 +892,23 @@ mod tests {
         assert_eq!(wanted, expected);
     }
 
-    /// Which of the steps of a `total_steps`/`decisions` run feature set 2 samples.
+    /// Which of the steps of a `total_steps`/`decisions` run feature sets 2 and 3 sample (the
+    /// same steps: the assertion holds them together).
     fn v2_sampled(total_steps: u64, decisions: u32) -> Vec<u64> {
-        let cfg = RunConfig {
-            total_steps,
-            decisions,
+        let sampled = |fs| {
+            let cfg = RunConfig {
+                total_steps,
+                decisions,
+            };
+            sampled_steps(Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap())
         };
-        let mut o = Observer::new(cfg, Hyperparams::INITIAL, FeatureSet::V2).unwrap();
+        let v2 = sampled(FeatureSet::V2);
+        assert_eq!(v2, sampled(FeatureSet::V3));
+        v2
+    }
+
+    fn sampled_steps(mut o: Observer) -> Vec<u64> {
+        let total_steps = o.config().total_steps;
         let mut sampled = Vec::new();
         for step in 0..total_steps {
             if o.wants_reductions() {
@@ -885,12 +938,54 @@ mod tests {
 
     #[test]
     fn feature_sets_round_trip_through_their_versions() {
-        for fs in [FeatureSet::V1, FeatureSet::V2] {
+        for fs in [FeatureSet::V1, FeatureSet::V2, FeatureSet::V3] {
             assert_eq!(FeatureSet::from_version(fs.version()), Some(fs));
         }
         assert_eq!(FeatureSet::from_version(0), None);
-        assert_eq!(FeatureSet::from_version(3), None);
-        assert_eq!(FEATURE_SET_VERSION, 2);
+        assert_eq!(FeatureSet::from_version(4), None);
+        assert_eq!(FEATURE_SET_VERSION, 3);
+    }
+
+    /// The register feature of register 0 at the second decision of a run that saved into it
+    /// at the first, with training losses 2 then 1 and the given eval losses.
+    fn register_feature(fs: FeatureSet, eval_at_save: f32, eval_now: f32) -> f32 {
+        let cfg = RunConfig {
+            total_steps: 8,
+            decisions: 2,
+        };
+        let mut o = Observer::new(cfg, Hyperparams::INITIAL, fs).unwrap();
+        let decide = |o: &mut Observer, loss: f32, eval_loss: f32| {
+            run_interval(o, loss, false);
+            o.observation(&DecisionInputs {
+                param_norm: 1.0,
+                displacement: 1.0,
+                eval_loss,
+            })
+        };
+        decide(&mut o, 2.0, eval_at_save);
+        let save = Action {
+            choices: [3, 1, 1, 1, 1, 2, 1, 1, 1],
+        };
+        assert_eq!(o.apply(&save).restart, Restart::Save(0));
+        decide(&mut o, 1.0, eval_now)[OBS_CHECKPOINTS]
+    }
+
+    #[test]
+    fn feature_set_3_compares_the_registers_eval_loss_where_both_are_reported() {
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        // The training loss halved (tanh(ln 2) = 0.6) while the eval loss doubled: an overfit
+        // run, whose saved point is the better one.
+        assert!(close(register_feature(FeatureSet::V3, 1.0, 2.0), -0.6));
+        assert!(close(register_feature(FeatureSet::V2, 1.0, 2.0), 0.6));
+        // Without an eval loss at either end, feature set 3 falls back to the training loss.
+        for (at_save, now) in [
+            (f32::NAN, 2.0),
+            (1.0, f32::NAN),
+            (0.0, 2.0),
+            (1.0, f32::INFINITY),
+        ] {
+            assert!(close(register_feature(FeatureSet::V3, at_save, now), 0.6));
+        }
     }
 
     #[test]
@@ -1114,11 +1209,13 @@ mod tests {
         o.loss_count = u32::MAX;
         o.inner_samples = u32::MAX;
         o.prev_train_loss = Some(1.0);
+        o.prev_eval_loss = Some(1.0);
         o.prev_displacement = Some(1.0);
         o.prev_param_norm = Some(1.0);
         o.prev_action = Some(Action::HOLD);
         o.registers = [Some(Checkpoint {
             loss: 1.0,
+            eval: Some(1.0),
             progress: 1.0,
         }); NUM_REGISTERS];
         let mut buf = [0u8; Observer::MAX_ENCODED_LEN + 1];

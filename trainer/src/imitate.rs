@@ -92,6 +92,14 @@ impl Default for ImitationConfig {
 /// overfit image-MLP seed 0 included).
 pub const RESTORE_STRETCH: f32 = 0.1;
 
+/// Cloning counts a restart label that loads or swaps a register this many times
+/// ([`Learner::imitation_step`]). The teacher restores at a few decisions of a few runs (a
+/// diverging run answered, an overfit run rolled back), too rare for a clone weighted like every
+/// other label to learn (measured: no clone restored on held-out runs). With feature set 3's
+/// register eval loss to read, the weighted clone restores where the run has overfit
+/// (`policies/default.md`, "Feature set 3").
+pub const RESTORE_LABEL_WEIGHT: f64 = 10.0;
+
 /// The teacher: follows `peak × (1 − p)` (or, [`Teacher::with_cooldown`], holds the peak and
 /// decays over the last share of the run only) with the lr head's relative actions and steers
 /// every other hyperparameter back to its initial value. It mirrors the hyperparameters itself
@@ -99,7 +107,9 @@ pub const RESTORE_STRETCH: f32 = 0.1;
 ///
 /// Closed loop: it keeps its best point so far in checkpoint register 0: the lowest eval loss
 /// where the run reports one, else the lowest training loss (the interval's mean). When the
-/// training loss is more than `back_off` in log above the saved one (or is not finite), it loads
+/// register's loss feature puts the run more than `back_off` in log above the saved point (under
+/// feature set 3 by the eval losses where the run reports them, else by the training losses), or
+/// the training loss is not finite, it loads
 /// the checkpoint and the schedule's peak drops so that the lr it wants is half the lr in force,
 /// for the rest of the run (the line still decays to 0 by the end). So a peak that is too high for
 /// the task is cut where the task shows it, and the clone sees a diverging run answered. The test
@@ -189,7 +199,8 @@ impl Teacher {
     /// the run diverges.
     fn react(&mut self, obs: &[f32], p: f32, eval_loss: f32) -> Restart {
         let loss_valid = obs[OBS_TRAIN_LOSS] < 0.5 && obs[OBS_TRAIN_LOSS + 1] < 0.5;
-        // Register 0: tanh(ln(L_saved / L_now)) and the progress it was saved at (−1: empty).
+        // Register 0: tanh(ln(L_saved / L_now)) (eval losses where both are reported) and the
+        // progress it was saved at (−1: empty).
         let (saved_vs_now, saved_at) = (obs[OBS_CHECKPOINTS], obs[OBS_CHECKPOINTS + 1]);
         let saved = saved_at >= 0.0;
         let diverged = !loss_valid || (saved && saved_vs_now < -self.back_off.tanh());
@@ -607,7 +618,7 @@ pub fn run(
                 .drain(..cfg.batch.min(order.len()))
                 .map(|i| &episodes[i])
                 .collect();
-            let stats = learner.imitation_step(&batch);
+            let stats = learner.imitation_step(&batch, RESTORE_LABEL_WEIGHT);
             done += 1;
             if done % 10 == 0 || done == total_steps(cfg) {
                 lines.push(ImitationLine::Step { step: done, stats });

@@ -70,8 +70,9 @@ typedef enum LhoptRestartOp {
   LHOPT_RESTART_OP_SWAP = 3,
 } LhoptRestartOp;
 
-// The feature sets this build computes. They share the 166-number layout and differ only in
-// which inner steps report reductions, so a policy of either runs on the same runtime code.
+// The feature sets this build computes. They share the 166-number layout and the runtime
+// contract (which inner steps report reductions differs, and the controller answers that), so a
+// policy of any of them runs on the same runtime code.
 typedef struct FeatureSet FeatureSet;
 
 // A controller steering one training run (opaque).

@@ -1,7 +1,7 @@
 //! The learner: turns finished episodes into chunks (critic values, GAE, normalisation
 //! statistics) and runs the clipped PPO update over minibatches of recurrent chunks.
 
-use lhopt_core::{NUM_ACTION_LOGITS, NUM_HEADS, OBS_DIM};
+use lhopt_core::{NUM_ACTION_LOGITS, NUM_HEADS, OBS_DIM, Restart};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -245,10 +245,12 @@ impl Learner {
     }
 
     /// One behaviour-cloning step on a batch of whole teacher episodes, each from the zero LSTM
-    /// state: the actor's cross-entropy of the teacher's actions (summed over the heads) plus
-    /// the critic's value loss on the teacher's returns-to-go, with the PPO optimizer and its
-    /// gradient clip. The policy version does not advance.
-    pub fn imitation_step(&mut self, demos: &[&Episode]) -> ImitationStats {
+    /// state: the actor's cross-entropy of the teacher's actions (summed over the heads; a
+    /// restart label that loads or swaps a register counts `restore_weight` times) plus the
+    /// critic's value loss on the teacher's returns-to-go, with the PPO optimizer and its
+    /// gradient clip. The reported cross-entropy is the unweighted one. The policy version does
+    /// not advance.
+    pub fn imitation_step(&mut self, demos: &[&Episode], restore_weight: f64) -> ImitationStats {
         let longest = demos.iter().map(|e| e.len()).max().unwrap_or(1).max(1);
         let (hidden, dev) = (self.net.actor.sizes().hidden, self.net.vs.device());
         let chunks: Vec<Chunk> = demos
@@ -281,12 +283,30 @@ impl Learner {
         let (logits, _) = self.net.actor.forward(&mb.obs, &mb.actor_state);
         let (logp, _) = log_prob_and_entropy(&logits, &mb.actions);
         let cross_entropy = -masked_mean(&logp, &mb.mask);
+        // Loads and swaps count `restore_weight` times (once already in `logp`).
+        let restart = NUM_HEADS as i64 - 1;
+        let labels = mb.actions.narrow(-1, restart, 1);
+        let restart_logp = logits
+            .narrow(
+                -1,
+                (NUM_ACTION_LOGITS - lhopt_core::HEAD_SIZES[NUM_HEADS - 1]) as i64,
+                lhopt_core::HEAD_SIZES[NUM_HEADS - 1] as i64,
+            )
+            .log_softmax(-1, Kind::Float)
+            .gather(-1, &labels, false)
+            .squeeze_dim(-1);
+        let restores = labels
+            .squeeze_dim(-1)
+            .ge(i64::from(Restart::Load(0).to_choice()))
+            .to_kind(Kind::Float);
+        let weighted = &logp + restart_logp * restores * (restore_weight - 1.0);
+        let objective = -masked_mean(&weighted, &mb.mask);
         let (mu, sigma) = self.value_scale();
         let critic_in = Tensor::cat(&[&mb.obs, &mb.privileged], -1);
         let (v, _) = self.net.critic.forward(&critic_in, &mb.critic_state);
         let target = (&mb.returns - mu as f64) / sigma as f64;
         let value_loss = masked_mean(&(v.squeeze_dim(-1) - target).square(), &mb.mask);
-        let loss = &cross_entropy + &value_loss * self.cfg.value_coef;
+        let loss = &objective + &value_loss * self.cfg.value_coef;
         for p in &mut self.params {
             p.zero_grad();
         }
@@ -646,6 +666,52 @@ mod tests {
         assert!(
             free > 0.2 && held < free / 3.0,
             "KL to the warm start after 12 updates: {free} free, {held} held"
+        );
+    }
+
+    /// The actor's probability of `Load(0)` at each decision of `obs` (12 decisions).
+    fn load_probability(learner: &Learner, obs: &[f32]) -> Vec<f32> {
+        let head = NUM_ACTION_LOGITS - lhopt_core::HEAD_SIZES[NUM_HEADS - 1];
+        let load = usize::from(Restart::Load(0).to_choice());
+        let mut state = LstmState::zeros(1, 32, Device::Cpu);
+        obs.chunks(OBS_DIM)
+            .map(|o| {
+                let logits = learner.net.actor.step(o, &mut state);
+                let restart = &logits[head..];
+                let z: f32 = restart.iter().map(|l| l.exp()).sum();
+                restart[load].exp() / z
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cloning_counts_restore_labels_restore_weight_times() {
+        // Two episodes the actor cannot tell apart (same observations): one labels every
+        // decision Load(0), the other no restart. Unweighted cloning settles near P(load) = 1/2;
+        // with loads counted 9 times, near 9/10.
+        let clone = |restore_weight: f64| {
+            let mut learner = Learner::new(toy_config(), PolicySizes::TINY, 2, Device::Cpu, 5);
+            let (base, _) = toy_episode(&learner, 0);
+            let with_restart = |choice: Restart| {
+                let mut ep = base.clone();
+                for a in &mut ep.actions {
+                    a[NUM_HEADS - 1] = choice.to_choice();
+                }
+                ep
+            };
+            let eps = [with_restart(Restart::Load(0)), with_restart(Restart::None)];
+            let batch: Vec<&Episode> = eps.iter().collect();
+            learner.prepare_imitation(&batch);
+            for _ in 0..300 {
+                learner.imitation_step(&batch, restore_weight);
+            }
+            let p = load_probability(&learner, &base.obs);
+            p.iter().sum::<f32>() / p.len() as f32
+        };
+        let (plain, weighted) = (clone(1.0), clone(9.0));
+        assert!(
+            (0.35..0.65).contains(&plain) && weighted > 0.8,
+            "mean P(load): {plain} unweighted, {weighted} with loads counted 9 times"
         );
     }
 
