@@ -109,10 +109,10 @@ pub const RESTORE_LABEL_WEIGHT: f64 = 10.0;
 /// where the run reports one, else the lowest training loss (the interval's mean). When the
 /// register's loss feature puts the run more than `back_off` in log above the saved point (under
 /// feature set 3 by the eval losses where the run reports them, else by the training losses), or
-/// the training loss is not finite, it loads
-/// the checkpoint and the schedule's peak drops so that the lr it wants is half the lr in force,
-/// for the rest of the run (the line still decays to 0 by the end). So a peak that is too high for
-/// the task is cut where the task shows it, and the clone sees a diverging run answered. The test
+/// the training loss is not finite, it loads the checkpoint and the schedule's peak drops so that
+/// the lr it wants is half the lr in force, for the rest of the run (the line still decays to 0 by
+/// the end). So a peak that is too high for the task is cut where the task shows it, and the
+/// clone sees a diverging run answered. The test
 /// is against the saved point, not the previous interval: minibatch noise moves consecutive
 /// intervals by more than a divergence does at first (measured: a 10% rise between intervals, on
 /// fixed-peak schedules, fired on healthy runs and cost 1.20x → 1.05x). In the last
