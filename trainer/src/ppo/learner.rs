@@ -11,7 +11,9 @@ use super::PpoConfig;
 use super::adam::{Adam, AdamState};
 use super::buffer::{self, Chunk, ReplayBuffer};
 use super::gae;
-use super::loss::{clipped_surrogate, kl_divergence, log_prob_and_entropy, masked_mean};
+use super::loss::{
+    clipped_surrogate, head_log_probs, kl_divergence, log_prob_and_entropy, masked_mean, sum_heads,
+};
 use crate::error::{Error, Result};
 use crate::policy_net::{ActorCritic, LstmState, PolicySizes, RunningMoments};
 
@@ -281,22 +283,15 @@ impl Learner {
             .collect();
         let mb = buffer::batch(&chunks, longest, self.privileged, hidden, dev);
         let (logits, _) = self.net.actor.forward(&mb.obs, &mb.actor_state);
-        let (logp, _) = log_prob_and_entropy(&logits, &mb.actions);
+        let heads = head_log_probs(&logits, &mb.actions);
+        let restart_logp = heads[NUM_HEADS - 1].shallow_clone();
+        let logp = sum_heads(heads);
         let cross_entropy = -masked_mean(&logp, &mb.mask);
-        // Loads and swaps count `restore_weight` times (once already in `logp`).
-        let restart = NUM_HEADS as i64 - 1;
-        let labels = mb.actions.narrow(-1, restart, 1);
-        let restart_logp = logits
-            .narrow(
-                -1,
-                (NUM_ACTION_LOGITS - lhopt_core::HEAD_SIZES[NUM_HEADS - 1]) as i64,
-                lhopt_core::HEAD_SIZES[NUM_HEADS - 1] as i64,
-            )
-            .log_softmax(-1, Kind::Float)
-            .gather(-1, &labels, false)
-            .squeeze_dim(-1);
-        let restores = labels
-            .squeeze_dim(-1)
+        // Loads and swaps (choices from Load(0)'s on) count `restore_weight` times (once
+        // already in `logp`).
+        let restores = mb
+            .actions
+            .select(-1, NUM_HEADS as i64 - 1)
             .ge(i64::from(Restart::Load(0).to_choice()))
             .to_kind(Kind::Float);
         let weighted = &logp + restart_logp * restores * (restore_weight - 1.0);
@@ -671,7 +666,7 @@ mod tests {
 
     /// The actor's probability of `Load(0)` at each decision of `obs` (12 decisions).
     fn load_probability(learner: &Learner, obs: &[f32]) -> Vec<f32> {
-        let head = NUM_ACTION_LOGITS - lhopt_core::HEAD_SIZES[NUM_HEADS - 1];
+        let head = lhopt_core::action::HEAD_OFFSETS[NUM_HEADS - 1];
         let load = usize::from(Restart::Load(0).to_choice());
         let mut state = LstmState::zeros(1, 32, Device::Cpu);
         obs.chunks(OBS_DIM)

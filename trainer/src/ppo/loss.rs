@@ -7,35 +7,53 @@ use tch::{Kind, Tensor};
 /// Log-probability of `actions` (`[..., 9]`, i64 choices) under `logits` (`[..., 40]`), summed
 /// over the heads, and the summed entropy of the heads; both shaped `[...]`.
 pub fn log_prob_and_entropy(logits: &Tensor, actions: &Tensor) -> (Tensor, Tensor) {
+    let heads = head_log_softmax(logits);
+    let entropies = heads
+        .iter()
+        .map(|lp| -(lp.exp() * lp).sum_dim_intlist(-1, false, Kind::Float));
+    (sum_heads(chosen(&heads, actions)), sum_heads(entropies))
+}
+
+/// Log-probability of each head's choice in `actions` (`[..., 9]`, i64) under `logits`
+/// (`[..., 40]`): one `[...]` tensor per head, in head order. Their sum is
+/// [`log_prob_and_entropy`]'s log-probability.
+pub fn head_log_probs(logits: &Tensor, actions: &Tensor) -> Vec<Tensor> {
+    chosen(&head_log_softmax(logits), actions).collect()
+}
+
+/// Each head's log-softmax, shaped `[..., head size]`.
+fn head_log_softmax(logits: &Tensor) -> Vec<Tensor> {
     let sizes: Vec<i64> = HEAD_SIZES.iter().map(|&n| n as i64).collect();
-    let mut logp = None::<Tensor>;
-    let mut entropy = None::<Tensor>;
-    for (h, head) in logits.split_with_sizes(&sizes, -1).iter().enumerate() {
-        let lp = head.log_softmax(-1, Kind::Float);
-        let chosen = lp
-            .gather(-1, &actions.narrow(-1, h as i64, 1), false)
-            .squeeze_dim(-1);
-        let ent = -(lp.exp() * &lp).sum_dim_intlist(-1, false, Kind::Float);
-        logp = Some(logp.map_or(chosen.shallow_clone(), |s| s + chosen));
-        entropy = Some(entropy.map_or(ent.shallow_clone(), |s| s + ent));
-    }
-    (logp.expect("heads"), entropy.expect("heads"))
+    logits
+        .split_with_sizes(&sizes, -1)
+        .iter()
+        .map(|head| head.log_softmax(-1, Kind::Float))
+        .collect()
+}
+
+/// Each head's log-probability of its choice in `actions`.
+fn chosen<'a>(heads: &'a [Tensor], actions: &'a Tensor) -> impl Iterator<Item = Tensor> + 'a {
+    heads.iter().enumerate().map(|(h, lp)| {
+        lp.gather(-1, &actions.narrow(-1, h as i64, 1), false)
+            .squeeze_dim(-1)
+    })
+}
+
+/// The sum of one tensor per head, in head order.
+pub fn sum_heads(terms: impl IntoIterator<Item = Tensor>) -> Tensor {
+    terms.into_iter().reduce(|a, b| a + b).expect("heads")
 }
 
 /// KL(π ‖ q) summed over the heads, shaped `[...]`: π from `logits`, q from `anchor_logits`
 /// (both `[..., 40]`). Differentiable in `logits`; the anchor is a constant.
 pub fn kl_divergence(logits: &Tensor, anchor_logits: &Tensor) -> Tensor {
-    let sizes: Vec<i64> = HEAD_SIZES.iter().map(|&n| n as i64).collect();
-    let heads = logits.split_with_sizes(&sizes, -1);
-    let anchors = anchor_logits.detach().split_with_sizes(&sizes, -1);
-    let mut total = None::<Tensor>;
-    for (head, anchor) in heads.iter().zip(&anchors) {
-        let lp = head.log_softmax(-1, Kind::Float);
-        let lq = anchor.log_softmax(-1, Kind::Float);
-        let kl = (lp.exp() * (&lp - lq)).sum_dim_intlist(-1, false, Kind::Float);
-        total = Some(total.map_or(kl.shallow_clone(), |t| t + kl));
-    }
-    total.expect("heads")
+    let anchors = head_log_softmax(&anchor_logits.detach());
+    sum_heads(
+        head_log_softmax(logits)
+            .iter()
+            .zip(&anchors)
+            .map(|(lp, lq)| (lp.exp() * (lp - lq)).sum_dim_intlist(-1, false, Kind::Float)),
+    )
 }
 
 /// Mean of `x` over the positions where `mask` is 1 (padding of short chunks is 0).
