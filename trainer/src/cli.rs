@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use lhopt_core::{Hyperparams, Mode};
 use lhopt_data::DataDir;
 
@@ -17,6 +17,7 @@ use crate::eval::{self, Controller};
 use crate::meta_train;
 use crate::plot::{self, PlottedRun};
 use crate::pool::Pool;
+use crate::progress;
 use crate::tasks::{self, Family, Scale, TaskSpec};
 
 const LONG_ABOUT: &str = "\
@@ -744,7 +745,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
             cooldown: args.schedule_cooldown,
         });
     }
-    let bars = MultiProgress::new();
+    let bars = progress::multi();
     let grid_bar = bars.add(progress_bar("baseline runs"));
     let run_bar = bars.add(progress_bar("evaluated runs"));
     let (report, traces) = eval::evaluate(
@@ -770,12 +771,7 @@ fn run_eval(args: &EvalArgs, pool: Pool) -> Result<()> {
 }
 
 fn progress_bar(what: &str) -> ProgressBar {
-    let style =
-        ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
-            .expect("a valid template")
-            .progress_chars("=> ");
-    ProgressBar::new(0)
-        .with_style(style)
+    progress::bar(0, "{msg:>16} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
         .with_message(what.to_owned())
 }
 

@@ -19,5 +19,6 @@ pub mod plot;
 pub mod policy_net;
 pub mod pool;
 pub mod ppo;
+pub mod progress;
 pub mod reward;
 pub mod tasks;

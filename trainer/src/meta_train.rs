@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use lhopt_core::Hyperparams;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,7 @@ use crate::pool::Pool;
 use crate::ppo::PpoConfig;
 use crate::ppo::learner::{Episode, Learner, LearnerState, UpdateStats};
 use crate::ppo::rollout::{PRIVILEGED_DIM, PolicySnapshot, RolloutConfig};
+use crate::progress;
 use crate::tasks::{Family, Scale};
 
 /// File names inside a run folder.
@@ -524,17 +525,13 @@ pub fn run_with(
     )?;
 
     let bar = if show_progress {
-        ProgressBar::new(cfg.updates)
+        progress::bar(
+            cfg.updates,
+            "{prefix} [{bar:30}] {pos}/{len} updates ({elapsed}, eta {eta}) {msg}",
+        )
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} updates ({elapsed}, eta {eta}) {msg}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
     bar.set_prefix("meta-train");
     bar.set_position(learner.version());
 
@@ -607,15 +604,13 @@ fn warm_start(
 ) -> Result<()> {
     let start = Instant::now();
     let bar = if show_progress {
-        ProgressBar::new(0)
+        progress::bar(
+            0,
+            "imitate [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template("imitate [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
     let lines = imitate::run(learner, cfg, pool, references, out, &bar)?;
     bar.finish_and_clear();
     for line in &lines {
