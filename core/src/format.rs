@@ -519,6 +519,13 @@ impl<const PRE: usize, const H: usize, const POST: usize> FrozenPolicy<PRE, H, P
         Ok(self)
     }
 
+    /// Records the feature set the policy was trained on ([`FrozenPolicy::new`] records the
+    /// current one), so that a controller computes the observations it expects.
+    pub fn with_feature_set(mut self, feature_set: FeatureSet) -> Self {
+        self.header.feature_set_version = feature_set.version();
+        self
+    }
+
     /// The hyperparameters the policy was trained to start from: [`Hyperparams::INITIAL`] with
     /// the file's start lr (1e-3, the initial lr, for files of format version 1). Start a run
     /// here unless you have a reason not to: the policy sees its hyperparameters relative to the
@@ -782,6 +789,8 @@ mod tests {
         for old in [FeatureSet::V1, FeatureSet::V2] {
             p.header.feature_set_version = old.version();
             assert_eq!(Tiny::decode(&encoded(&p)).unwrap().feature_set(), old);
+            let stated = policy().with_feature_set(old);
+            assert_eq!(Tiny::decode(&encoded(&stated)).unwrap().feature_set(), old);
         }
         assert_eq!(policy().feature_set(), FeatureSet::CURRENT);
         let mut p = policy();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::ProgressBar;
-use lhopt_core::{Hyperparams, Mode};
+use lhopt_core::{FeatureSet, Hyperparams, Mode};
 use lhopt_data::DataDir;
 
 use crate::alternatives::Alternative;
@@ -96,6 +96,10 @@ pub struct MetaTrainArgs {
     /// run that has finished (its checkpoint and metrics carry on).
     #[arg(long, value_name = "N")]
     pub updates: Option<u64>,
+    /// With --resume: the feature set the checkpoint's policy is trained on, for a checkpoint
+    /// written before checkpoints recorded it (2 before lhopt commit 79fd43b, 3 from it on).
+    #[arg(long, value_name = "N", value_parser = parse_feature_set)]
+    pub feature_set: Option<FeatureSet>,
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
@@ -128,6 +132,11 @@ pub struct ExportArgs {
     /// Name stored in the file [default: the run's configured name].
     #[arg(long)]
     pub name: Option<String>,
+    /// The feature set the checkpoint's policy is trained on, for a checkpoint written before
+    /// checkpoints recorded it (2 before lhopt commit 79fd43b, 3 from it on) [default: the one
+    /// the checkpoint records].
+    #[arg(long, value_name = "N", value_parser = parse_feature_set)]
+    pub feature_set: Option<FeatureSet>,
 }
 
 /// `lhopt inspect`.
@@ -202,6 +211,18 @@ fn parse_family(name: &str) -> std::result::Result<Family, String> {
         let names: Vec<_> = Family::ALL.iter().map(|f| f.name()).collect();
         format!("unknown family '{name}'; choose from {}", names.join(", "))
     })
+}
+
+fn parse_feature_set(text: &str) -> std::result::Result<FeatureSet, String> {
+    text.parse::<u16>()
+        .ok()
+        .and_then(FeatureSet::from_version)
+        .ok_or_else(|| {
+            format!(
+                "unknown feature set '{text}'; this build computes 1 to {}",
+                lhopt_core::FEATURE_SET_VERSION
+            )
+        })
 }
 
 /// `lhopt tasks`.
@@ -442,10 +463,17 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Eval(args) => run_eval(&args, pool(workers)?),
         Command::MetaTrain(args) => {
             // `None` on the rollout ranks of an MPI job: rank 0 reports the run.
+            let start = if args.resume {
+                meta_train::Start::Resume {
+                    feature_set: args.feature_set,
+                }
+            } else {
+                meta_train::Start::Fresh
+            };
             let Some(ckpt) = crate::distributed::meta_train(
                 &args.out,
                 args.config.as_deref(),
-                args.resume,
+                start,
                 args.updates,
                 pool(workers)?,
                 !args.quiet,
@@ -466,7 +494,7 @@ pub fn execute(cli: Cli) -> Result<()> {
             meta_train::run(
                 &args.out,
                 args.config.as_deref(),
-                false,
+                meta_train::Start::Fresh,
                 None,
                 meta_train::Phases::ImitationOnly,
                 pool(workers)?,
@@ -482,8 +510,12 @@ pub fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Export(args) => {
-            let out =
-                meta_train::export_checkpoint(&args.checkpoint, &args.out, args.name.as_deref())?;
+            let out = meta_train::export_checkpoint(
+                &args.checkpoint,
+                &args.out,
+                args.name.as_deref(),
+                args.feature_set,
+            )?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

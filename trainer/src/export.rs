@@ -4,24 +4,31 @@
 
 use std::path::Path;
 
-use lhopt_core::{FrozenPolicy, PolicyNet};
+use lhopt_core::{FeatureSet, FrozenPolicy, PolicyNet};
 
 use crate::error::{Error, Result};
 use crate::policy_net::{PolicySizes, RecurrentNet};
 
-/// Encodes `actor` (its weights and frozen input statistics) as a core policy file that starts
-/// runs at `start_lr` (the lr its training episodes started from).
-pub fn encode_policy(
-    actor: &RecurrentNet,
-    name: &str,
-    card: &str,
-    start_lr: f32,
-) -> Result<Vec<u8>> {
+/// What a policy file records besides its weights.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyLabel<'a> {
+    /// The policy's name.
+    pub name: &'a str,
+    /// Its one-paragraph card.
+    pub card: &'a str,
+    /// The learning rate it was trained to start runs from.
+    pub start_lr: f32,
+    /// The feature set it was trained on.
+    pub feature_set: FeatureSet,
+}
+
+/// Encodes `actor` (its weights and frozen input statistics) as a core policy file with `label`.
+pub fn encode_policy(actor: &RecurrentNet, label: &PolicyLabel) -> Result<Vec<u8>> {
     match actor.sizes() {
-        PolicySizes::TINY => encode::<32, 32, 32>(actor, name, card, start_lr),
-        PolicySizes::SMALL => encode::<64, 64, 64>(actor, name, card, start_lr),
-        PolicySizes::MEDIUM => encode::<128, 128, 128>(actor, name, card, start_lr),
-        PolicySizes::PAPER => encode::<256, 256, 256>(actor, name, card, start_lr),
+        PolicySizes::TINY => encode::<32, 32, 32>(actor, label),
+        PolicySizes::SMALL => encode::<64, 64, 64>(actor, label),
+        PolicySizes::MEDIUM => encode::<128, 128, 128>(actor, label),
+        PolicySizes::PAPER => encode::<256, 256, 256>(actor, label),
         s => Err(Error::Usage(format!(
             "policy sizes pre {} hidden {} post {} are not a core preset; use tiny (32), small (64), medium (128) or paper (256)",
             s.pre, s.hidden, s.post
@@ -63,9 +70,7 @@ fn decode<const PRE: usize, const H: usize, const POST: usize>(
 
 fn encode<const PRE: usize, const H: usize, const POST: usize>(
     actor: &RecurrentNet,
-    name: &str,
-    card: &str,
-    start_lr: f32,
+    label: &PolicyLabel,
 ) -> Result<Vec<u8>> {
     let weights = actor.core_weights();
     let mut net = Box::new(PolicyNet::<PRE, H, POST>::neutral());
@@ -94,8 +99,9 @@ fn encode<const PRE: usize, const H: usize, const POST: usize>(
             "export does not match the core layout: {p}"
         )));
     }
-    let policy = FrozenPolicy::new(*net, name, card)
-        .and_then(|p| p.with_start_lr(start_lr))
+    let policy = FrozenPolicy::new(*net, label.name, label.card)
+        .and_then(|p| p.with_start_lr(label.start_lr))
+        .map(|p| p.with_feature_set(label.feature_set))
         .map_err(Error::Core)?;
     let mut buf = vec![0u8; FrozenPolicy::<PRE, H, POST>::MAX_ENCODED_LEN];
     let n = policy.encode(&mut buf).map_err(Error::Core)?;
@@ -178,6 +184,15 @@ mod tests {
     use lhopt_core::{NUM_ACTION_LOGITS, OBS_DIM};
     use rand::{Rng, SeedableRng};
 
+    fn label<'a>(name: &'a str, card: &'a str) -> PolicyLabel<'a> {
+        PolicyLabel {
+            name,
+            card,
+            start_lr: INITIAL_LR,
+            feature_set: FeatureSet::CURRENT,
+        }
+    }
+
     const INITIAL_LR: f32 = lhopt_core::Hyperparams::INITIAL.lr;
 
     /// A Tiny actor with every weight moved off its initialisation and non-trivial input
@@ -219,7 +234,7 @@ mod tests {
     #[test]
     fn exported_policy_computes_the_same_logits_in_the_core() {
         let ac = scrambled(7);
-        let bytes = encode_policy(&ac.actor, "parity", "test", INITIAL_LR).unwrap();
+        let bytes = encode_policy(&ac.actor, &label("parity", "test")).unwrap();
         let header = lhopt_core::read_header(&bytes).unwrap();
         assert_eq!((header.pre, header.hidden, header.post), (32, 32, 32));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -267,9 +282,10 @@ mod tests {
         let ac = scrambled(2026);
         let bytes = encode_policy(
             &ac.actor,
-            "parity-fixture",
-            "scrambled untrained Tiny policy for parity tests",
-            INITIAL_LR,
+            &label(
+                "parity-fixture",
+                "scrambled untrained Tiny policy for parity tests",
+            ),
         )
         .unwrap();
         let data = lhopt_data::DataDir::at(std::env::temp_dir());
@@ -323,7 +339,7 @@ mod tests {
             0,
             5.0,
         );
-        let err = encode_policy(&ac.actor, "x", "", INITIAL_LR)
+        let err = encode_policy(&ac.actor, &label("x", ""))
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a core preset"), "{err}");

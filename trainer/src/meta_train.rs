@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use lhopt_core::Hyperparams;
+use lhopt_core::{FEATURE_SET_VERSION, FeatureSet, Hyperparams};
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::{LaunchRollouts, LocalRollouts, Rollouts};
@@ -123,22 +123,44 @@ impl MetaTrainConfig {
     }
 }
 
-/// Decodes a checkpoint file. Postcard writes no field names, so a layout is accepted only
-/// when it consumes the whole file; a file of the layout before `imitation.back_off` existed
+/// Decodes a checkpoint file into its body and the feature set it records (none for the layouts
+/// before [`Checkpoint::feature_set`]). Postcard writes no field names, so a layout is accepted
+/// only when it consumes the whole file; a file of the layout before `imitation.back_off` existed
 /// loads with the open-loop teacher it was trained with.
-fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, postcard::Error> {
+fn decode(bytes: &[u8]) -> std::result::Result<(CheckpointBody, Option<u16>), postcard::Error> {
     fn exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, postcard::Error> {
         match postcard::take_from_bytes(bytes)? {
             (value, []) => Ok(value),
             _ => Err(postcard::Error::DeserializeBadEncoding),
         }
     }
-    exact::<Checkpoint>(bytes).or_else(|e| {
-        exact::<CheckpointBeforeStartLr>(bytes)
-            .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
-            .map(Into::into)
-            .map_err(|_| e)
-    })
+    exact::<Checkpoint>(bytes)
+        .map(|c| {
+            let body = CheckpointBody {
+                config: c.config,
+                progress: c.progress,
+                learner: c.learner,
+            };
+            (body, Some(c.feature_set))
+        })
+        .or_else(|e| {
+            exact::<CheckpointBody>(bytes)
+                .or_else(|_| {
+                    exact::<CheckpointBeforeStartLr>(bytes)
+                        .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
+                        .map(Into::into)
+                })
+                .map(|body| (body, None))
+                .map_err(|_| e)
+        })
+}
+
+/// The checkpoint layout before [`Checkpoint::feature_set`]: the same fields but that one.
+#[derive(Deserialize)]
+struct CheckpointBody {
+    config: MetaTrainConfig,
+    progress: RunProgress,
+    learner: LearnerState,
 }
 
 /// The checkpoint layout before `rollout.start_lr` (whose runs started at the initial lr).
@@ -156,9 +178,9 @@ struct CheckpointBeforeStartLr {
     learner: LearnerState,
 }
 
-impl From<CheckpointBeforeStartLr> for Checkpoint {
+impl From<CheckpointBeforeStartLr> for CheckpointBody {
     fn from(c: CheckpointBeforeStartLr) -> Self {
-        Checkpoint {
+        CheckpointBody {
             config: MetaTrainConfig {
                 seed: c.seed,
                 preset: c.preset,
@@ -286,21 +308,59 @@ pub struct Checkpoint {
     pub progress: RunProgress,
     /// The learner.
     pub learner: LearnerState,
+    /// The version of the feature set the policy is trained on ([`FeatureSet::version`]).
+    pub feature_set: u16,
 }
 
 impl Checkpoint {
-    /// Reads a checkpoint file.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads a checkpoint file. `stated` is the feature set the caller says it was trained on:
+    /// needed for a file written before checkpoints recorded theirs, an error if it contradicts
+    /// a recorded one.
+    pub fn load(path: &Path, stated: Option<FeatureSet>) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
         })?;
-        decode(&bytes).map_err(|e| {
+        let (body, recorded) = decode(&bytes).map_err(|e| {
             Error::Checkpoint(format!(
                 "{} is not a readable checkpoint of this version ({e}); a checkpoint loads only in \
-                 the lhopt version that wrote it, so export its policy with that version",
+                 the lhopt version that wrote it or a later one, so export its policy with that \
+                 version",
                 path.display()
             ))
+        })?;
+        let feature_set = match (recorded, stated) {
+            (Some(r), Some(s)) if r != s.version() => {
+                return Err(Error::Usage(format!(
+                    "{} records feature set {r}, not the {} stated with --feature-set",
+                    path.display(),
+                    s.version()
+                )));
+            }
+            (Some(r), _) => r,
+            (None, Some(s)) => s.version(),
+            (None, None) => {
+                return Err(Error::Usage(format!(
+                    "{} was written before checkpoints recorded the feature set their policy is \
+                     trained on; state it with --feature-set N: 2 for runs of lhopt before commit \
+                     79fd43b (2026-12-03), 3 from it on (the run's README or card may say)",
+                    path.display()
+                )));
+            }
+        };
+        if FeatureSet::from_version(feature_set).is_none() {
+            return Err(Error::Checkpoint(format!(
+                "{} records feature set {feature_set}, which this build does not compute \
+                 (it computes 1 to {}); export it with a later lhopt",
+                path.display(),
+                FEATURE_SET_VERSION
+            )));
+        }
+        Ok(Checkpoint {
+            config: body.config,
+            progress: body.progress,
+            learner: body.learner,
+            feature_set,
         })
     }
 
@@ -322,9 +382,20 @@ impl Checkpoint {
         Ok(net)
     }
 
-    /// `actor` as a policy file named `name`, with this run's card and start lr.
+    /// `actor` as a policy file named `name`, with this run's card, start lr and feature set.
     pub fn encode_policy(&self, actor: &RecurrentNet, name: &str) -> Result<Vec<u8>> {
-        export::encode_policy(actor, name, &self.card(), self.config.rollout.start_lr)
+        let label = export::PolicyLabel {
+            name,
+            card: &self.card(),
+            start_lr: self.config.rollout.start_lr,
+            feature_set: FeatureSet::from_version(self.feature_set).ok_or(Error::Core(
+                lhopt_core::Error::FeatureSetMismatch {
+                    found: self.feature_set,
+                    expected: FEATURE_SET_VERSION,
+                },
+            ))?,
+        };
+        export::encode_policy(actor, &label)
     }
 
     /// The one-paragraph card stored in the policy file (the full card is a separate document).
@@ -349,7 +420,7 @@ impl Checkpoint {
             families.join(","),
             self.config.rollout.scale,
             self.config.rollout.max_steps,
-            lhopt_core::FEATURE_SET_VERSION,
+            self.feature_set,
         )
     }
 }
@@ -410,14 +481,28 @@ pub enum Phases {
     ImitationOnly,
 }
 
-/// Runs (or, with `resume`, continues) a meta-training run in `out`. `config` is optional for a
-/// new run; with `resume` it is accepted only for a warm start at update 0 (its PPO and rollout
+/// Whether a run starts in an empty folder or continues the folder's checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; the folder must not hold one.
+    Fresh,
+    /// Continue the folder's checkpoint. `feature_set` states the feature set its policy is
+    /// trained on, which a checkpoint written before checkpoints recorded it needs
+    /// ([`Checkpoint::load`]).
+    Resume {
+        /// The stated feature set, if any.
+        feature_set: Option<FeatureSet>,
+    },
+}
+
+/// Runs (or, with [`Start::Resume`], continues) a meta-training run in `out`. `config` is optional for a
+/// new run; when resuming it is accepted only for a warm start at update 0 (its PPO and rollout
 /// settings, `ppo_config_for_warm_start`), since a run's configuration is fixed once PPO has
 /// started. `updates`, the total to train up to, may also be raised to continue a finished run.
 pub fn run(
     out: &Path,
     config: Option<&Path>,
-    resume: bool,
+    start: Start,
     updates: Option<u64>,
     phases: Phases,
     pool: Pool,
@@ -426,7 +511,7 @@ pub fn run(
     run_with(
         out,
         config,
-        resume,
+        start,
         updates,
         phases,
         pool,
@@ -441,7 +526,7 @@ pub fn run(
 pub fn run_with(
     out: &Path,
     config: Option<&Path>,
-    resume: bool,
+    start: Start,
     updates: Option<u64>,
     phases: Phases,
     pool: Pool,
@@ -449,9 +534,24 @@ pub fn run_with(
     launch: &dyn LaunchRollouts,
 ) -> Result<Checkpoint> {
     let ckpt_path = out.join(CHECKPOINT_FILE);
-    let (mut cfg, resumed) = if resume {
-        let ckpt = Checkpoint::load(&ckpt_path)
+    let (mut cfg, resumed) = if let Start::Resume {
+        feature_set: stated_feature_set,
+    } = start
+    {
+        let ckpt = Checkpoint::load(&ckpt_path, stated_feature_set)
             .map_err(|e| Error::Usage(format!("cannot resume from {}: {e}", out.display())))?;
+        if ckpt.feature_set != FEATURE_SET_VERSION {
+            // The rollouts compute the current feature set only.
+            return Err(Error::Usage(format!(
+                "cannot resume from {}: its policy is trained on feature set {}, and this build \
+                 trains on feature set {FEATURE_SET_VERSION} only; export it (lhopt export \
+                 --checkpoint {}), which keeps feature set {} and runs everywhere, or start a new run",
+                out.display(),
+                ckpt.feature_set,
+                ckpt_path.display(),
+                ckpt.feature_set
+            )));
+        }
         let cfg = match config {
             None => ckpt.config.clone(),
             Some(p) => ppo_config_for_warm_start(&ckpt, read_config(p)?, p)?,
@@ -509,6 +609,7 @@ pub fn run_with(
             config: cfg,
             progress,
             learner: learner.state(),
+            feature_set: FEATURE_SET_VERSION,
         });
     }
     let mut metrics = read_metrics(&out.join(METRICS_FILE), learner.version())?;
@@ -562,6 +663,7 @@ pub fn run_with(
                     config: cfg.clone(),
                     progress,
                     learner: learner.state(),
+                    feature_set: FEATURE_SET_VERSION,
                 };
                 ckpt.save(&ckpt_path)?;
                 if learner.version().is_multiple_of(cfg.plot_every)
@@ -584,6 +686,7 @@ pub fn run_with(
         config: cfg,
         progress,
         learner: learner.state(),
+        feature_set: FEATURE_SET_VERSION,
     };
     let bytes = ckpt.encode_policy(&ckpt.actor_critic()?.actor, &ckpt.config.name)?;
     write_atomic(&out.join(POLICY_FILE), &bytes)?;
@@ -636,6 +739,7 @@ fn warm_start(
         config: cfg.clone(),
         progress: *progress,
         learner: learner.state(),
+        feature_set: FEATURE_SET_VERSION,
     };
     ckpt.save(&out.join(CHECKPOINT_FILE))?;
     let bytes = ckpt.encode_policy(
@@ -884,9 +988,15 @@ fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// `lhopt export`: checkpoint → policy file.
-pub fn export_checkpoint(checkpoint: &Path, out: &Path, name: Option<&str>) -> Result<PathBuf> {
-    let ckpt = Checkpoint::load(checkpoint)?;
+/// `lhopt export`: checkpoint → policy file, with the feature set the checkpoint records or, for
+/// an old one, the one `feature_set` states.
+pub fn export_checkpoint(
+    checkpoint: &Path,
+    out: &Path,
+    name: Option<&str>,
+    feature_set: Option<FeatureSet>,
+) -> Result<PathBuf> {
+    let ckpt = Checkpoint::load(checkpoint, feature_set)?;
     let net = ckpt.actor_critic()?;
     let bytes = ckpt.encode_policy(&net.actor, name.unwrap_or(&ckpt.config.name))?;
     write_atomic(out, &bytes)?;
@@ -926,11 +1036,12 @@ mod tests {
     #[test]
     fn checkpoints_from_before_the_closed_loop_teacher_or_the_start_lr_still_load_and_round_trip() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
-        let old = Checkpoint::load(&root.join("v3-warm/checkpoint.bin")).unwrap();
+        let v2 = Some(FeatureSet::V2);
+        let old = Checkpoint::load(&root.join("v3-warm/checkpoint.bin"), v2).unwrap();
         assert_eq!(old.config.imitation.back_off, f64::INFINITY);
         assert_eq!(old.config.rollout.start_lr, Hyperparams::INITIAL.lr);
         // And from after it, before the start lr.
-        let v9 = Checkpoint::load(&root.join("v9-seed1-warm/checkpoint.bin")).unwrap();
+        let v9 = Checkpoint::load(&root.join("v9-seed1-warm/checkpoint.bin"), v2).unwrap();
         assert_eq!(v9.config.imitation.back_off, 0.5);
         assert_eq!(v9.config.rollout.start_lr, Hyperparams::INITIAL.lr);
         assert_eq!(old.config.imitation.tasks, 128);
@@ -940,13 +1051,48 @@ mod tests {
         let mut new = old.clone();
         new.config.imitation.back_off = 0.05;
         new.save(&path).unwrap();
-        let again = Checkpoint::load(&path).unwrap();
+        // The new layout records the feature set: no need to state it.
+        let again = Checkpoint::load(&path, None).unwrap();
         assert_eq!(again.config, new.config);
         assert_eq!(again.learner.vars, old.learner.vars);
+        assert_eq!(again.feature_set, 2);
         // A truncated file is an error that names the file, not a misread.
         std::fs::write(&path, &std::fs::read(&path).unwrap()[..1000]).unwrap();
-        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        let err = Checkpoint::load(&path, None).unwrap_err().to_string();
         assert!(err.contains("c.bin"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_exports_with_the_feature_set_it_was_trained_on() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let old = root.join("checkpoints/v7-seed1-warm/checkpoint.bin");
+        // Written before checkpoints recorded it: the feature set must be stated.
+        let err = Checkpoint::load(&old, None).unwrap_err().to_string();
+        assert!(err.contains("--feature-set"), "{err}");
+        // Stated, it exports the shipped policy (the same header, weights and card; only the
+        // file's format version, which added the start lr, is newer).
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("p.lhp");
+        export_checkpoint(&old, &out, None, Some(FeatureSet::V2)).unwrap();
+        let described = |path: &Path| {
+            let text = export::describe(&std::fs::read(path).unwrap()).unwrap();
+            text.lines()
+                .filter(|l| !l.starts_with("sizes:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let shipped = described(&root.join("policies/default.lhp"));
+        assert!(shipped.contains("feature set:  2 "), "{shipped}");
+        assert_eq!(described(&out), shipped);
+        // Saved again, the checkpoint records it, and a contradicting statement is an error.
+        let ckpt = Checkpoint::load(&old, Some(FeatureSet::V2)).unwrap();
+        let path = dir.path().join("c.bin");
+        ckpt.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path, None).unwrap().feature_set, 2);
+        let err = Checkpoint::load(&path, Some(FeatureSet::V3))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("records feature set 2"), "{err}");
     }
 
     #[test]

@@ -393,3 +393,45 @@ fn meta_train_writes_its_outputs_and_a_finished_run_can_be_extended() {
         String::from_utf8_lossy(&inspect.stderr)
     );
 }
+
+#[test]
+fn a_checkpoint_of_another_feature_set_exports_but_does_not_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("v7");
+    std::fs::create_dir(&run).unwrap();
+    let warm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints/v7-seed1-warm");
+    std::fs::copy(warm.join("checkpoint.bin"), run.join("checkpoint.bin")).unwrap();
+    let run_arg = run.to_str().unwrap();
+    let resume = |extra: &[&str]| {
+        let args = ["meta-train", "--quiet", "--resume", "--out", run_arg];
+        lhopt(dir.path(), &[&args[..], extra].concat())
+    };
+    // Written before checkpoints recorded it, the feature set must be stated ...
+    let out = resume(&[]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--feature-set N"));
+    // ... and PPO, whose rollouts compute the current one, refuses feature set 2 ...
+    let out = resume(&["--feature-set", "2"]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trained on feature set 2"), "{err}");
+    assert!(!run.join("metrics.jsonl").exists());
+    // ... while the export keeps it.
+    let policy = dir.path().join("v7.lhp");
+    let args = [
+        "export",
+        "--checkpoint",
+        &format!("{run_arg}/checkpoint.bin"),
+    ];
+    let out = lhopt(
+        dir.path(),
+        &[
+            &args[..],
+            &["--feature-set", "2", "--out", policy.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let inspect = lhopt(dir.path(), &["inspect", policy.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("feature set:  2 "));
+}

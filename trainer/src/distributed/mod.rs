@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock, mpsc};
 
 use crate::error::{Error, Result};
 use crate::meta_task::ReferenceCache;
-use crate::meta_train::{Checkpoint, MetaTrainConfig};
+use crate::meta_train::{Checkpoint, MetaTrainConfig, Start};
 use crate::pool::Pool;
 use crate::ppo::rollout::{EpisodeReport, PolicySnapshot, SharedPolicy, WorkerContext, Workers};
 use wire::{Message, WireError};
@@ -264,14 +264,14 @@ fn variant_name(m: &Message) -> &'static str {
 pub fn meta_train(
     out: &Path,
     config: Option<&Path>,
-    resume: bool,
+    start: Start,
     updates: Option<u64>,
     pool: Pool,
     show_progress: bool,
 ) -> Result<Option<Checkpoint>> {
     #[cfg(feature = "mpi")]
     {
-        mpi::meta_train(out, config, resume, updates, pool, show_progress)
+        mpi::meta_train(out, config, start, updates, pool, show_progress)
     }
     #[cfg(not(feature = "mpi"))]
     {
@@ -279,7 +279,7 @@ pub fn meta_train(
         run(
             out,
             config,
-            resume,
+            start,
             updates,
             Phases::All,
             pool,

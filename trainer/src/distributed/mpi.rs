@@ -27,7 +27,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::meta_task::ReferenceCache;
-use crate::meta_train::{self, Checkpoint, MetaTrainConfig, Phases};
+use crate::meta_train::{self, Checkpoint, MetaTrainConfig, Phases, Start};
 use crate::pool::Pool;
 use crate::ppo::rollout::{EpisodeReport, PolicySnapshot};
 
@@ -38,7 +38,7 @@ const POLL: Duration = Duration::from_millis(1);
 pub(super) fn meta_train(
     out: &Path,
     config: Option<&Path>,
-    resume: bool,
+    start: Start,
     updates: Option<u64>,
     pool: Pool,
     show_progress: bool,
@@ -60,7 +60,7 @@ pub(super) fn meta_train(
         meta_train::run_with(
             out,
             config,
-            resume,
+            start,
             updates,
             Phases::All,
             pool,
