@@ -550,8 +550,8 @@ pub fn run(
     let tasks: Vec<MetaTask> = (0..cfg.tasks)
         .map(|i| MetaTask::sample(&run_cfg.rollout, run_seed, i))
         .collect();
-    progress.set_message("teachers");
     progress.set_length(tasks.len() as u64);
+    progress.set_message("teachers");
     let runs: Vec<TeacherRuns> = pool
         .run(tasks, progress, |t| {
             teach(&t, cfg, run_cfg.rollout.start(), pool, references)
@@ -565,9 +565,9 @@ pub fn run(
         ));
     }
     let choices = choose_peaks(&runs, cfg);
-    progress.set_message("perturbed replays");
     progress.set_position(0);
     progress.set_length(runs.len() as u64);
+    progress.set_message("perturbed replays");
     let demos: Vec<Demonstrations> = pool.run(
         runs.into_iter().zip(choices).collect(),
         progress,
@@ -585,9 +585,9 @@ pub fn run(
     let mut done = 0;
     for round in 0..=cfg.dagger_rounds {
         if round > 0 {
-            progress.set_message(format!("clone's own runs, round {round}"));
             progress.set_position(0);
             progress.set_length(demos.len() as u64);
+            progress.set_message(format!("clone's own runs, round {round}"));
             let vars = learner.net.to_named();
             let runs = pool.run(demos.iter().collect(), progress, |d| {
                 student_run(d, &vars, run_cfg, pool)
@@ -604,9 +604,9 @@ pub fn run(
         } else {
             cfg.dagger_steps
         };
-        progress.set_message(format!("cloning, round {round}"));
         progress.set_position(0);
         progress.set_length(steps);
+        progress.set_message(format!("cloning, round {round}"));
         let mut order: Vec<usize> = Vec::new();
         for _ in 0..steps {
             if order.len() < cfg.batch {

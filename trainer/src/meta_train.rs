@@ -633,8 +633,10 @@ pub fn run_with(
     } else {
         ProgressBar::hidden()
     };
-    bar.set_prefix("meta-train");
-    bar.set_position(learner.version());
+    // Set without drawing: a log keeps the first frame drawn, and a resumed run is not at 0.
+    let bar = bar
+        .with_prefix("meta-train")
+        .with_position(learner.version());
 
     let mut result = Ok(());
     let session_start = Instant::now();
