@@ -348,19 +348,25 @@ impl Checkpoint {
                 )));
             }
         };
-        if FeatureSet::from_version(feature_set).is_none() {
-            return Err(Error::Checkpoint(format!(
-                "{} records feature set {feature_set}, which this build does not compute \
-                 (it computes 1 to {}); export it with a later lhopt",
-                path.display(),
-                FEATURE_SET_VERSION
-            )));
-        }
-        Ok(Checkpoint {
+        let ckpt = Checkpoint {
             config: body.config,
             progress: body.progress,
             learner: body.learner,
             feature_set,
+        };
+        ckpt.trained_feature_set()
+            .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+        Ok(ckpt)
+    }
+
+    /// [`Self::feature_set`] as a feature set; an error for one this build does not compute.
+    fn trained_feature_set(&self) -> Result<FeatureSet> {
+        FeatureSet::from_version(self.feature_set).ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "its policy is trained on feature set {}, which this build does not compute \
+                 (it computes 1 to {FEATURE_SET_VERSION}); export it with a later lhopt",
+                self.feature_set
+            ))
         })
     }
 
@@ -388,12 +394,7 @@ impl Checkpoint {
             name,
             card: &self.card(),
             start_lr: self.config.rollout.start_lr,
-            feature_set: FeatureSet::from_version(self.feature_set).ok_or(Error::Core(
-                lhopt_core::Error::FeatureSetMismatch {
-                    found: self.feature_set,
-                    expected: FEATURE_SET_VERSION,
-                },
-            ))?,
+            feature_set: self.trained_feature_set()?,
         };
         export::encode_policy(actor, &label)
     }
