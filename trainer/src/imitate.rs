@@ -550,8 +550,7 @@ pub fn run(
     let tasks: Vec<MetaTask> = (0..cfg.tasks)
         .map(|i| MetaTask::sample(&run_cfg.rollout, run_seed, i))
         .collect();
-    progress.set_length(tasks.len() as u64);
-    progress.set_message("teachers");
+    phase(progress, "teachers", tasks.len());
     let runs: Vec<TeacherRuns> = pool
         .run(tasks, progress, |t| {
             teach(&t, cfg, run_cfg.rollout.start(), pool, references)
@@ -565,9 +564,7 @@ pub fn run(
         ));
     }
     let choices = choose_peaks(&runs, cfg);
-    progress.set_position(0);
-    progress.set_length(runs.len() as u64);
-    progress.set_message("perturbed replays");
+    phase(progress, "perturbed replays", runs.len());
     let demos: Vec<Demonstrations> = pool.run(
         runs.into_iter().zip(choices).collect(),
         progress,
@@ -585,9 +582,11 @@ pub fn run(
     let mut done = 0;
     for round in 0..=cfg.dagger_rounds {
         if round > 0 {
-            progress.set_position(0);
-            progress.set_length(demos.len() as u64);
-            progress.set_message(format!("clone's own runs, round {round}"));
+            phase(
+                progress,
+                format!("clone's own runs, round {round}"),
+                demos.len(),
+            );
             let vars = learner.net.to_named();
             let runs = pool.run(demos.iter().collect(), progress, |d| {
                 student_run(d, &vars, run_cfg, pool)
@@ -604,9 +603,7 @@ pub fn run(
         } else {
             cfg.dagger_steps
         };
-        progress.set_position(0);
-        progress.set_length(steps);
-        progress.set_message(format!("cloning, round {round}"));
+        phase(progress, format!("cloning, round {round}"), steps as usize);
         let mut order: Vec<usize> = Vec::new();
         for _ in 0..steps {
             if order.len() < cfg.batch {
@@ -631,6 +628,14 @@ pub fn run(
 }
 
 /// Behaviour-cloning steps of the whole phase, DAgger rounds included.
+/// Starts the bar on a phase of `len` steps and draws it once: a log keeps the first frame a bar
+/// draws, so the phase's name and length are set (through the builders, which do not draw; the
+/// clone shares the bar's state) before that frame.
+fn phase(progress: &ProgressBar, message: impl Into<std::borrow::Cow<'static, str>>, len: usize) {
+    let _ = progress.clone().with_message(message).with_position(0);
+    progress.set_length(len as u64);
+}
+
 fn total_steps(cfg: &ImitationConfig) -> u64 {
     cfg.steps + u64::from(cfg.dagger_rounds) * cfg.dagger_steps
 }
@@ -782,6 +787,19 @@ mod tests {
     fn lr_path(peak: f32, k: u32) -> Vec<f32> {
         let mut open = Teacher::new(peak, f32::INFINITY, Hyperparams::INITIAL, k);
         lr_path_seeing(&mut open, k, |_| 0.0)
+    }
+
+    #[test]
+    fn a_log_sees_each_phase_by_name_and_length_from_its_first_line() {
+        use crate::progress::{SharedLog, log_target};
+        let out = SharedLog::default();
+        // An interval no test outlasts: only the first frame reaches the log.
+        let target = log_target(std::time::Duration::from_secs(3600), out.clone());
+        let bar = ProgressBar::with_draw_target(Some(0), target)
+            .with_style(indicatif::ProgressStyle::with_template("{pos}/{len} {msg}").unwrap());
+        phase(&bar, "teachers", 256);
+        bar.inc(3);
+        assert_eq!(out.text(), "0/256 teachers\n");
     }
 
     #[test]

@@ -25,11 +25,43 @@ pub fn multi() -> MultiProgress {
 }
 
 /// Standard error: redrawn in place on a terminal, throttled lines otherwise.
-pub fn draw_target() -> ProgressDrawTarget {
+fn draw_target() -> ProgressDrawTarget {
     if io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
-        ProgressDrawTarget::term_like(Box::new(LogLines::new(LOG_INTERVAL, io::stderr())))
+        log_target(LOG_INTERVAL, io::stderr())
+    }
+}
+
+/// Plain lines to `out`, at most one per `interval` ([`LogLines`]).
+pub(crate) fn log_target<W: Write + Send + std::fmt::Debug + 'static>(
+    interval: Duration,
+    out: W,
+) -> ProgressDrawTarget {
+    ProgressDrawTarget::term_like(Box::new(LogLines::new(interval, out)))
+}
+
+/// A log tests can read back while a bar owns its writer.
+#[cfg(test)]
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedLog(std::sync::Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl SharedLog {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl Write for SharedLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -170,33 +202,17 @@ mod tests {
         assert_eq!(written(&log), "grid 1/5 | runs 0/3\ngrid 2/5 | runs 0/3\n");
     }
 
-    /// A writer tests can read back while indicatif owns the stand-in.
-    #[derive(Clone, Debug, Default)]
-    struct Shared(std::sync::Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_real_bar_reaches_the_log_one_line_per_frame() {
-        let out = Shared::default();
-        let target =
-            ProgressDrawTarget::term_like(Box::new(LogLines::new(Duration::ZERO, out.clone())));
-        let bar = ProgressBar::with_draw_target(Some(4), target)
+        let out = SharedLog::default();
+        let bar = ProgressBar::with_draw_target(Some(4), log_target(Duration::ZERO, out.clone()))
             .with_style(ProgressStyle::with_template("{msg} {pos}/{len}").unwrap())
             .with_message("cloning");
         for _ in 0..4 {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert!(text.lines().all(|l| l.starts_with("cloning ")), "{text:?}");
         assert_eq!(text.lines().last(), Some("cloning 4/4"), "{text:?}");
     }
