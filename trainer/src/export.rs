@@ -60,6 +60,10 @@ pub trait PolicyVisitor<R> {
     ) -> R;
 }
 
+// Not inlined, here and in `encode`: the core's networks are fixed-size values (2.6 MB at the
+// paper preset) that pass through the stack, and inlined into the preset `match` every preset's
+// frame would be reserved on every call, overflowing a 2 MiB thread even for the tiny preset.
+#[inline(never)]
 fn decode<const PRE: usize, const H: usize, const POST: usize>(
     bytes: &[u8],
 ) -> Result<Box<FrozenPolicy<PRE, H, POST>>> {
@@ -68,6 +72,7 @@ fn decode<const PRE: usize, const H: usize, const POST: usize>(
         .map_err(Error::Core)
 }
 
+#[inline(never)]
 fn encode<const PRE: usize, const H: usize, const POST: usize>(
     actor: &RecurrentNet,
     label: &PolicyLabel,

@@ -468,8 +468,44 @@ pub struct MetricsLine {
     /// Decisions of those configurations.
     #[serde(default)]
     pub batchable_decisions: usize,
+    /// The mean return per task family of this update's fresh episodes (families without one
+    /// left out): which families the policy gains or loses on, which the overall mean hides.
+    #[serde(default)]
+    pub family_returns: Vec<FamilyReturn>,
     /// The update's statistics.
     pub stats: UpdateStats,
+}
+
+/// One family's share of an update's fresh episodes ([`MetricsLine::family_returns`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FamilyReturn {
+    /// The task family.
+    pub family: Family,
+    /// Its fresh episodes in the update.
+    pub episodes: usize,
+    /// Their mean return.
+    pub mean_return: f64,
+}
+
+impl FamilyReturn {
+    /// The mean return per family of `(family, return)` pairs, in [`Family::ALL`]'s order.
+    pub fn of(returns: &[(Family, f64)]) -> Vec<FamilyReturn> {
+        Family::ALL
+            .into_iter()
+            .filter_map(|family| {
+                let mine: Vec<f64> = returns
+                    .iter()
+                    .filter(|(f, _)| *f == family)
+                    .map(|&(_, r)| r)
+                    .collect();
+                (!mine.is_empty()).then(|| FamilyReturn {
+                    family,
+                    episodes: mine.len(),
+                    mean_return: mine.iter().sum::<f64>() / mine.len() as f64,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Which phases [`run`] goes through.
@@ -810,7 +846,7 @@ fn one_update(
     while fresh.iter().map(Episode::len).sum::<usize>() < cfg.ppo.fresh_per_update() {
         let report = rollouts.next()?;
         let s = &report.summary;
-        returns.push(s.log_speedup);
+        returns.push((s.family, s.log_speedup));
         if s.hide_eval {
             hidden_returns.push(s.log_speedup);
         }
@@ -841,7 +877,7 @@ fn one_update(
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let mean_return = mean(&returns);
+    let mean_return = mean(&returns.iter().map(|&(_, r)| r).collect::<Vec<_>>());
     Ok(Some(MetricsLine {
         update: learner.version(),
         seconds: 0.0,
@@ -859,6 +895,7 @@ fn one_update(
         learner_seconds,
         batchable_seconds,
         batchable_decisions,
+        family_returns: FamilyReturn::of(&returns),
         stats,
     }))
 }
@@ -973,6 +1010,16 @@ fn plot_metrics(path: &Path, metrics: &[MetricsLine]) -> Result<()> {
             false,
             vec![line("KL", series(|m| m.stats.kl_to_warm_start))],
         ),
+        panel(
+            "return per task family (moving average over 20 updates)",
+            "log-speedup",
+            false,
+            Family::ALL
+                .into_iter()
+                .map(|f| line(f.name(), family_moving_average(metrics, f, 20)))
+                .filter(|l| !l.points.is_empty())
+                .collect(),
+        ),
     ];
     plot::write_png(path, "lhopt meta-training", &panels, 2)
 }
@@ -987,6 +1034,28 @@ fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
                 .filter(|y| y.is_finite())
                 .collect();
             (points[i].0, ys.iter().sum::<f64>() / ys.len().max(1) as f64)
+        })
+        .collect()
+}
+
+/// `family`'s mean return over the last `window` updates at each update, weighted by its episodes
+/// (one update holds a few episodes of each family, too few to read alone); updates whose window
+/// holds none of its episodes (runs from before [`MetricsLine::family_returns`]) are left out.
+fn family_moving_average(
+    metrics: &[MetricsLine],
+    family: Family,
+    window: usize,
+) -> Vec<(f64, f64)> {
+    (0..metrics.len())
+        .filter_map(|i| {
+            let (sum, episodes) = metrics[(i + 1).saturating_sub(window)..=i]
+                .iter()
+                .flat_map(|m| &m.family_returns)
+                .filter(|r| r.family == family && r.mean_return.is_finite())
+                .fold((0.0, 0), |(sum, n), r| {
+                    (sum + r.mean_return * r.episodes as f64, n + r.episodes)
+                });
+            (episodes > 0).then(|| (metrics[i].update as f64, sum / episodes as f64))
         })
         .collect()
 }
@@ -1119,11 +1188,8 @@ mod tests {
         assert!(err.contains("kl_half_life"), "{err}");
     }
 
-    #[test]
-    fn resume_keeps_metrics_up_to_the_checkpoint_and_skips_a_torn_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(METRICS_FILE);
-        let line = |update| MetricsLine {
+    fn metrics_line(update: u64, family_returns: Vec<FamilyReturn>) -> MetricsLine {
+        MetricsLine {
             update,
             seconds: update as f64,
             episodes: 0,
@@ -1140,10 +1206,61 @@ mod tests {
             learner_seconds: 0.1,
             batchable_seconds: 0.5,
             batchable_decisions: 4,
+            family_returns,
             stats: UpdateStats::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn returns_are_reported_per_family_and_averaged_by_episodes_over_updates() {
+        use Family::*;
+        let update_1 = FamilyReturn::of(&[(CharLm, 1.0), (NoisyQuadratic, 2.0), (CharLm, 0.0)]);
+        assert_eq!(
+            update_1,
+            vec![
+                FamilyReturn {
+                    family: NoisyQuadratic,
+                    episodes: 1,
+                    mean_return: 2.0
+                },
+                FamilyReturn {
+                    family: CharLm,
+                    episodes: 2,
+                    mean_return: 0.5
+                },
+            ]
+        );
+        let update_2 = FamilyReturn::of(&[(CharLm, 2.0)]);
+        // An old line without the field, then the two updates.
+        let metrics = [
+            metrics_line(1, Vec::new()),
+            metrics_line(2, update_1),
+            metrics_line(3, update_2),
+        ];
+        // Update 3's window holds three char-LM episodes: (1 + 0 + 2) / 3.
+        assert_eq!(
+            family_moving_average(&metrics, CharLm, 20),
+            vec![(2.0, 0.5), (3.0, 1.0)]
+        );
+        // A window of one update reads that update alone; a family never run has no line.
+        assert_eq!(
+            family_moving_average(&metrics, NoisyQuadratic, 1),
+            vec![(2.0, 2.0)]
+        );
+        assert!(family_moving_average(&metrics, Ncf, 20).is_empty());
+        // Lines written before the field existed still read.
+        let mut old = serde_json::to_value(&metrics[2]).unwrap();
+        old.as_object_mut().unwrap().remove("family_returns");
+        let line: MetricsLine = serde_json::from_value(old).unwrap();
+        assert!(line.family_returns.is_empty());
+    }
+
+    #[test]
+    fn resume_keeps_metrics_up_to_the_checkpoint_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS_FILE);
         for u in 1..=4 {
-            append_metrics(&path, &line(u)).unwrap();
+            append_metrics(&path, &metrics_line(u, Vec::new())).unwrap();
         }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
