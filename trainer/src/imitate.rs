@@ -627,7 +627,6 @@ pub fn run(
     Ok(lines)
 }
 
-/// Behaviour-cloning steps of the whole phase, DAgger rounds included.
 /// Starts the bar on a phase of `len` steps and draws it once: a log keeps the first frame a bar
 /// draws, so the phase's name and length are set (through the builders, which do not draw; the
 /// clone shares the bar's state) before that frame.
@@ -636,6 +635,7 @@ fn phase(progress: &ProgressBar, message: impl Into<std::borrow::Cow<'static, st
     progress.set_length(len as u64);
 }
 
+/// Behaviour-cloning steps of the whole phase, DAgger rounds included.
 fn total_steps(cfg: &ImitationConfig) -> u64 {
     cfg.steps + u64::from(cfg.dagger_rounds) * cfg.dagger_steps
 }
