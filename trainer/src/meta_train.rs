@@ -26,9 +26,9 @@ use crate::meta_task::ReferenceCache;
 use crate::plot::{self, Line, Panel};
 use crate::policy_net::{ActorCritic, PolicySizes, RecurrentNet};
 use crate::pool::Pool;
-use crate::ppo::PpoConfig;
 use crate::ppo::learner::{Episode, Learner, LearnerState, UpdateStats};
 use crate::ppo::rollout::{PRIVILEGED_DIM, PolicySnapshot, RolloutConfig};
+use crate::ppo::{AdvantageNorm, PpoConfig};
 use crate::progress;
 use crate::tasks::{Family, Scale};
 
@@ -126,7 +126,8 @@ impl MetaTrainConfig {
 /// Decodes a checkpoint file into its body and the feature set it records (none for the layouts
 /// before [`Checkpoint::feature_set`]). Postcard writes no field names, so a layout is accepted
 /// only when it consumes the whole file; a file of the layout before `imitation.back_off` existed
-/// loads with the open-loop teacher it was trained with.
+/// loads with the open-loop teacher it was trained with, one before `ppo.advantage_norm` with
+/// the per-minibatch standardisation it was trained with.
 fn decode(bytes: &[u8]) -> std::result::Result<(CheckpointBody, Option<u16>), postcard::Error> {
     fn exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, postcard::Error> {
         match postcard::take_from_bytes(bytes)? {
@@ -134,33 +135,146 @@ fn decode(bytes: &[u8]) -> std::result::Result<(CheckpointBody, Option<u16>), po
             _ => Err(postcard::Error::DeserializeBadEncoding),
         }
     }
-    exact::<Checkpoint>(bytes)
-        .map(|c| {
-            let body = CheckpointBody {
-                config: c.config,
-                progress: c.progress,
-                learner: c.learner,
-            };
-            (body, Some(c.feature_set))
-        })
-        .or_else(|e| {
-            exact::<CheckpointBody>(bytes)
-                .or_else(|_| {
-                    exact::<CheckpointBeforeStartLr>(bytes)
-                        .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
-                        .map(Into::into)
-                })
-                .map(|body| (body, None))
-                .map_err(|_| e)
-        })
+    let recorded = |c: Checkpoint| {
+        let body = CheckpointBody {
+            config: c.config,
+            progress: c.progress,
+            learner: c.learner,
+        };
+        (body, Some(c.feature_set))
+    };
+    exact::<Checkpoint>(bytes).map(recorded).or_else(|e| {
+        exact::<CheckpointBeforeAdvantageNorm>(bytes)
+            .map(|c| recorded(c.into()))
+            .or_else(|_| {
+                exact::<CheckpointBodyBeforeAdvantageNorm>(bytes)
+                    .or_else(|_| {
+                        exact::<CheckpointBeforeStartLr>(bytes)
+                            .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
+                            .map(Into::into)
+                    })
+                    .map(|body| (body.into(), None))
+            })
+            .map_err(|_| e)
+    })
 }
 
-/// The checkpoint layout before [`Checkpoint::feature_set`]: the same fields but that one.
-#[derive(Deserialize)]
+/// A checkpoint's content but the feature set (the common form of every layout).
 struct CheckpointBody {
     config: MetaTrainConfig,
     progress: RunProgress,
     learner: LearnerState,
+}
+
+/// The checkpoint layout before `ppo.advantage_norm`.
+#[derive(Deserialize)]
+struct CheckpointBeforeAdvantageNorm {
+    config: MetaTrainConfigBeforeAdvantageNorm,
+    progress: RunProgress,
+    learner: LearnerState,
+    feature_set: u16,
+}
+
+impl From<CheckpointBeforeAdvantageNorm> for Checkpoint {
+    fn from(c: CheckpointBeforeAdvantageNorm) -> Self {
+        Checkpoint {
+            config: c.config.into(),
+            progress: c.progress,
+            learner: c.learner,
+            feature_set: c.feature_set,
+        }
+    }
+}
+
+/// [`MetaTrainConfig`] before `ppo.advantage_norm`.
+#[derive(Deserialize)]
+struct MetaTrainConfigBeforeAdvantageNorm {
+    seed: u64,
+    preset: String,
+    updates: u64,
+    plot_every: u64,
+    name: String,
+    imitation: ImitationConfig,
+    ppo: PpoConfigBeforeAdvantageNorm,
+    rollout: RolloutConfig,
+}
+
+impl From<MetaTrainConfigBeforeAdvantageNorm> for MetaTrainConfig {
+    fn from(c: MetaTrainConfigBeforeAdvantageNorm) -> Self {
+        MetaTrainConfig {
+            seed: c.seed,
+            preset: c.preset,
+            updates: c.updates,
+            plot_every: c.plot_every,
+            name: c.name,
+            imitation: c.imitation,
+            ppo: c.ppo.into(),
+            rollout: c.rollout,
+        }
+    }
+}
+
+/// [`PpoConfig`] before `advantage_norm` (whose runs standardised per minibatch only).
+#[derive(Deserialize)]
+struct PpoConfigBeforeAdvantageNorm {
+    clip: f64,
+    entropy_coef: f64,
+    value_coef: f64,
+    learning_rate: f64,
+    max_grad_norm: f64,
+    gamma: f32,
+    gae_lambda: f32,
+    minibatch: usize,
+    minibatches: usize,
+    buffer: usize,
+    max_uses: u32,
+    max_staleness: u64,
+    chunk_len: usize,
+    norm_clip: f64,
+    kl_to_warm_start: f64,
+    kl_half_life: f64,
+}
+
+impl From<PpoConfigBeforeAdvantageNorm> for PpoConfig {
+    fn from(p: PpoConfigBeforeAdvantageNorm) -> Self {
+        PpoConfig {
+            clip: p.clip,
+            entropy_coef: p.entropy_coef,
+            value_coef: p.value_coef,
+            learning_rate: p.learning_rate,
+            max_grad_norm: p.max_grad_norm,
+            gamma: p.gamma,
+            gae_lambda: p.gae_lambda,
+            minibatch: p.minibatch,
+            minibatches: p.minibatches,
+            buffer: p.buffer,
+            max_uses: p.max_uses,
+            max_staleness: p.max_staleness,
+            chunk_len: p.chunk_len,
+            norm_clip: p.norm_clip,
+            kl_to_warm_start: p.kl_to_warm_start,
+            kl_half_life: p.kl_half_life,
+            advantage_norm: AdvantageNorm::Minibatch,
+        }
+    }
+}
+
+/// The checkpoint layout before [`Checkpoint::feature_set`]: the same fields but that one.
+#[derive(Deserialize)]
+struct CheckpointBodyBeforeAdvantageNorm {
+    config: MetaTrainConfigBeforeAdvantageNorm,
+    progress: RunProgress,
+    learner: LearnerState,
+}
+
+impl From<CheckpointBodyBeforeAdvantageNorm> for CheckpointBody {
+    fn from(c: CheckpointBodyBeforeAdvantageNorm) -> Self {
+        CheckpointBody {
+            config: c.config.into(),
+            progress: c.progress,
+            learner: c.learner,
+        }
+    }
 }
 
 /// The checkpoint layout before `rollout.start_lr` (whose runs started at the initial lr).
@@ -172,16 +286,16 @@ struct CheckpointBeforeStartLr {
     plot_every: u64,
     name: String,
     imitation: ImitationConfig,
-    ppo: PpoConfig,
+    ppo: PpoConfigBeforeAdvantageNorm,
     rollout: RolloutBeforeStartLr,
     progress: RunProgress,
     learner: LearnerState,
 }
 
-impl From<CheckpointBeforeStartLr> for CheckpointBody {
+impl From<CheckpointBeforeStartLr> for CheckpointBodyBeforeAdvantageNorm {
     fn from(c: CheckpointBeforeStartLr) -> Self {
-        CheckpointBody {
-            config: MetaTrainConfig {
+        CheckpointBodyBeforeAdvantageNorm {
+            config: MetaTrainConfigBeforeAdvantageNorm {
                 seed: c.seed,
                 preset: c.preset,
                 updates: c.updates,
@@ -251,7 +365,7 @@ struct CheckpointBeforeBackOff {
     batch: usize,
     dagger_rounds: u32,
     dagger_steps: u64,
-    ppo: PpoConfig,
+    ppo: PpoConfigBeforeAdvantageNorm,
     rollout: RolloutBeforeStartLr,
     progress: RunProgress,
     learner: LearnerState,
@@ -838,6 +952,7 @@ fn one_update(
 ) -> Result<Option<MetricsLine>> {
     let start = Instant::now();
     let mut fresh: Vec<Episode> = Vec::new();
+    let mut configurations = Vec::new();
     let mut returns = Vec::new();
     let mut hidden_returns = Vec::new();
     let mut inner_steps = 0;
@@ -857,6 +972,7 @@ fn one_update(
             batchable_seconds += s.seconds + s.reference_seconds;
             batchable_decisions += report.episode.len();
         }
+        configurations.push(s.task_index);
         fresh.push(report.episode);
     }
     let decisions: usize = fresh.iter().map(Episode::len).sum();
@@ -865,7 +981,7 @@ fn one_update(
     progress.inner_steps += inner_steps;
     let wall = start.elapsed().as_secs_f64().max(1e-9);
     let learner_start = Instant::now();
-    learner.ingest(&fresh);
+    learner.ingest(&fresh, &configurations);
     let Some(stats) = learner.update() else {
         return Ok(None);
     };
@@ -1106,7 +1222,7 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_from_before_the_closed_loop_teacher_or_the_start_lr_still_load_and_round_trip() {
+    fn checkpoints_of_every_earlier_layout_still_load_and_round_trip() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints");
         let v2 = Some(FeatureSet::V2);
         let old = Checkpoint::load(&root.join("v3-warm/checkpoint.bin"), v2).unwrap();
@@ -1118,10 +1234,18 @@ mod tests {
         assert_eq!(v9.config.rollout.start_lr, Hyperparams::INITIAL.lr);
         assert_eq!(old.config.imitation.tasks, 128);
         assert!(old.actor_critic().is_ok());
+        // And from after the feature set was recorded, before ppo.advantage_norm.
+        let big = Checkpoint::load(&root.join("v16-seed1-big/checkpoint.bin"), None).unwrap();
+        assert_eq!(big.feature_set, 3);
+        assert_eq!(big.config.ppo.minibatch, 512);
+        for c in [&old, &v9, &big] {
+            assert_eq!(c.config.ppo.advantage_norm, AdvantageNorm::Minibatch);
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.bin");
         let mut new = old.clone();
         new.config.imitation.back_off = 0.05;
+        new.config.ppo.advantage_norm = AdvantageNorm::Configuration;
         new.save(&path).unwrap();
         // The new layout records the feature set: no need to state it.
         let again = Checkpoint::load(&path, None).unwrap();

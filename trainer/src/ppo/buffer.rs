@@ -94,6 +94,12 @@ impl ReplayBuffer {
         self.chunks.push_back(c);
     }
 
+    /// The chunks held, oldest first.
+    #[cfg(test)]
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.chunks.iter()
+    }
+
     /// Decisions currently held.
     pub fn decisions(&self) -> usize {
         self.chunks.iter().map(|c| c.len).sum()

@@ -7,13 +7,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::PpoConfig;
 use super::adam::{Adam, AdamState};
 use super::buffer::{self, Chunk, ReplayBuffer};
 use super::gae;
 use super::loss::{
     clipped_surrogate, head_log_probs, kl_divergence, log_prob_and_entropy, masked_mean, sum_heads,
 };
+use super::{AdvantageNorm, PpoConfig};
 use crate::error::{Error, Result};
 use crate::policy_net::{ActorCritic, LstmState, PolicySizes, RunningMoments};
 
@@ -219,11 +219,27 @@ impl Learner {
 
     /// Adds finished episodes: updates the input statistics with them, evaluates the critic along
     /// each episode (its LSTM state at every chunk start), computes GAE advantages and value
-    /// targets, and stores the chunks.
-    pub fn ingest(&mut self, episodes: &[Episode]) {
+    /// targets, standardises the advantages per task configuration when
+    /// [`PpoConfig::advantage_norm`] asks for it (`configurations[i]` names episode `i`'s), and
+    /// stores the chunks.
+    pub fn ingest(&mut self, episodes: &[Episode], configurations: &[u64]) {
+        assert_eq!(
+            episodes.len(),
+            configurations.len(),
+            "one configuration per episode"
+        );
         self.update_input_stats(episodes);
-        for ep in episodes.iter().filter(|e| !e.is_empty()) {
-            self.ingest_one(ep);
+        let mut kept: Vec<(&Episode, u64, Evaluated)> = episodes
+            .iter()
+            .zip(configurations)
+            .filter(|(e, _)| !e.is_empty())
+            .map(|(e, &c)| (e, c, self.evaluate(e)))
+            .collect();
+        if self.cfg.advantage_norm == AdvantageNorm::Configuration {
+            standardise_by_group(kept.iter_mut().map(|(_, c, ev)| (*c, &mut ev.advantages)));
+        }
+        for (ep, _, ev) in kept {
+            self.push_chunks(ep, ev);
         }
     }
 
@@ -321,7 +337,9 @@ impl Learner {
         }
     }
 
-    fn ingest_one(&mut self, ep: &Episode) {
+    /// The critic's values along `ep` (its state at every chunk start), GAE advantages and
+    /// value targets; the targets join the value statistics.
+    fn evaluate(&mut self, ep: &Episode) -> Evaluated {
         let _guard = tch::no_grad_guard();
         let (hidden, l, dev) = (
             self.net.critic.sizes().hidden,
@@ -349,11 +367,21 @@ impl Learner {
         let adv = gae::advantages(&ep.rewards, &values, self.cfg.gamma, self.cfg.gae_lambda);
         let returns: Vec<f32> = adv.iter().zip(&values).map(|(a, v)| a + v).collect();
         self.value_stats.update(&returns);
+        Evaluated {
+            advantages: adv,
+            returns,
+            critic_starts,
+        }
+    }
+
+    /// Cuts `ep` into chunks carrying its evaluation and stores them.
+    fn push_chunks(&mut self, ep: &Episode, ev: Evaluated) {
+        let l = self.cfg.chunk_len;
         let anchor_logits = self.anchor_logits(ep);
         let h = self.net.actor.sizes().hidden;
-        for (ci, start) in (0..ep.len()).step_by(l).enumerate() {
+        let starts = (0..ep.len()).step_by(l).zip(ev.critic_starts);
+        for (start, (critic_h0, critic_c0)) in starts {
             let end = (start + l).min(ep.len());
-            let (critic_h0, critic_c0) = critic_starts[ci].clone();
             self.buffer.push(Chunk {
                 version: ep.version,
                 len: end - start,
@@ -367,8 +395,8 @@ impl Learner {
                 anchor_logits: anchor_logits
                     .get(start * NUM_ACTION_LOGITS..end * NUM_ACTION_LOGITS)
                     .map_or_else(Vec::new, <[f32]>::to_vec),
-                advantages: adv[start..end].to_vec(),
-                returns: returns[start..end].to_vec(),
+                advantages: ev.advantages[start..end].to_vec(),
+                returns: ev.returns[start..end].to_vec(),
                 actor_h0: ep.actor_h[start * h..(start + 1) * h].to_vec(),
                 actor_c0: ep.actor_c[start * h..(start + 1) * h].to_vec(),
                 critic_h0,
@@ -538,6 +566,38 @@ impl Learner {
     }
 }
 
+/// One episode as the critic saw it ([`Learner::evaluate`]).
+struct Evaluated {
+    advantages: Vec<f32>,
+    /// Value targets, in return units.
+    returns: Vec<f32>,
+    /// The critic's LSTM state at each chunk start.
+    critic_starts: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Standardises the advantages of each group (mean 0, standard deviation 1 over all its
+/// decisions); a group whose advantages are all equal becomes all 0.
+fn standardise_by_group<'a>(members: impl Iterator<Item = (u64, &'a mut Vec<f32>)>) {
+    let mut groups: Vec<(u64, Vec<&'a mut Vec<f32>>)> = Vec::new();
+    for (key, adv) in members {
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(adv),
+            None => groups.push((key, vec![adv])),
+        }
+    }
+    for (_, group) in groups {
+        let n = group.iter().map(|a| a.len()).sum::<usize>() as f64;
+        let all = || group.iter().flat_map(|a| a.iter().map(|&x| f64::from(x)));
+        let mean = all().sum::<f64>() / n;
+        let std = (all().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        for adv in group {
+            for x in adv.iter_mut() {
+                *x = ((f64::from(*x) - mean) / (std + 1e-8)) as f32;
+            }
+        }
+    }
+}
+
 /// The critic's input rows: each observation followed by its privileged inputs.
 fn critic_rows(ep: &Episode, privileged: usize) -> Vec<f32> {
     if privileged == 0 {
@@ -610,7 +670,7 @@ mod tests {
                 eps.push(ep);
             }
             right /= eps.len() as f32;
-            learner.ingest(&eps);
+            learner.ingest(&eps, &vec![0; eps.len()]);
             if let Some(s) = learner.update() {
                 assert!(s.staleness <= cfg.max_staleness as f64);
                 assert!(s.grad_norm.is_finite() && s.entropy > 0.0);
@@ -711,6 +771,67 @@ mod tests {
     }
 
     #[test]
+    fn advantages_are_standardised_within_each_group_alone() {
+        let mut a = vec![1.0, 3.0];
+        let mut b = vec![5.0];
+        let mut c = vec![100.0, 300.0, 200.0];
+        let mut d = vec![7.0, 7.0];
+        standardise_by_group([(1, &mut a), (2, &mut c), (1, &mut b), (3, &mut d)].into_iter());
+        // Group 1 is {1, 3, 5}: mean 3, standard deviation √(8/3).
+        let s = (8.0f32 / 3.0).sqrt();
+        for (got, want) in a.iter().chain(&b).zip([-2.0 / s, 0.0, 2.0 / s]) {
+            assert!((got - want).abs() < 1e-5, "{a:?} {b:?}");
+        }
+        // Group 2's scale is its own; a constant group carries no preference.
+        let s = (20000.0f32 / 3.0).sqrt();
+        for (got, want) in c.iter().zip([-100.0 / s, 100.0 / s, 0.0]) {
+            assert!((got - want).abs() < 1e-5, "{c:?}");
+        }
+        assert_eq!(d, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn configuration_norm_gives_each_configurations_advantages_unit_scale() {
+        // Two configurations, one with rewards 100 times the other's: standardised per
+        // minibatch only, the stored advantages keep the rewards' scale (hundreds); per
+        // configuration, both have standard deviation 1.
+        let spread = |advantage_norm: AdvantageNorm| {
+            let cfg = PpoConfig {
+                advantage_norm,
+                ..toy_config()
+            };
+            let mut learner = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 7);
+            let mut eps: Vec<Episode> = (0..4).map(|s| toy_episode(&learner, s).0).collect();
+            for (i, ep) in eps.iter_mut().enumerate() {
+                let scale = if i % 2 == 0 { 100.0 } else { 1.0 };
+                for (t, r) in ep.rewards.iter_mut().enumerate() {
+                    *r = scale * ((t * 7 + i * 3) % 5) as f32;
+                }
+            }
+            learner.ingest(&eps, &[0, 1, 0, 1]);
+            let std_of = |first: usize| {
+                let adv: Vec<f32> = learner
+                    .buffer
+                    .chunks()
+                    .enumerate()
+                    .filter(|(i, _)| (i / 2) % 2 == first)
+                    .flat_map(|(_, c)| c.advantages.clone())
+                    .collect();
+                let mean = adv.iter().sum::<f32>() / adv.len() as f32;
+                (adv.iter().map(|a| (a - mean).powi(2)).sum::<f32>() / adv.len() as f32).sqrt()
+            };
+            (std_of(0), std_of(1))
+        };
+        let (big, _) = spread(AdvantageNorm::Minibatch);
+        assert!(big > 50.0, "raw: {big}");
+        let (big, small) = spread(AdvantageNorm::Configuration);
+        assert!(
+            (big - 1.0).abs() < 1e-3 && (small - 1.0).abs() < 1e-3,
+            "per configuration: {big} and {small}"
+        );
+    }
+
+    #[test]
     fn the_kl_weight_halves_every_half_life() {
         let cfg = PpoConfig {
             kl_to_warm_start: 2.0,
@@ -729,7 +850,7 @@ mod tests {
         let mut a = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 3);
         a.anchor_here().unwrap();
         let eps: Vec<Episode> = (0..6).map(|s| toy_episode(&a, s).0).collect();
-        a.ingest(&eps);
+        a.ingest(&eps, &vec![0; eps.len()]);
         a.update().expect("enough data for an update");
         let mut b = Learner::new(cfg, PolicySizes::TINY, 2, Device::Cpu, 99);
         b.restore(a.state()).unwrap();

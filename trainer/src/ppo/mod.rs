@@ -64,6 +64,23 @@ pub struct PpoConfig {
     pub kl_to_warm_start: f64,
     /// Updates over which that weight halves.
     pub kl_half_life: f64,
+    /// Which decisions' advantages are standardised together before the minibatch's own
+    /// standardisation.
+    pub advantage_norm: AdvantageNorm,
+}
+
+/// How advantages are standardised (mean 0, standard deviation 1) before the clipped surrogate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdvantageNorm {
+    /// Over each minibatch (spec §7, the common PPO recipe).
+    #[default]
+    Minibatch,
+    /// First over the decisions of each task configuration's episodes in the update's fresh
+    /// data, then over each minibatch. Families whose returns vary little (a noisy quadratic
+    /// near the reward's ceiling) then weigh in the gradient as much as those whose returns vary
+    /// widely (a char LM), instead of being drowned by them.
+    Configuration,
 }
 
 impl Default for PpoConfig {
@@ -87,6 +104,7 @@ impl Default for PpoConfig {
             norm_clip: 5.0,
             kl_to_warm_start: 1.0,
             kl_half_life: 100.0,
+            advantage_norm: AdvantageNorm::Minibatch,
         }
     }
 }
