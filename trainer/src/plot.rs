@@ -116,6 +116,10 @@ fn draw_panel(
         (0.0, 1.0)
     };
 
+    let corner = legend_corner(
+        lines.iter().flat_map(|(_, pts)| pts.iter().copied()),
+        (x0, x1, y0, y1),
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT_FAMILY, 18))
         .margin(8)
@@ -159,11 +163,40 @@ fn draw_panel(
     }
     chart
         .configure_series_labels()
+        .position(corner)
         .label_font((FONT_FAMILY, 13))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK.mix(0.3))
         .draw()?;
     Ok(())
+}
+
+/// The corner of the plot `(x0, x1, y0, y1)` whose quarter (the 40 % of the width and height
+/// nearest it) holds the fewest points: where the legend hides the least. Ties go to the upper
+/// right, then upper left, lower right, lower left.
+fn legend_corner(
+    points: impl Iterator<Item = (f64, f64)>,
+    (x0, x1, y0, y1): (f64, f64, f64, f64),
+) -> SeriesLabelPosition {
+    let (near_left, near_right) = (x0 + 0.4 * (x1 - x0), x1 - 0.4 * (x1 - x0));
+    let (near_low, near_high) = (y0 + 0.4 * (y1 - y0), y1 - 0.4 * (y1 - y0));
+    let mut counts = [0usize; 4];
+    for (x, y) in points {
+        let (right, left) = (x >= near_right, x <= near_left);
+        let (high, low) = (y >= near_high, y <= near_low);
+        counts[0] += usize::from(high && right);
+        counts[1] += usize::from(high && left);
+        counts[2] += usize::from(low && right);
+        counts[3] += usize::from(low && left);
+    }
+    let corners = [
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+    ];
+    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
+    corners[best].clone()
 }
 
 /// Labelled ticks per axis at most.
@@ -346,6 +379,18 @@ fn smoothed(losses: &[f32]) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legend_goes_to_the_emptiest_corner() {
+        let rising = (0..=10).map(|i| (f64::from(i), f64::from(i)));
+        let falling = (0..=10).map(|i| (f64::from(i), f64::from(10 - i)));
+        let range = (0.0, 10.0, 0.0, 10.0);
+        use SeriesLabelPosition::{LowerRight, UpperLeft, UpperRight};
+        assert_eq!(legend_corner(rising, range), UpperLeft);
+        assert_eq!(legend_corner(falling, range), UpperRight);
+        let high = (0..=10).map(|i| (f64::from(i), 9.0));
+        assert_eq!(legend_corner(high, range), LowerRight);
+    }
 
     #[test]
     fn writes_a_png_with_text_and_nan_points() {
