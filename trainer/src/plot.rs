@@ -117,7 +117,7 @@ fn draw_panel(
     };
 
     let corner = legend_corner(
-        lines.iter().flat_map(|(_, pts)| pts.iter().copied()),
+        lines.iter().map(|(_, pts)| pts.as_slice()),
         (x0, x1, y0, y1),
     );
     let mut chart = ChartBuilder::on(area)
@@ -172,12 +172,23 @@ fn draw_panel(
 }
 
 /// The corner of the plot `(x0, x1, y0, y1)` whose quarter (the 40 % of the width and height
-/// nearest it) holds the fewest points: where the legend hides the least. Ties go to the upper
+/// nearest it) holds the least of the lines, counted at 8 points along every segment so that a
+/// long segment counts where it runs: where the legend hides the least. Ties go to the upper
 /// right, then upper left, lower right, lower left.
-fn legend_corner(
-    points: impl Iterator<Item = (f64, f64)>,
+fn legend_corner<'a>(
+    lines: impl Iterator<Item = &'a [(f64, f64)]>,
     (x0, x1, y0, y1): (f64, f64, f64, f64),
 ) -> SeriesLabelPosition {
+    let points = lines.flat_map(|pts| {
+        let along = pts.windows(2).flat_map(|w| {
+            let ((ax, ay), (bx, by)) = (w[0], w[1]);
+            (0..8).map(move |k| {
+                let t = f64::from(k) / 8.0;
+                (ax + t * (bx - ax), ay + t * (by - ay))
+            })
+        });
+        along.chain(pts.last().copied())
+    });
     let (near_left, near_right) = (x0 + 0.4 * (x1 - x0), x1 - 0.4 * (x1 - x0));
     let (near_low, near_high) = (y0 + 0.4 * (y1 - y0), y1 - 0.4 * (y1 - y0));
     let mut counts = [0usize; 4];
@@ -382,14 +393,20 @@ mod tests {
 
     #[test]
     fn the_legend_goes_to_the_emptiest_corner() {
-        let rising = (0..=10).map(|i| (f64::from(i), f64::from(i)));
-        let falling = (0..=10).map(|i| (f64::from(i), f64::from(10 - i)));
+        use SeriesLabelPosition::{LowerLeft, LowerRight, UpperLeft, UpperRight};
         let range = (0.0, 10.0, 0.0, 10.0);
-        use SeriesLabelPosition::{LowerRight, UpperLeft, UpperRight};
-        assert_eq!(legend_corner(rising, range), UpperLeft);
-        assert_eq!(legend_corner(falling, range), UpperRight);
-        let high = (0..=10).map(|i| (f64::from(i), 9.0));
-        assert_eq!(legend_corner(high, range), LowerRight);
+        let corner = |lines: &[&[(f64, f64)]]| legend_corner(lines.iter().copied(), range);
+        let rising: Vec<(f64, f64)> = (0..=10).map(|i| (f64::from(i), f64::from(i))).collect();
+        let falling: Vec<(f64, f64)> = rising.iter().map(|&(x, y)| (x, 10.0 - y)).collect();
+        assert_eq!(corner(&[&rising]), UpperLeft);
+        assert_eq!(corner(&[&falling]), UpperRight);
+        assert_eq!(
+            corner(&[&[(0.0, 9.0), (10.0, 9.0)], &[(6.0, 1.0), (10.0, 1.0)]]),
+            LowerLeft
+        );
+        // One segment from the upper-left quarter to the middle of the right edge: no vertex
+        // lies in the upper-right quarter, but the segment runs through it.
+        assert_eq!(corner(&[&[(4.0, 9.9), (10.0, 5.0)]]), LowerRight);
     }
 
     #[test]
