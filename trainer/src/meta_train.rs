@@ -146,14 +146,11 @@ fn decode(bytes: &[u8]) -> std::result::Result<(CheckpointBody, Option<u16>), po
     exact::<Checkpoint>(bytes).map(recorded).or_else(|e| {
         exact::<CheckpointBeforeAdvantageNorm>(bytes)
             .map(|c| recorded(c.into()))
+            .or_else(|_| exact::<CheckpointBeforeFeatureSet>(bytes).map(|c| (c.into(), None)))
+            .or_else(|_| exact::<CheckpointBeforeStartLr>(bytes).map(|c| (c.into(), None)))
             .or_else(|_| {
-                exact::<CheckpointBodyBeforeAdvantageNorm>(bytes)
-                    .or_else(|_| {
-                        exact::<CheckpointBeforeStartLr>(bytes)
-                            .or_else(|_| exact::<CheckpointBeforeBackOff>(bytes).map(Into::into))
-                            .map(Into::into)
-                    })
-                    .map(|body| (body.into(), None))
+                exact::<CheckpointBeforeBackOff>(bytes)
+                    .map(|c| (CheckpointBeforeStartLr::from(c).into(), None))
             })
             .map_err(|_| e)
     })
@@ -169,7 +166,7 @@ struct CheckpointBody {
 /// The checkpoint layout before `ppo.advantage_norm`.
 #[derive(Deserialize)]
 struct CheckpointBeforeAdvantageNorm {
-    config: MetaTrainConfigBeforeAdvantageNorm,
+    config: ConfigBefore<PpoConfigBeforeAdvantageNorm, RolloutConfig>,
     progress: RunProgress,
     learner: LearnerState,
     feature_set: u16,
@@ -186,21 +183,50 @@ impl From<CheckpointBeforeAdvantageNorm> for Checkpoint {
     }
 }
 
-/// [`MetaTrainConfig`] before `ppo.advantage_norm`.
+/// The checkpoint layouts without [`Checkpoint::feature_set`]: a configuration of an earlier
+/// layout, then the counters and the learner.
 #[derive(Deserialize)]
-struct MetaTrainConfigBeforeAdvantageNorm {
+struct BodyBefore<C> {
+    config: C,
+    progress: RunProgress,
+    learner: LearnerState,
+}
+
+impl<P: Into<PpoConfig>, R: Into<RolloutConfig>> From<BodyBefore<ConfigBefore<P, R>>>
+    for CheckpointBody
+{
+    fn from(c: BodyBefore<ConfigBefore<P, R>>) -> Self {
+        CheckpointBody {
+            config: c.config.into(),
+            progress: c.progress,
+            learner: c.learner,
+        }
+    }
+}
+
+/// The checkpoint layout before [`Checkpoint::feature_set`].
+type CheckpointBeforeFeatureSet =
+    BodyBefore<ConfigBefore<PpoConfigBeforeAdvantageNorm, RolloutConfig>>;
+
+/// The checkpoint layout before `rollout.start_lr` (whose runs started at the initial lr).
+type CheckpointBeforeStartLr =
+    BodyBefore<ConfigBefore<PpoConfigBeforeAdvantageNorm, RolloutBeforeStartLr>>;
+
+/// [`MetaTrainConfig`] of an earlier layout: its PPO and rollout sections as they were then.
+#[derive(Deserialize)]
+struct ConfigBefore<P, R> {
     seed: u64,
     preset: String,
     updates: u64,
     plot_every: u64,
     name: String,
     imitation: ImitationConfig,
-    ppo: PpoConfigBeforeAdvantageNorm,
-    rollout: RolloutConfig,
+    ppo: P,
+    rollout: R,
 }
 
-impl From<MetaTrainConfigBeforeAdvantageNorm> for MetaTrainConfig {
-    fn from(c: MetaTrainConfigBeforeAdvantageNorm) -> Self {
+impl<P: Into<PpoConfig>, R: Into<RolloutConfig>> From<ConfigBefore<P, R>> for MetaTrainConfig {
+    fn from(c: ConfigBefore<P, R>) -> Self {
         MetaTrainConfig {
             seed: c.seed,
             preset: c.preset,
@@ -209,7 +235,7 @@ impl From<MetaTrainConfigBeforeAdvantageNorm> for MetaTrainConfig {
             name: c.name,
             imitation: c.imitation,
             ppo: c.ppo.into(),
-            rollout: c.rollout,
+            rollout: c.rollout.into(),
         }
     }
 }
@@ -255,58 +281,6 @@ impl From<PpoConfigBeforeAdvantageNorm> for PpoConfig {
             kl_to_warm_start: p.kl_to_warm_start,
             kl_half_life: p.kl_half_life,
             advantage_norm: AdvantageNorm::Minibatch,
-        }
-    }
-}
-
-/// The checkpoint layout before [`Checkpoint::feature_set`]: the same fields but that one.
-#[derive(Deserialize)]
-struct CheckpointBodyBeforeAdvantageNorm {
-    config: MetaTrainConfigBeforeAdvantageNorm,
-    progress: RunProgress,
-    learner: LearnerState,
-}
-
-impl From<CheckpointBodyBeforeAdvantageNorm> for CheckpointBody {
-    fn from(c: CheckpointBodyBeforeAdvantageNorm) -> Self {
-        CheckpointBody {
-            config: c.config.into(),
-            progress: c.progress,
-            learner: c.learner,
-        }
-    }
-}
-
-/// The checkpoint layout before `rollout.start_lr` (whose runs started at the initial lr).
-#[derive(Deserialize)]
-struct CheckpointBeforeStartLr {
-    seed: u64,
-    preset: String,
-    updates: u64,
-    plot_every: u64,
-    name: String,
-    imitation: ImitationConfig,
-    ppo: PpoConfigBeforeAdvantageNorm,
-    rollout: RolloutBeforeStartLr,
-    progress: RunProgress,
-    learner: LearnerState,
-}
-
-impl From<CheckpointBeforeStartLr> for CheckpointBodyBeforeAdvantageNorm {
-    fn from(c: CheckpointBeforeStartLr) -> Self {
-        CheckpointBodyBeforeAdvantageNorm {
-            config: MetaTrainConfigBeforeAdvantageNorm {
-                seed: c.seed,
-                preset: c.preset,
-                updates: c.updates,
-                plot_every: c.plot_every,
-                name: c.name,
-                imitation: c.imitation,
-                ppo: c.ppo,
-                rollout: c.rollout.into(),
-            },
-            progress: c.progress,
-            learner: c.learner,
         }
     }
 }
@@ -373,7 +347,7 @@ struct CheckpointBeforeBackOff {
 
 impl From<CheckpointBeforeBackOff> for CheckpointBeforeStartLr {
     fn from(c: CheckpointBeforeBackOff) -> Self {
-        CheckpointBeforeStartLr {
+        let config = ConfigBefore {
             seed: c.seed,
             preset: c.preset,
             updates: c.updates,
@@ -392,6 +366,9 @@ impl From<CheckpointBeforeBackOff> for CheckpointBeforeStartLr {
             },
             ppo: c.ppo,
             rollout: c.rollout,
+        };
+        BodyBefore {
+            config,
             progress: c.progress,
             learner: c.learner,
         }
