@@ -45,6 +45,10 @@ pub const POLICY_FILE: &str = "policy.lhp";
 /// See [`CONFIG_FILE`].
 pub const IMITATION_POLICY_FILE: &str = "imitation.lhp";
 
+/// Appended to the run's name in the warm start's policy file, so it never passes for a PPO
+/// export of the same run.
+const IMITATION_NAME_SUFFIX: &str = "-imitation";
+
 /// Everything a meta-training run is configured by (the TOML file; every field has a default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -101,6 +105,20 @@ impl MetaTrainConfig {
             return Err(Error::Usage(format!(
                 "config {}: ppo.kl_to_warm_start must be at least 0 and ppo.kl_half_life above 0",
                 path.display()
+            )));
+        }
+        // Checked here, not at export: the warm start's file is written after the whole
+        // imitation phase, and a name that does not fit would stop the run there.
+        let longest = cfg.name.len() + IMITATION_NAME_SUFFIX.len();
+        if longest > lhopt_core::format::NAME_CAPACITY {
+            return Err(Error::Usage(format!(
+                "config {}: name '{}' is {} bytes; policy files hold {} and the warm start's \
+                 appends '{IMITATION_NAME_SUFFIX}', so use at most {} bytes",
+                path.display(),
+                cfg.name,
+                cfg.name.len(),
+                lhopt_core::format::NAME_CAPACITY,
+                lhopt_core::format::NAME_CAPACITY - IMITATION_NAME_SUFFIX.len()
             )));
         }
         if cfg.rollout.families.is_empty() || cfg.plot_every == 0 {
@@ -874,7 +892,7 @@ fn warm_start(
     ckpt.save(&out.join(CHECKPOINT_FILE))?;
     let bytes = ckpt.encode_policy(
         &ckpt.actor_critic()?.actor,
-        &format!("{}-imitation", cfg.name),
+        &format!("{}{IMITATION_NAME_SUFFIX}", cfg.name),
     )?;
     write_atomic(&out.join(IMITATION_POLICY_FILE), &bytes)
 }
@@ -1287,6 +1305,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kl_half_life"), "{err}");
+        // The warm start's name is the run's plus a suffix: a run named to the file's capacity
+        // would train for the whole imitation phase and then fail to write it.
+        let fits = "n".repeat(lhopt_core::format::NAME_CAPACITY - IMITATION_NAME_SUFFIX.len());
+        let cfg = MetaTrainConfig::from_toml(&format!("name = \"{fits}\"\n"), p).unwrap();
+        assert!(
+            lhopt_core::format::NAME_CAPACITY
+                >= format!("{}{IMITATION_NAME_SUFFIX}", cfg.name).len()
+        );
+        let err = MetaTrainConfig::from_toml(&format!("name = \"{fits}n\"\n"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 22 bytes"), "{err}");
     }
 
     fn metrics_line(update: u64, family_returns: Vec<FamilyReturn>) -> MetricsLine {
