@@ -49,6 +49,12 @@ pub const IMITATION_POLICY_FILE: &str = "imitation.lhp";
 /// export of the same run.
 const IMITATION_NAME_SUFFIX: &str = "-imitation";
 
+/// The name the warm start's policy file ([`IMITATION_POLICY_FILE`]) stores for a run named
+/// `run_name`.
+fn warm_start_name(run_name: &str) -> String {
+    format!("{run_name}{IMITATION_NAME_SUFFIX}")
+}
+
 /// Everything a meta-training run is configured by (the TOML file; every field has a default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,8 +115,7 @@ impl MetaTrainConfig {
         }
         // Checked here, not at export: the warm start's file is written after the whole
         // imitation phase, and a name that does not fit would stop the run there.
-        let longest = cfg.name.len() + IMITATION_NAME_SUFFIX.len();
-        if longest > lhopt_core::format::NAME_CAPACITY {
+        if warm_start_name(&cfg.name).len() > lhopt_core::format::NAME_CAPACITY {
             return Err(Error::Usage(format!(
                 "config {}: name '{}' is {} bytes; policy files hold {} and the warm start's \
                  appends '{IMITATION_NAME_SUFFIX}', so use at most {} bytes",
@@ -890,10 +895,7 @@ fn warm_start(
         feature_set: FEATURE_SET_VERSION,
     };
     ckpt.save(&out.join(CHECKPOINT_FILE))?;
-    let bytes = ckpt.encode_policy(
-        &ckpt.actor_critic()?.actor,
-        &format!("{}{IMITATION_NAME_SUFFIX}", cfg.name),
-    )?;
+    let bytes = ckpt.encode_policy(&ckpt.actor_critic()?.actor, &warm_start_name(&cfg.name))?;
     write_atomic(&out.join(IMITATION_POLICY_FILE), &bytes)
 }
 
@@ -1309,9 +1311,9 @@ mod tests {
         // would train for the whole imitation phase and then fail to write it.
         let fits = "n".repeat(lhopt_core::format::NAME_CAPACITY - IMITATION_NAME_SUFFIX.len());
         let cfg = MetaTrainConfig::from_toml(&format!("name = \"{fits}\"\n"), p).unwrap();
-        assert!(
+        assert_eq!(
+            warm_start_name(&cfg.name).len(),
             lhopt_core::format::NAME_CAPACITY
-                >= format!("{}{IMITATION_NAME_SUFFIX}", cfg.name).len()
         );
         let err = MetaTrainConfig::from_toml(&format!("name = \"{fits}n\"\n"), p)
             .unwrap_err()
